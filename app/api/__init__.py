@@ -1,0 +1,1 @@
+"""The two faces of the service: REST (FastAPI) and MCP (FastMCP)."""

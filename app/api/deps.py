@@ -1,0 +1,35 @@
+"""Dependencies declared once: the service, the caller, the request id."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.security import Principal
+from app.service import AgentService
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `agent-service keys create`.")
+
+
+def get_service(request: Request) -> AgentService:
+    service: AgentService = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[AgentService, Depends(get_service)]
+
+
+async def get_principal(
+    service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    return await service.keys.authenticate(credentials.credentials if credentials else None)
+
+
+def get_request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+RequestId = Annotated[str | None, Depends(get_request_id)]

@@ -1,0 +1,107 @@
+"""Every error answer is JSON `{code, message}` with a stable code; never the request's content."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import (
+    DatabaseUnavailable,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    Unauthenticated,
+)
+from app.schemas import ErrorBody
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[ServiceError], int] = {
+    InvalidInput: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    DatabaseUnavailable: 503,
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+# The documented error answers, for the OpenAPI document.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing, unknown or revoked API key"},
+    422: {"model": ErrorBody, "description": "the request is not valid (see `code` and `details`)"},
+    503: {"model": ErrorBody, "description": "the database is not reachable; retry shortly"},
+}
+
+
+def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, details=details)  # type: ignore[arg-type]
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": "1"}
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    status = next((s for cls, s in STATUS_OF.items() if isinstance(exc, cls)), 500)
+    return error_response(status, exc.code, exc.message)
+
+
+def safe_details(errors: list[Any]) -> list[dict[str, Any]]:
+    """Validation errors without the offending input: it may be the prompt."""
+    return [
+        {"loc": [p for p in e.get("loc", ()) if isinstance(p, str | int)], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in errors
+    ]
+
+
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = safe_details(list(exc.errors()))
+    summary = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details[:5])
+    return error_response(422, "validation_error", summary or "the request is not valid", details)
+
+
+def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    response = error_response(exc.status_code, code, message)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    # The type only: an exception's text can carry request content.
+    log.error("unhandled %s", type(exc).__name__)
+    return error_response(500, "internal_error", "the service failed to handle this request")
+
+
+def install_http_error_handler(app: Starlette) -> None:
+    """For the mounted MCP app too, so an unknown path is a JSON 404 like every other error."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

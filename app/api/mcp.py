@@ -1,0 +1,164 @@
+"""MCP tools and the result resource: the same service calls as REST, over channel `mcp`."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from fastmcp import FastMCP
+from fastmcp.exceptions import ResourceError, ToolError
+from fastmcp.server.auth import AccessToken, TokenVerifier
+from fastmcp.server.dependencies import get_access_token, get_http_request
+from pydantic import Field, ValidationError
+
+from app.api.errors import safe_details
+from app.errors import InvalidInput, ServiceError, Unauthenticated
+from app.models import Channel, Role
+from app.schemas import (
+    AgentResult,
+    AgentResultPage,
+    AgentTask,
+    ContextObject,
+    ModelName,
+    RetentionDays,
+    TaskParams,
+    TemplateName,
+)
+from app.security import Principal
+from app.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, AgentService
+
+
+class ApiKeyVerifier(TokenVerifier):
+    """Bearer tokens on /mcp are the same API keys as on REST."""
+
+    def __init__(self, service: AgentService) -> None:
+        super().__init__()
+        self._service = service
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:
+            principal = await self._service.keys.authenticate(token)
+        except Unauthenticated:
+            return None
+        return AccessToken(
+            token=token,
+            client_id=str(principal.key_id),
+            scopes=[principal.role.value],
+            claims={"name": principal.name, "role": principal.role.value},
+        )
+
+
+def _caller() -> Principal:
+    token = get_access_token()
+    if token is None:
+        raise Unauthenticated
+    return Principal(uuid.UUID(token.client_id), str(token.claims.get("name", "")), Role(token.claims["role"]))
+
+
+def _request_id() -> str | None:
+    try:
+        return get_http_request().scope.get("state", {}).get("request_id")
+    except RuntimeError:  # in-memory transport: no HTTP request
+        return None
+
+
+def _error_text(exc: ServiceError, details: list[dict[str, Any]] | None = None) -> str:
+    """The same `{code, message}` body as REST errors, as the MCP error's text."""
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if details:
+        body["details"] = details
+    return json.dumps(body)
+
+
+@contextmanager
+def _mcp_errors(error: type[ToolError | ResourceError] = ToolError) -> Iterator[None]:
+    """Service errors become MCP errors carrying their stable code."""
+    try:
+        yield
+    except ServiceError as exc:
+        raise error(_error_text(exc)) from None
+    except ValidationError as exc:
+        details = safe_details(exc.errors())
+        message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
+        raise error(_error_text(InvalidInput(message), details)) from None
+
+
+def _task_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidInput("task_id must be a UUID") from None
+
+
+TaskIdArg = Annotated[str, Field(description="The task_id returned by run_agent_task.")]
+
+
+def build_mcp(service: AgentService) -> FastMCP:
+    mcp = FastMCP(
+        "agent-service",
+        instructions="Run LLM tasks and read their results back later by task_id. Every read is audited.",
+        auth=ApiKeyVerifier(service),
+        mask_error_details=True,
+    )
+
+    @mcp.tool(annotations={"openWorldHint": True})
+    async def run_agent_task(
+        # No length rule on the signature: a validation error would quote the prompt. The
+        # service checks it and answers with a message that does not.
+        prompt: Annotated[str, Field(description="The prompt (1 to MAX_PROMPT_CHARS characters); never stored.")],
+        context: ContextObject | None = None,
+        template: TemplateName = None,
+        model: ModelName = None,
+        params: TaskParams | None = None,
+        cache: Annotated[bool, Field(description="false bypasses the response cache")] = True,
+        retention_days: RetentionDays = None,
+    ) -> AgentResult:
+        """Run an agent task and return its result."""
+        with _mcp_errors():
+            principal = _caller()
+            task = AgentTask(
+                prompt=prompt,
+                context=context or {},
+                template=template,
+                model=model,
+                params=params or TaskParams(),
+                cache=cache,
+                retention_days=retention_days,
+            )
+            return await service.run_task(principal, task, channel=Channel.MCP, request_id=_request_id())
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def get_agent_result(task_id: TaskIdArg) -> AgentResult:
+        """Read a task's result by id (audited)."""
+        with _mcp_errors():
+            return await service.get_result(_caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id())
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def list_agent_results(
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    ) -> AgentResultPage:
+        """List your tasks, newest first, without outputs."""
+        with _mcp_errors():
+            return await service.list_results(
+                _caller(), cursor=cursor, limit=limit, channel=Channel.MCP, request_id=_request_id()
+            )
+
+    @mcp.tool(annotations={"destructiveHint": True, "idempotentHint": True})
+    async def delete_agent_result(task_id: TaskIdArg) -> dict[str, str]:
+        """Erase a task and its result now (audited)."""
+        with _mcp_errors():
+            await service.delete_result(_caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id())
+        return {"task_id": task_id, "status": "deleted"}
+
+    @mcp.resource("agent-result://{task_id}", name="get_agent_result", mime_type="application/json")
+    async def agent_result_resource(task_id: str) -> str:
+        """A task's result as JSON (audited)."""
+        with _mcp_errors(ResourceError):
+            result = await service.get_result(_caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id())
+        return result.model_dump_json()
+
+    return mcp

@@ -1,0 +1,122 @@
+"""REST routes: parse, authenticate, call one service method, shape the answer."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.api.deps import CurrentPrincipal, RequestId, ServiceDep
+from app.api.errors import ERROR_RESPONSES
+from app.models import Channel
+from app.schemas import AgentResult, AgentResultPage, AgentTask, AuditEventPage, ErrorBody
+from app.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+router = APIRouter()
+
+_NOT_FOUND = {404: {"model": ErrorBody, "description": "unknown, expired, or another client's task"}}
+_FORBIDDEN = {403: {"model": ErrorBody, "description": "the key's role does not allow this"}}
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size")]
+Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")]
+
+
+def _json(model: BaseModel, status_code: int = 200) -> Response:
+    # Rows are already typed: skip FastAPI's re-validation of the response (hot path).
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+@router.post(
+    "/tools/run_agent_task",
+    response_model=AgentResult,
+    responses=ERROR_RESPONSES,
+    tags=["tasks"],
+)
+async def run_agent_task(
+    task: AgentTask, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
+) -> Response:
+    """Run an agent task and return its result."""
+    result = await service.run_task(principal, task, channel=Channel.REST, request_id=request_id)
+    return _json(result)
+
+
+@router.get(
+    "/resources/get_agent_result/{task_id}",
+    response_model=AgentResult,
+    responses={**ERROR_RESPONSES, **_NOT_FOUND},
+    tags=["tasks"],
+)
+async def get_agent_result(
+    task_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
+) -> Response:
+    """Read a task's result by id (audited)."""
+    return _json(await service.get_result(principal, task_id, channel=Channel.REST, request_id=request_id))
+
+
+@router.get(
+    "/resources/agent_results",
+    response_model=AgentResultPage,
+    responses=ERROR_RESPONSES,
+    tags=["tasks"],
+)
+async def list_agent_results(
+    principal: CurrentPrincipal,
+    service: ServiceDep,
+    request_id: RequestId,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+) -> Response:
+    """List the caller's tasks, newest first, without outputs."""
+    page = await service.list_results(principal, cursor=cursor, limit=limit, channel=Channel.REST, request_id=request_id)
+    return _json(page)
+
+
+@router.delete(
+    "/resources/get_agent_result/{task_id}",
+    status_code=204,
+    responses={**ERROR_RESPONSES, **_NOT_FOUND, **_FORBIDDEN},
+    tags=["tasks"],
+)
+async def delete_agent_result(
+    task_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
+) -> Response:
+    """Erase a task and its result now (audited)."""
+    await service.delete_result(principal, task_id, channel=Channel.REST, request_id=request_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/audit/events",
+    response_model=AuditEventPage,
+    responses={**ERROR_RESPONSES, **_FORBIDDEN},
+    tags=["audit"],
+)
+async def list_audit_events(
+    principal: CurrentPrincipal,
+    service: ServiceDep,
+    request_id: RequestId,
+    task_id: uuid.UUID | None = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+) -> Response:
+    """Read the audit log (auditor and admin roles; audited)."""
+    page = await service.list_audit_events(
+        principal, task_id=task_id, cursor=cursor, limit=limit, channel=Channel.REST, request_id=request_id
+    )
+    return _json(page)
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """Liveness: 200 while the process lives."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], responses={503: {"description": "a check failed; see `checks`"}})
+async def readyz(service: ServiceDep) -> JSONResponse:
+    """Readiness: the database answers and is at the head migration."""
+    readiness = await service.readiness()
+    body = {"status": "ok" if readiness.ready else "unavailable", "checks": readiness.checks}
+    return JSONResponse(body, status_code=200 if readiness.ready else 503)

@@ -1,0 +1,220 @@
+"""The `agent-service` command: serve, migrate, and manage API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from pydantic import SecretStr, ValidationError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from app import migration, repository
+from app.db import Database
+from app.embedded import embedded_database, development_hash_key
+from app.errors import DatabaseUnavailable, NotFound
+from app.keys import KeyStore
+from app.local_postgres import PostgresNotFoundError
+from app.models import Role
+from app.settings import Settings, get_settings
+
+app = typer.Typer(help="LLM Agent Service: run LLM tasks over REST and MCP, read results back, audited.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+keys_app = typer.Typer(help="Manage API keys (stored hashed; the plain key is shown once).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+STARTUP_WAIT_SECONDS = 30
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def _load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "\n".join(f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise _fail(f"Invalid configuration:\n{problems}") from None
+
+
+@contextmanager
+def _database_settings(*, keep_running: bool = False) -> Iterator[tuple[Settings, bool]]:
+    """The configured database, or (DATABASE_URL unset) the embedded one, started and migrated.
+
+    Yields the settings to use and whether the database is the embedded one.
+    """
+    settings = _load_settings()
+    if settings.database_url is not None:
+        yield settings, False
+        return
+    try:
+        with embedded_database(settings.data_dir, keep_running=keep_running) as embedded:
+            key = settings.prompt_hash_key or SecretStr(development_hash_key(settings.data_dir))
+            resolved = settings.model_copy(update={"database_url": embedded.url, "prompt_hash_key": key})
+            migration.upgrade(embedded.url)
+            yield resolved, True
+    except PostgresNotFoundError as exc:
+        raise _fail(str(exc)) from None
+
+
+@retry(
+    retry=retry_if_exception_type(DatabaseUnavailable),
+    stop=stop_after_delay(STARTUP_WAIT_SECONDS),
+    wait=wait_exponential(multiplier=0.2, max=3),
+    reraise=True,
+)
+async def _revision(settings: Settings) -> str | None:
+    db = Database(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 1}))
+    await db.open()
+    try:
+        async with db.connection() as conn:
+            return await repository.schema_revision(conn)
+    finally:
+        await db.close()
+
+
+def _require_head(settings: Settings) -> None:
+    try:
+        revision = asyncio.run(_revision(settings))
+    except DatabaseUnavailable:
+        raise _fail(f"The database at DATABASE_URL did not answer within {STARTUP_WAIT_SECONDS} s.") from None
+    head = migration.head_revision()
+    if revision != head:
+        raise _fail(
+            f"The database is at revision {revision or '(none)'}, not at the head ({head}).\n"
+            "Run `agent-service migrate` first."
+        )
+
+
+@contextmanager
+def _key_store(settings: Settings) -> Iterator[tuple[KeyStore, asyncio.Runner]]:
+    with asyncio.Runner() as runner:
+        db = Database(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 2}))
+        try:
+            runner.run(db.open())
+        except DatabaseUnavailable:
+            raise _fail("The database is not reachable.") from None
+        try:
+            yield KeyStore(db, cache_seconds=0), runner
+        finally:
+            runner.run(db.close())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the API (REST, MCP at /mcp). Without DATABASE_URL: an embedded PostgreSQL under ./.data."""
+    import uvicorn
+
+    with _database_settings() as (settings, embedded):
+        if embedded:
+            _announce_embedded(settings)
+        else:
+            _require_head(settings)
+        assert settings.database_url is not None and settings.prompt_hash_key is not None
+        # Workers are separate processes: they read the resolved settings from the environment.
+        os.environ["DATABASE_URL"] = settings.database_url
+        os.environ["PROMPT_HASH_KEY"] = settings.prompt_hash_key.get_secret_value()
+        get_settings.cache_clear()
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=10,
+        )
+
+
+def _announce_embedded(settings: Settings) -> None:
+    assert settings.database_url is not None
+    typer.echo(f"Embedded PostgreSQL (development): {settings.database_url}")
+    with _key_store(settings) as (keys, runner):
+        if runner.run(keys.count()) == 0:
+            record, plain = runner.run(keys.create("development", Role.ADMIN))
+            typer.secho(
+                f"Created a development API key (role admin, id {record.id}). It is shown only this once:\n\n"
+                f"    {plain}\n\n"
+                f"Use it as: Authorization: Bearer {plain}\n"
+                "Make more with: uv run agent-service keys create NAME --role client",
+                fg=typer.colors.GREEN,
+            )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the configured database to the latest schema (alembic upgrade head)."""
+    with _database_settings() as (settings, _):
+        assert settings.database_url is not None
+        try:
+            migration.upgrade(settings.database_url)
+        except OSError as exc:
+            raise _fail(f"Could not reach the database: {type(exc).__name__}") from None
+        typer.echo(f"Database is at revision {migration.head_revision()} (head).")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="who the key is for")],
+    role: Annotated[Role, typer.Option(help="client: own tasks; auditor: reads all, audit log; admin: all")] = Role.CLIENT,
+) -> None:
+    """Create an API key and print it (the only time it is shown)."""
+    if not name.strip() or len(name) > 200:
+        raise _fail("NAME must be 1 to 200 characters")
+    with _database_settings() as (settings, embedded):
+        if not embedded:
+            _require_head(settings)
+        with _key_store(settings) as (keys, runner):
+            record, plain = runner.run(keys.create(name.strip(), role))
+    typer.echo(f"id:   {record.id}\nname: {record.name}\nrole: {record.role}\nkey:  {plain}")
+    typer.echo("Store the key now: it cannot be shown again.", err=True)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never the keys themselves)."""
+    with _database_settings() as (settings, embedded):
+        if not embedded:
+            _require_head(settings)
+        with _key_store(settings) as (keys, runner):
+            records = runner.run(keys.list())
+    typer.echo(f"{'id':36}  {'role':7}  {'prefix':10}  {'created':20}  {'revoked':20}  name")
+    for r in records:
+        revoked = r.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if r.revoked_at else "-"
+        typer.echo(
+            f"{r.id!s:36}  {r.role:7}  {r.key_prefix:10}  {r.created_at:%Y-%m-%d %H:%M:%S}  {revoked:20}  {r.name}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[uuid.UUID, typer.Argument(metavar="ID", help="the key's id (keys list)")]) -> None:
+    """Revoke an API key; it stops working at once here and within AUTH_CACHE_SECONDS elsewhere."""
+    with _database_settings() as (settings, embedded):
+        if not embedded:
+            _require_head(settings)
+        with _key_store(settings) as (keys, runner):
+            try:
+                record = runner.run(keys.revoke(key_id))
+            except NotFound:
+                raise _fail(f"No API key has id {key_id}.") from None
+    typer.echo(f"Revoked {record.id} ({record.name}).")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

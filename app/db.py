@@ -1,0 +1,111 @@
+"""The connection pool and the one transaction scope that commits at the boundary.
+
+The service talks to PostgreSQL through an asyncpg pool: the hot path (an
+audited read) is one prepared statement, and the ORM's per-row bookkeeping
+costs more than the query itself. SQLModel stays the schema's source
+(`app.models`, Alembic); `app.repository` holds every statement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from app.errors import DatabaseUnavailable
+from app.settings import Settings
+
+_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg", "postgresql+psycopg2"}
+
+# Errors that mean "the database is not there right now", as opposed to a bug in a statement.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # includes "connection does not exist"
+    asyncpg.OperatorInterventionError,  # shutdown, crash, "cannot connect now"
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,  # statement timeout
+)
+
+
+def _split(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise ValueError("DATABASE_URL must be a postgresql:// URL")
+    return parts.scheme, urlunsplit(parts._replace(scheme="postgresql"))
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A plain `postgresql://` DSN for asyncpg, whatever driver the URL names."""
+    return _split(url)[1]
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database for SQLAlchemy (Alembic), always through asyncpg."""
+    return "postgresql+asyncpg://" + _split(url)[1].removeprefix("postgresql://")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    """Owns the pool; hands out connections and transactions, mapping outages to `DatabaseUnavailable`."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.database_url is None:
+            raise ValueError("DATABASE_URL is not set")
+        self._dsn = asyncpg_dsn(settings.database_url)
+        self._settings = settings
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        s = self._settings
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=s.db_pool_min_size,
+                max_size=s.db_pool_max_size,
+                timeout=s.db_connect_timeout_seconds,
+                command_timeout=s.db_command_timeout_seconds,
+                statement_cache_size=s.db_statement_cache_size,
+                init=_init_connection,
+                server_settings={"application_name": "agent-service"},
+            )
+        except OUTAGE_ERRORS as exc:
+            raise DatabaseUnavailable from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise DatabaseUnavailable
+        return self._pool
+
+    @property
+    def pool_in_use(self) -> int:
+        pool = self._pool
+        return 0 if pool is None else pool.get_size() - pool.get_idle_size()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection in autocommit mode: each statement is its own transaction."""
+        try:
+            async with self.pool.acquire(timeout=self._settings.db_connect_timeout_seconds) as conn:
+                yield conn
+        except OUTAGE_ERRORS as exc:
+            raise DatabaseUnavailable from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """The unit of work: commits when the block ends, rolls back when it raises."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn

@@ -1,0 +1,44 @@
+"""Errors the service raises, each with a stable `code`; the API layer maps them to statuses.
+
+Messages are written for the caller and never contain prompt text.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServiceError(Exception):
+    code: ClassVar[str] = "error"
+    default_message: ClassVar[str] = "the request failed"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        self.message = message or self.default_message
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+        super().__init__(self.message)
+
+
+class InvalidInput(ServiceError):
+    code = "validation_error"
+    default_message = "the request is not valid"
+
+
+class Unauthenticated(ServiceError):
+    code = "unauthenticated"
+    default_message = "a valid API key is required: Authorization: Bearer <key>"
+
+
+class Forbidden(ServiceError):
+    code = "forbidden"
+    default_message = "this API key's role does not allow this operation"
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+    default_message = "no such task"
+
+
+class DatabaseUnavailable(ServiceError):
+    code = "database_unavailable"
+    default_message = "the database is not reachable right now; retry shortly"

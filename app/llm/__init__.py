@@ -1,0 +1,1 @@
+"""LLM providers: one small protocol, a registry, and the built-in providers."""

@@ -1,0 +1,48 @@
+"""The ASGI application: REST routes, MCP at /mcp on the same port, one lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI
+from fastmcp.utilities.lifespan import combine_lifespans
+
+from app.api import rest
+from app.api.errors import install_error_handlers, install_http_error_handler
+from app.api.mcp import build_mcp
+from app.api.middleware import RequestIdMiddleware
+from app.service import AgentService
+from app.settings import Settings, get_settings
+
+__version__ = version("agent-service")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing connects until the lifespan starts."""
+    service = AgentService(settings or get_settings())
+    mcp_app = build_mcp(service).http_app(path="/mcp")
+    install_http_error_handler(mcp_app)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="LLM Agent Service",
+        version=__version__,
+        summary="Run LLM tasks over REST and MCP; read results back later by task_id, privately and audited.",
+        lifespan=combine_lifespans(lifespan, mcp_app.lifespan),
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    app.include_router(rest.router)
+    # After the REST routes: everything else (that is, /mcp) goes to the MCP app.
+    app.mount("/", mcp_app)
+    app.add_middleware(RequestIdMiddleware)
+    return app

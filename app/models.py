@@ -1,0 +1,148 @@
+"""The tables, as SQLModel classes. The schema itself ships as Alembic migrations.
+
+These classes are the migration source and the repository's return types; the
+public payloads live in `app.schemas`, so a column never leaks into an answer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Identity, Index, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Channel(StrEnum):
+    REST = "rest"
+    MCP = "mcp"
+    CLI = "cli"
+    SYSTEM = "system"
+
+
+class AuditAction(StrEnum):
+    CREATE = "create"
+    READ = "read"
+    LIST = "list"
+    DELETE = "delete"
+    AUDIT_READ = "audit_read"
+    PURGE = "purge"
+
+
+class AuditOutcome(StrEnum):
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    EXPIRED = "expired"
+    DENIED = "denied"
+
+
+def _in(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+def _utc(**kwargs: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """An API key: only its SHA-256 is kept; the plain key is shown once."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (CheckConstraint(_in("role", Role), name="role"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True)
+    key_prefix: str = Field(max_length=16)
+    created_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
+    revoked_at: datetime | None = _utc(default=None, nullable=True)
+
+
+class TaskRow(SQLModel, table=True):
+    """One agent task and its result. The prompt itself is never stored, only its keyed hash."""
+
+    __tablename__ = "agent_task"
+    __table_args__ = (
+        CheckConstraint(_in("status", TaskStatus), name="status"),
+        Index("ix_agent_task_owner_id_created_at_id", "owner_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_agent_task_expires_at", "expires_at"),
+        Index("ix_agent_task_prompt_hash", "prompt_hash"),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    owner_id: uuid.UUID = Field(foreign_key="api_key.id", ondelete="RESTRICT")
+    status: str = Field(max_length=16)
+    model: str = Field(max_length=200)
+    template: str | None = Field(default=None, max_length=200)
+    prompt_hash: str = Field(max_length=64)
+    prompt_hash_key_id: str = Field(max_length=32)
+    context: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    )
+    output: str | None = Field(default=None, sa_type=Text)
+    error_code: str | None = Field(default=None, max_length=32)
+    error_message: str | None = Field(default=None, sa_type=Text)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
+    created_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
+    completed_at: datetime | None = _utc(default=None, nullable=True)
+    expires_at: datetime = _utc()
+
+
+class AuditEventRow(SQLModel, table=True):
+    """Who did what to which task, over which channel, with what outcome. Never a row's contents."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        CheckConstraint(_in("channel", Channel), name="channel"),
+        CheckConstraint(_in("action", AuditAction), name="action"),
+        CheckConstraint(_in("outcome", AuditOutcome), name="outcome"),
+        Index("ix_audit_event_task_id_id", "task_id", "id"),
+        Index("ix_audit_event_occurred_at", "occurred_at"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True)
+    )
+    occurred_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
+    # No foreign keys: the audit trail must outlive the keys and tasks it speaks of.
+    actor_id: uuid.UUID | None = None
+    actor_role: str | None = Field(default=None, max_length=16)
+    channel: str = Field(max_length=8)
+    action: str = Field(max_length=16)
+    task_id: uuid.UUID | None = None
+    outcome: str = Field(max_length=16)
+    request_id: str | None = Field(default=None, max_length=64)
+    # Counts and timings only (a purge run's figures), never task contents.
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))

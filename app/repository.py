@@ -1,0 +1,289 @@
+"""Every SQL statement of the service, typed in and out.
+
+Functions take an asyncpg connection from `Database.transaction()` (the caller
+owns the commit) and return records from `app.records`. Each audited operation
+is a single statement whose CTE writes the audit event, so an operation can
+never succeed without its audit row, and the hot path is one round trip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app.models import AuditAction, AuditOutcome, Channel, Role, TaskStatus
+from app.records import ApiKeyRecord, AuditEventRecord, TaskRecord, column_list
+
+TASK_COLUMNS = column_list(TaskRecord)
+KEY_COLUMNS = column_list(ApiKeyRecord)
+AUDIT_COLUMNS = column_list(AuditEventRecord)
+
+_MAX_TIME = "'infinity'::timestamptz"
+_MAX_UUID = "'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid"
+_MAX_BIGINT = "9223372036854775807"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who an audit event is about: the caller, the channel and the request."""
+
+    key_id: uuid.UUID | None
+    role: Role | None
+    channel: Channel
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    status: TaskStatus
+    model: str
+    template: str | None
+    prompt_hash: str
+    prompt_hash_key_id: str
+    context: dict[str, Any]
+    params: dict[str, Any]
+    retention_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    status: TaskStatus
+    output: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditedTask:
+    """An audited lookup: the task when the caller may see it, and the outcome that was recorded."""
+
+    outcome: AuditOutcome
+    task: TaskRecord | None
+
+
+# -- API keys ---------------------------------------------------------------------------
+
+
+async def insert_api_key(
+    conn: asyncpg.Connection, *, name: str, role: Role, key_hash: str, key_prefix: str
+) -> ApiKeyRecord:
+    row = await conn.fetchrow(
+        f"INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5) "
+        f"RETURNING {KEY_COLUMNS}",
+        uuid.uuid4(), name, role.value, key_hash, key_prefix,
+    )
+    return ApiKeyRecord(*row)
+
+
+async def find_active_key(conn: asyncpg.Connection, key_hash: str) -> ApiKeyRecord | None:
+    row = await conn.fetchrow(
+        f"SELECT {KEY_COLUMNS} FROM api_key WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
+    )
+    return None if row is None else ApiKeyRecord(*row)
+
+
+async def list_api_keys(conn: asyncpg.Connection) -> list[ApiKeyRecord]:
+    rows = await conn.fetch(f"SELECT {KEY_COLUMNS} FROM api_key ORDER BY created_at, id")
+    return [ApiKeyRecord(*row) for row in rows]
+
+
+async def revoke_api_key(conn: asyncpg.Connection, key_id: uuid.UUID) -> ApiKeyRecord | None:
+    """Revoke a key (idempotent); None when no key has that id."""
+    row = await conn.fetchrow(
+        f"UPDATE api_key SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING {KEY_COLUMNS}",
+        key_id,
+    )
+    return None if row is None else ApiKeyRecord(*row)
+
+
+async def count_api_keys(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM api_key"))
+
+
+# -- tasks ------------------------------------------------------------------------------
+
+_INSERT_TASK = f"""
+WITH task AS (
+    INSERT INTO agent_task (id, owner_id, status, model, template, prompt_hash, prompt_hash_key_id,
+                            context, params, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10))
+    RETURNING {TASK_COLUMNS}
+), audit AS (
+    INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
+    SELECT $2, $11, $12, '{AuditAction.CREATE}', id, '{AuditOutcome.OK}', $13 FROM task
+)
+SELECT {TASK_COLUMNS} FROM task
+"""
+
+
+async def insert_task(conn: asyncpg.Connection, task: NewTask, actor: Actor) -> TaskRecord:
+    """Store a new task and its `create` audit event in one statement."""
+    row = await conn.fetchrow(
+        _INSERT_TASK,
+        task.id, task.owner_id, task.status.value, task.model, task.template, task.prompt_hash,
+        task.prompt_hash_key_id, task.context, task.params, task.retention_seconds,
+        actor.role, actor.channel.value, actor.request_id,
+    )
+    return TaskRecord(*row)
+
+
+_COMPLETE_TASK = f"""
+UPDATE agent_task
+SET status = $2, output = $3, error_code = $4, error_message = $5,
+    prompt_tokens = $6, completion_tokens = $7, total_tokens = $8, completed_at = now()
+WHERE id = $1
+RETURNING {TASK_COLUMNS}
+"""
+
+
+async def complete_task(conn: asyncpg.Connection, task_id: uuid.UUID, outcome: TaskOutcome) -> TaskRecord | None:
+    """Record a task's result; None when the task was erased while it ran."""
+    row = await conn.fetchrow(
+        _COMPLETE_TASK,
+        task_id, outcome.status.value, outcome.output, outcome.error_code, outcome.error_message,
+        outcome.prompt_tokens, outcome.completion_tokens, outcome.total_tokens,
+    )
+    return None if row is None else TaskRecord(*row)
+
+
+# The verdict of an audited lookup, shared by read and delete. $1 task id, $2 the owner
+# the caller is limited to (NULL: any owner). Another client's task is 'denied' in the
+# audit trail but looks exactly like an unknown one to the caller.
+_VERDICT = f"""
+verdict AS (
+    SELECT CASE
+        WHEN found.id IS NULL THEN '{AuditOutcome.NOT_FOUND}'
+        WHEN $2::uuid IS NOT NULL AND found.owner_id <> $2::uuid THEN '{AuditOutcome.DENIED}'
+        WHEN found.expires_at <= now() THEN '{AuditOutcome.EXPIRED}'
+        ELSE '{AuditOutcome.OK}'
+    END AS outcome
+    FROM (SELECT 1) AS one LEFT JOIN found ON true
+)"""
+
+_READ_TASK_AUDITED = f"""
+WITH found AS (
+    SELECT {TASK_COLUMNS} FROM agent_task WHERE id = $1
+), {_VERDICT}, audit AS (
+    INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
+    SELECT $3, $4, $5, '{AuditAction.READ}', $1, outcome, $6 FROM verdict
+)
+SELECT verdict.outcome, found.* FROM verdict LEFT JOIN found ON verdict.outcome = '{AuditOutcome.OK}'
+"""
+
+
+async def read_task_audited(
+    conn: asyncpg.Connection, task_id: uuid.UUID, owner: uuid.UUID | None, actor: Actor
+) -> AuditedTask:
+    """The hot path: fetch a task and record the read, in one statement and one round trip."""
+    row = await conn.fetchrow(
+        _READ_TASK_AUDITED, task_id, owner, actor.key_id, actor.role, actor.channel.value, actor.request_id
+    )
+    assert row is not None  # the verdict CTE always yields exactly one row
+    outcome = AuditOutcome(row[0])
+    return AuditedTask(outcome, TaskRecord(*row[1:]) if outcome is AuditOutcome.OK else None)
+
+
+_DELETE_TASK_AUDITED = f"""
+WITH found AS (
+    SELECT id, owner_id, expires_at FROM agent_task WHERE id = $1 FOR UPDATE
+), {_VERDICT}, erased AS (
+    DELETE FROM agent_task USING verdict WHERE agent_task.id = $1 AND verdict.outcome = '{AuditOutcome.OK}'
+    RETURNING agent_task.id
+), audit AS (
+    INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
+    SELECT $3, $4, $5, '{AuditAction.DELETE}', $1, outcome, $6 FROM verdict
+)
+SELECT outcome FROM verdict
+"""
+
+
+async def delete_task_audited(
+    conn: asyncpg.Connection, task_id: uuid.UUID, owner: uuid.UUID | None, actor: Actor
+) -> AuditOutcome:
+    """Erase a task now and record the attempt, whatever its outcome."""
+    outcome = await conn.fetchval(
+        _DELETE_TASK_AUDITED, task_id, owner, actor.key_id, actor.role, actor.channel.value, actor.request_id
+    )
+    return AuditOutcome(outcome)
+
+
+_LIST_TASKS_AUDITED = f"""
+WITH audit AS (
+    INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
+    VALUES ($1, $5, $6, '{AuditAction.LIST}', NULL, '{AuditOutcome.OK}', $7)
+)
+SELECT {TASK_COLUMNS} FROM agent_task
+WHERE owner_id = $1 AND expires_at > now()
+  AND (created_at, id) < (coalesce($2::timestamptz, {_MAX_TIME}), coalesce($3::uuid, {_MAX_UUID}))
+ORDER BY created_at DESC, id DESC
+LIMIT $4
+"""
+
+
+async def list_tasks_audited(
+    conn: asyncpg.Connection,
+    owner: uuid.UUID,
+    *,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    actor: Actor,
+) -> list[TaskRecord]:
+    """An owner's live tasks, newest first, strictly before the `before` cursor."""
+    created_at, task_id = before if before is not None else (None, None)
+    rows = await conn.fetch(
+        _LIST_TASKS_AUDITED, owner, created_at, task_id, limit, actor.role, actor.channel.value, actor.request_id
+    )
+    return [TaskRecord(*row) for row in rows]
+
+
+# -- audit events -----------------------------------------------------------------------
+
+_AUDIT_READ = f"""
+INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
+VALUES ($1, $2, $3, '{AuditAction.AUDIT_READ}', $4, '{AuditOutcome.OK}', $5)
+"""
+
+_LIST_EVENTS_FOR_TASK = f"""
+WITH audit AS ({_AUDIT_READ})
+SELECT {AUDIT_COLUMNS} FROM audit_event
+WHERE task_id = $4 AND id < coalesce($6::bigint, {_MAX_BIGINT})
+ORDER BY id DESC LIMIT $7
+"""
+
+_LIST_EVENTS = f"""
+WITH audit AS ({_AUDIT_READ})
+SELECT {AUDIT_COLUMNS} FROM audit_event
+WHERE id < coalesce($6::bigint, {_MAX_BIGINT})
+ORDER BY id DESC LIMIT $7
+"""
+
+
+async def list_audit_events_audited(
+    conn: asyncpg.Connection, *, task_id: uuid.UUID | None, before_id: int | None, limit: int, actor: Actor
+) -> list[AuditEventRecord]:
+    """Audit events, newest first; reading the audit log is itself audited."""
+    query = _LIST_EVENTS if task_id is None else _LIST_EVENTS_FOR_TASK
+    rows = await conn.fetch(
+        query, actor.key_id, actor.role, actor.channel.value, task_id, actor.request_id, before_id, limit
+    )
+    return [AuditEventRecord(*row) for row in rows]
+
+
+# -- schema -----------------------------------------------------------------------------
+
+
+async def schema_revision(conn: asyncpg.Connection) -> str | None:
+    """The Alembic revision the database is at, or None before the first migration."""
+    try:
+        return await conn.fetchval("SELECT version_num FROM alembic_version")  # type: ignore[no-any-return]
+    except asyncpg.UndefinedTableError:
+        return None

@@ -1,0 +1,228 @@
+"""The public contract: what callers send and what they get back (REST and MCP alike)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.models import TaskStatus
+from app.records import AuditEventRecord, TaskRecord
+
+MAX_CONTEXT_BYTES = 16 * 1024
+# The configured MAX_PROMPT_CHARS (default 32000) is enforced by the service; this
+# ceiling only bounds what a request body can make the server hold in memory.
+PROMPT_HARD_LIMIT = 1_000_000
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(@[A-Za-z0-9_.\-]+)?$"
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class TaskParams(BaseModel):
+    """Sampling parameters passed to the provider."""
+
+    model_config = _STRICT
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=100_000)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+
+
+PromptText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=PROMPT_HARD_LIMIT,
+        repr=False,
+        description="The prompt: 1 to MAX_PROMPT_CHARS (default 32000) characters, not blank. "
+        "Never stored or logged; only its keyed hash is kept.",
+    ),
+]
+ContextObject = Annotated[
+    dict[str, Any],
+    Field(
+        description="Metadata stored with the task and returned with it (at most 16 KiB as JSON). "
+        "Not for secrets: it is kept in plain form until the task expires.",
+    ),
+]
+TemplateName = Annotated[
+    str | None,
+    Field(max_length=200, pattern=NAME_PATTERN, description="A prompt template: `name` or `name@version`."),
+]
+ModelName = Annotated[
+    str | None,
+    Field(max_length=200, description="`provider:model` or a configured alias; default from settings."),
+]
+RetentionDays = Annotated[
+    float | None,
+    Field(gt=0, description="Keep the result this many days (at most the server's RESULT_RETENTION_DAYS)."),
+]
+
+
+class AgentTask(BaseModel):
+    """A task to run: a prompt and what to run it with."""
+
+    model_config = _STRICT
+
+    prompt: PromptText
+    context: ContextObject = Field(default_factory=dict)
+    template: TemplateName = None
+    model: ModelName = None
+    params: TaskParams = Field(default_factory=TaskParams)
+    cache: bool = Field(default=True, description="false bypasses the response cache")
+    retention_days: RetentionDays = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _small_context(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_CONTEXT_BYTES:
+            raise ValueError(f"context is {size} bytes as JSON; the limit is {MAX_CONTEXT_BYTES}")
+        return value
+
+
+class TaskError(BaseModel):
+    code: str = Field(description="provider_error, rate_limited, timeout, quota_exceeded or interrupted")
+    message: str
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+
+
+class AgentResult(BaseModel):
+    """A task and its result."""
+
+    task_id: uuid.UUID
+    status: TaskStatus
+    output: str | None
+    error: TaskError | None
+    model: str
+    template: str | None
+    prompt_hash: str
+    context: dict[str, Any]
+    usage: TokenUsage | None
+    cached: bool
+    created_at: datetime
+    completed_at: datetime | None
+    expires_at: datetime
+
+    @classmethod
+    def from_record(cls, task: TaskRecord) -> AgentResult:
+        # Rows come from our own database: construct without re-validating (hot path).
+        return cls.model_construct(
+            task_id=task.id,
+            status=TaskStatus(task.status),
+            output=task.output,
+            error=_error_of(task),
+            model=task.model,
+            template=task.template,
+            prompt_hash=task.prompt_hash,
+            context=task.context,
+            usage=_usage_of(task),
+            cached=task.cached,
+            created_at=task.created_at,
+            completed_at=task.completed_at,
+            expires_at=task.expires_at,
+        )
+
+
+class AgentResultSummary(BaseModel):
+    """A task in a listing: everything but the output."""
+
+    task_id: uuid.UUID
+    status: TaskStatus
+    error: TaskError | None
+    model: str
+    template: str | None
+    prompt_hash: str
+    context: dict[str, Any]
+    usage: TokenUsage | None
+    cached: bool
+    created_at: datetime
+    completed_at: datetime | None
+    expires_at: datetime
+
+    @classmethod
+    def from_record(cls, task: TaskRecord) -> AgentResultSummary:
+        return cls.model_construct(
+            task_id=task.id,
+            status=TaskStatus(task.status),
+            error=_error_of(task),
+            model=task.model,
+            template=task.template,
+            prompt_hash=task.prompt_hash,
+            context=task.context,
+            usage=_usage_of(task),
+            cached=task.cached,
+            created_at=task.created_at,
+            completed_at=task.completed_at,
+            expires_at=task.expires_at,
+        )
+
+
+class AgentResultPage(BaseModel):
+    items: list[AgentResultSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class AuditEvent(BaseModel):
+    id: int
+    occurred_at: datetime
+    actor_id: uuid.UUID | None
+    actor_role: str | None
+    channel: str
+    action: str
+    task_id: uuid.UUID | None
+    outcome: str
+    request_id: str | None
+    detail: dict[str, Any] | None
+
+    @classmethod
+    def from_record(cls, event: AuditEventRecord) -> AuditEvent:
+        return cls.model_construct(**{name: getattr(event, name) for name in cls.model_fields})
+
+
+class AuditEventPage(BaseModel):
+    items: list[AuditEvent]
+    next_cursor: str | None
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable machine `code` and a human `message`."""
+
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+def _error_of(task: TaskRecord) -> TaskError | None:
+    if task.error_code is None:
+        return None
+    return TaskError.model_construct(code=task.error_code, message=task.error_message or "")
+
+
+def _usage_of(task: TaskRecord) -> TokenUsage | None:
+    if task.total_tokens is None and task.prompt_tokens is None and task.completion_tokens is None:
+        return None
+    return TokenUsage.model_construct(
+        prompt_tokens=task.prompt_tokens, completion_tokens=task.completion_tokens, total_tokens=task.total_tokens
+    )

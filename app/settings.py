@@ -1,0 +1,92 @@
+"""Service configuration, read from the environment or `.env` (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from examples; refusing them beats running with a known secret.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me", "xxx", "example"})
+MIN_HASH_KEY_CHARS = 32
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; names match the environment variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    default_model: str | None = None
+    provider_timeout_seconds: PositiveFloat = 60.0
+
+    prompt_hash_key: SecretStr | None = None
+    max_prompt_chars: int = Field(default=32_000, ge=1, le=1_000_000)
+
+    result_retention_days: PositiveFloat = 30
+    audit_retention_days: PositiveFloat = 365
+    purge_cron: str = "0 * * * *"
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    logfire_token: SecretStr | None = None
+
+    db_pool_min_size: int = Field(default=2, ge=0)
+    db_pool_max_size: int = Field(default=20, ge=1)
+    db_connect_timeout_seconds: PositiveFloat = 5.0
+    db_command_timeout_seconds: PositiveFloat = 10.0
+    db_statement_cache_size: int = Field(default=256, ge=0)
+    auth_cache_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url", "openai_base_url", "default_model", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openai_api_key", "prompt_hash_key", "logfire_token", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        key = self.prompt_hash_key.get_secret_value() if self.prompt_hash_key else None
+        if self.database_url is not None and key is None:
+            raise ValueError("PROMPT_HASH_KEY is required when DATABASE_URL is set")
+        if key is not None:
+            if key.strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("PROMPT_HASH_KEY is a placeholder; generate one with `openssl rand -hex 32`")
+            if len(key) < MIN_HASH_KEY_CHARS:
+                raise ValueError(f"PROMPT_HASH_KEY must be at least {MIN_HASH_KEY_CHARS} characters")
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+        return self
+
+    @property
+    def openai_configured(self) -> bool:
+        return self.openai_api_key is not None or self.openai_base_url is not None
+
+    @property
+    def resolved_default_model(self) -> str:
+        if self.default_model:
+            return self.default_model
+        return "openai:gpt-4o-mini" if self.openai_configured else "offline:echo"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use (never at import time)."""
+    return Settings()
