@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -117,6 +118,9 @@ def serve(
     """Run the API (REST, MCP at /mcp). Without DATABASE_URL: an embedded PostgreSQL under ./.data."""
     import uvicorn
 
+    # uvicorn re-raises SIGTERM after its graceful shutdown; make that (or a SIGTERM during
+    # start-up) unwind this block, stopping the embedded database, instead of ending the process.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with _database_settings() as (settings, embedded):
         if embedded:
             _announce_embedded(settings)
@@ -137,6 +141,10 @@ def serve(
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=10,
         )
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _announce_embedded(settings: Settings) -> None:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from app.errors import InvalidInput
 from app.llm.base import Provider
 from app.llm.offline import OfflineProvider
-from app.llm.openai_compatible import OpenAICompatibleProvider
 from app.settings import Settings
 
 
@@ -57,6 +56,9 @@ class ProviderRegistry:
 def build_registry(settings: Settings) -> ProviderRegistry:
     providers: dict[str, Provider] = {"offline": OfflineProvider()}
     if settings.openai_configured:
+        # Imported here: the SDK takes a second to import, and many deployments never use it.
+        from app.llm.openai_compatible import OpenAICompatibleProvider
+
         providers["openai"] = OpenAICompatibleProvider(
             "openai",
             api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
