@@ -8,7 +8,9 @@ costs more than the query itself. SQLModel stays the schema's source
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -17,6 +19,8 @@ import asyncpg
 
 from app.errors import DatabaseUnavailable
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg", "postgresql+psycopg2"}
 
@@ -62,33 +66,40 @@ class Database:
         self._dsn = asyncpg_dsn(settings.database_url)
         self._settings = settings
         self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
 
     async def open(self) -> None:
-        s = self._settings
+        """Create the pool. If the database is down, start anyway: the pool is made on first use."""
         try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=s.db_pool_min_size,
-                max_size=s.db_pool_max_size,
-                timeout=s.db_connect_timeout_seconds,
-                command_timeout=s.db_command_timeout_seconds,
-                statement_cache_size=s.db_statement_cache_size,
-                init=_init_connection,
-                server_settings={"application_name": "agent-service"},
-            )
-        except OUTAGE_ERRORS as exc:
-            raise DatabaseUnavailable from exc
+            await self._ensure_pool()
+        except DatabaseUnavailable:
+            log.warning("database unreachable at start-up; requests answer 503 until it returns")
+
+    async def _ensure_pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                s = self._settings
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=s.db_pool_min_size,
+                        max_size=s.db_pool_max_size,
+                        timeout=s.db_connect_timeout_seconds,
+                        command_timeout=s.db_command_timeout_seconds,
+                        statement_cache_size=s.db_statement_cache_size,
+                        init=_init_connection,
+                        server_settings={"application_name": "agent-service"},
+                    )
+                except OUTAGE_ERRORS as exc:
+                    raise DatabaseUnavailable from exc
+            return self._pool
 
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise DatabaseUnavailable
-        return self._pool
 
     @property
     def pool_in_use(self) -> int:
@@ -99,7 +110,8 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection in autocommit mode: each statement is its own transaction."""
         try:
-            async with self.pool.acquire(timeout=self._settings.db_connect_timeout_seconds) as conn:
+            pool = self._pool or await self._ensure_pool()
+            async with pool.acquire(timeout=self._settings.db_connect_timeout_seconds) as conn:
                 yield conn
         except OUTAGE_ERRORS as exc:
             raise DatabaseUnavailable from exc

@@ -8,9 +8,10 @@ from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastmcp.utilities.lifespan import combine_lifespans
+from starlette.routing import Route
 
 from app.api import rest
-from app.api.errors import install_error_handlers, install_http_error_handler
+from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.middleware import RequestIdMiddleware
 from app.service import AgentService
@@ -23,7 +24,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the lifespan starts."""
     service = AgentService(settings or get_settings())
     mcp_app = build_mcp(service).http_app(path="/mcp")
-    install_http_error_handler(mcp_app)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     install_error_handlers(app)
     app.include_router(rest.router)
-    # After the REST routes: everything else (that is, /mcp) goes to the MCP app.
-    app.mount("/", mcp_app)
+    # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).
+    app.router.routes.append(Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"], include_in_schema=False))
     app.add_middleware(RequestIdMiddleware)
     return app

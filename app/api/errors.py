@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
@@ -93,11 +92,6 @@ def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     # The type only: an exception's text can carry request content.
     log.error("unhandled %s", type(exc).__name__)
     return error_response(500, "internal_error", "the service failed to handle this request")
-
-
-def install_http_error_handler(app: Starlette) -> None:
-    """For the mounted MCP app too, so an unknown path is a JSON 404 like every other error."""
-    app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
 def install_error_handlers(app: FastAPI) -> None:
