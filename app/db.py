@@ -52,7 +52,7 @@ def sqlalchemy_url(url: str) -> str:
     return "postgresql+asyncpg://" + _split(url)[1].removeprefix("postgresql://")
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -89,7 +89,7 @@ class Database:
                         timeout=s.db_connect_timeout_seconds,
                         command_timeout=s.db_command_timeout_seconds,
                         statement_cache_size=s.db_statement_cache_size,
-                        init=_init_connection,
+                        init=init_connection,
                         server_settings={"application_name": "agent-service"},
                     )
                 except OUTAGE_ERRORS as exc:

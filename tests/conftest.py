@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from app import migration
+from app.db import init_connection
 from app.main import create_app
 from app.models import Role
 from app.service import AgentService
@@ -108,6 +109,7 @@ def settings(database_url: str) -> Settings:
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, for looking at what the service wrote."""
     conn = await asyncpg.connect(database_url)
+    await init_connection(conn)
     yield conn
     await conn.close()
 

@@ -1,0 +1,24 @@
+"""The repository's records carry exactly their tables' columns; the prompt has no column."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+from sqlmodel import SQLModel
+
+from app.models import ApiKeyRow, AuditEventRow, TaskRow
+from app.records import ApiKeyRecord, AuditEventRecord, TaskRecord
+
+
+@pytest.mark.parametrize(
+    ("record", "table"),
+    [(TaskRecord, TaskRow), (ApiKeyRecord, ApiKeyRow), (AuditEventRecord, AuditEventRow)],
+)
+def test_each_record_has_exactly_its_tables_columns(record, table):
+    assert [f.name for f in fields(record)] == [c.name for c in table.__table__.columns]
+
+
+def test_no_table_has_a_column_for_prompt_text():
+    columns = {c.name for t in SQLModel.metadata.tables.values() for c in t.columns}
+    assert not {name for name in columns if "prompt" in name} - {"prompt_hash", "prompt_hash_key_id", "prompt_tokens"}
