@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ from app.errors import DatabaseUnavailable, NotFound
 from app.keys import KeyStore
 from app.local_postgres import PostgresNotFoundError
 from app.models import Role
+from app.observability import configure_logging
 from app.settings import Settings, get_settings
 
 app = typer.Typer(help="LLM Agent Service: run LLM tasks over REST and MCP, read results back, audited.",
@@ -131,7 +131,7 @@ def serve(
         os.environ["DATABASE_URL"] = settings.database_url
         os.environ["PROMPT_HASH_KEY"] = settings.prompt_hash_key.get_secret_value()
         get_settings.cache_clear()
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(settings.log_level)
         uvicorn.run(
             "app.main:create_app",
             factory=True,

@@ -14,6 +14,7 @@ from app.api import rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.middleware import RequestIdMiddleware
+from app.observability import keep_payloads_out_of_logs
 from app.service import AgentService
 from app.settings import Settings, get_settings
 
@@ -22,6 +23,7 @@ __version__ = version("agent-service")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the lifespan starts."""
+    keep_payloads_out_of_logs()
     service = AgentService(settings or get_settings())
     mcp_app = build_mcp(service).http_app(path="/mcp")
 

@@ -1,0 +1,117 @@
+"""Prompt privacy, proved: a unique marker sent as the prompt is found nowhere afterwards.
+
+Not in any column of any table, not in any log record (every logger at DEBUG), not
+on stdout or stderr, and not in any answer (success, validation error, provider error).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from app.main import create_app
+from app.models import Role
+from app.observability import PAYLOAD_LOGGERS
+from tests.conftest import Caller, make_settings, running
+from tests.fake_openai import FakeOpenAI, Reply
+from tests.test_mcp import mcp_as
+
+RUN = "/tools/run_agent_task"
+
+
+@pytest.fixture
+def marker() -> str:
+    return f"PRIVATE-MARKER-{uuid.uuid4().hex}"
+
+
+async def everything_stored(conn: asyncpg.Connection) -> str:
+    """Every row of every table in the database, as text."""
+    tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    dumps = []
+    for table in tables:
+        rows = await conn.fetch(f'SELECT t::text AS row FROM "{table["tablename"]}" t')
+        dumps += [r["row"] for r in rows]
+    return "\n".join(dumps)
+
+
+@pytest.fixture
+def chatty_libraries() -> Iterator[None]:
+    """The worst case: every library that can log payloads set to DEBUG before the app starts."""
+    saved = {name: logging.getLogger(name).level for name in PAYLOAD_LOGGERS}
+    for name in PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.fixture
+async def gateway(database_url, chatty_libraries) -> AsyncIterator[tuple[httpx.AsyncClient, Caller, FakeOpenAI, object]]:
+    with FakeOpenAI().running() as fake:
+        settings = make_settings(
+            database_url,
+            openai_api_key="sk-test-not-a-real-key",
+            openai_base_url=fake.base_url,
+            provider_timeout_seconds=2,
+            log_level="DEBUG",
+        )
+        async with running(create_app(settings)) as app:
+            record, plain = await app.state.service.keys.create("privacy", Role.CLIENT)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                yield http, Caller(record.id, plain, Role.CLIENT), fake, app.state.service
+
+
+async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd):
+    caplog.set_level(logging.DEBUG)  # what LOG_LEVEL=DEBUG does: the root logger at DEBUG
+    http, caller, fake, service = gateway
+    prompt = f"Please keep this secret: {marker}"
+    answers: list[str] = []
+
+    async def post(body: dict[str, object]) -> httpx.Response:
+        response = await http.post(RUN, json=body, headers=caller.headers)
+        answers.append(response.text.replace(response.json().get("prompt_hash", "-"), ""))
+        return response
+
+    ok = await post({"prompt": prompt, "model": "offline:echo"})
+    assert ok.json()["status"] == "succeeded"
+    via_openai = await post({"prompt": prompt, "model": "openai:gpt-test"})
+    assert via_openai.json()["status"] == "succeeded"
+    fake.enqueue(Reply(400, {"error": {"message": f"cannot process {marker}", "code": "bad_request"}}))
+    failed = await post({"prompt": prompt, "model": "openai:gpt-test"})
+    assert failed.json()["status"] == "failed"
+    assert (await post({"prompt": prompt * 2000})).status_code == 422
+    assert (await post({"prompt": prompt, "params": {"temperature": 9}})).status_code == 422
+    assert (await post({"prompt": prompt, "model": "nowhere:x"})).status_code == 422
+    assert (await post({"prompt": prompt, "retention_days": 999})).status_code == 422
+
+    task_id = ok.json()["task_id"]
+    answers.append((await http.get(f"/resources/get_agent_result/{task_id}", headers=caller.headers)).text)
+    answers.append((await http.get("/resources/agent_results", headers=caller.headers)).text)
+
+    async with mcp_as(service, caller) as mcp:  # type: ignore[arg-type]
+        for arguments in (
+            {"prompt": prompt},
+            {"prompt": prompt * 2000},
+            {"prompt": prompt, "params": {"temperature": 9}},
+            {"prompt": prompt, "context": {"blob": "x" * 17_000}},
+        ):
+            result = await mcp.call_tool("run_agent_task", arguments, raise_on_error=False)
+            answers.append(str(result.content))
+
+    stored = await everything_stored(db)
+    assert stored, "the database should hold tasks and audit events"
+    assert marker not in stored
+    assert all(marker not in answer for answer in answers)
+    assert fake.requests, "the provider really was called"
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    assert logged, "logging at DEBUG should have produced records"
+    assert marker not in logged
+    out, err = capfd.readouterr()
+    assert marker not in out
+    assert marker not in err
