@@ -144,7 +144,7 @@ def serve(
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise SystemExit(0)  # a requested stop, done cleanly
 
 
 def _announce_embedded(settings: Settings) -> None:
