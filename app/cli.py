@@ -17,7 +17,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from app import migration, repository
 from app.db import Database
-from app.embedded import embedded_database, development_hash_key
+from app.embedded import development_hash_key, embedded_database
 from app.errors import DatabaseUnavailable, NotFound
 from app.keys import KeyStore
 from app.local_postgres import PostgresNotFoundError
@@ -25,8 +25,11 @@ from app.models import Role
 from app.observability import configure_logging
 from app.settings import Settings, get_settings
 
-app = typer.Typer(help="LLM Agent Service: run LLM tasks over REST and MCP, read results back, audited.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="LLM Agent Service: run LLM tasks over REST and MCP, read results back, audited.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 keys_app = typer.Typer(help="Manage API keys (stored hashed; the plain key is shown once).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -126,7 +129,8 @@ def serve(
             _announce_embedded(settings)
         else:
             _require_head(settings)
-        assert settings.database_url is not None and settings.prompt_hash_key is not None
+        assert settings.database_url is not None
+        assert settings.prompt_hash_key is not None
         # Workers are separate processes: they read the resolved settings from the environment.
         os.environ["DATABASE_URL"] = settings.database_url
         os.environ["PROMPT_HASH_KEY"] = settings.prompt_hash_key.get_secret_value()
@@ -177,7 +181,9 @@ def migrate() -> None:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="who the key is for")],
-    role: Annotated[Role, typer.Option(help="client: own tasks; auditor: reads all, audit log; admin: all")] = Role.CLIENT,
+    role: Annotated[
+        Role, typer.Option(help="client: own tasks; auditor: reads all, audit log; admin: all")
+    ] = Role.CLIENT,
 ) -> None:
     """Create an API key and print it (the only time it is shown)."""
     if not name.strip() or len(name) > 200:

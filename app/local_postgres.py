@@ -93,8 +93,10 @@ class LocalPostgres:
             self._hand_over(pwfile, self.pgdata)
             self._run_server_cmd(
                 "initdb",
-                "-D", str(self.pgdata),
-                "-U", SUPERUSER,
+                "-D",
+                str(self.pgdata),
+                "-U",
+                SUPERUSER,
                 "--auth=scram-sha-256",
                 f"--pwfile={pwfile}",
                 "--encoding=UTF8",
@@ -121,8 +123,7 @@ class LocalPostgres:
             return running
         port = port or free_port()
         options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' "
-            "-c fsync=on -c max_connections=200"
+            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=on -c max_connections=200"
         )
         self._run_server_cmd(
             "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options, "-w", "-t", "30", "start"
@@ -161,7 +162,10 @@ class LocalPostgres:
         base = ["-h", "127.0.0.1", "-p", str(port), "-U", SUPERUSER]
         found = subprocess.run(
             [str(self.bin_dir / "psql"), *base, "-d", "postgres", "-tAc", query],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         if found.stdout.strip() != "1":
             subprocess.run([str(self.bin_dir / "createdb"), *base, dbname], env=env, check=True, capture_output=True)

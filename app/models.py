@@ -132,9 +132,7 @@ class AuditEventRow(SQLModel, table=True):
         Index("ix_audit_event_occurred_at", "occurred_at"),
     )
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True)
-    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True))
     occurred_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
     # No foreign keys: the audit trail must outlive the keys and tasks it speaks of.
     actor_id: uuid.UUID | None = None

@@ -79,15 +79,17 @@ async def insert_api_key(
     row = await conn.fetchrow(
         f"INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5) "
         f"RETURNING {KEY_COLUMNS}",
-        uuid.uuid4(), name, role.value, key_hash, key_prefix,
+        uuid.uuid4(),
+        name,
+        role.value,
+        key_hash,
+        key_prefix,
     )
     return ApiKeyRecord(*row)
 
 
 async def find_active_key(conn: asyncpg.Connection, key_hash: str) -> ApiKeyRecord | None:
-    row = await conn.fetchrow(
-        f"SELECT {KEY_COLUMNS} FROM api_key WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
-    )
+    row = await conn.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_key WHERE key_hash = $1 AND revoked_at IS NULL", key_hash)
     return None if row is None else ApiKeyRecord(*row)
 
 
@@ -129,9 +131,19 @@ async def insert_task(conn: asyncpg.Connection, task: NewTask, actor: Actor) -> 
     """Store a new task and its `create` audit event in one statement."""
     row = await conn.fetchrow(
         _INSERT_TASK,
-        task.id, task.owner_id, task.status.value, task.model, task.template, task.prompt_hash,
-        task.prompt_hash_key_id, task.context, task.params, task.retention_seconds,
-        actor.role, actor.channel.value, actor.request_id,
+        task.id,
+        task.owner_id,
+        task.status.value,
+        task.model,
+        task.template,
+        task.prompt_hash,
+        task.prompt_hash_key_id,
+        task.context,
+        task.params,
+        task.retention_seconds,
+        actor.role,
+        actor.channel.value,
+        actor.request_id,
     )
     return TaskRecord(*row)
 
@@ -149,8 +161,14 @@ async def complete_task(conn: asyncpg.Connection, task_id: uuid.UUID, outcome: T
     """Record a task's result; None when the task was erased while it ran."""
     row = await conn.fetchrow(
         _COMPLETE_TASK,
-        task_id, outcome.status.value, outcome.output, outcome.error_code, outcome.error_message,
-        outcome.prompt_tokens, outcome.completion_tokens, outcome.total_tokens,
+        task_id,
+        outcome.status.value,
+        outcome.output,
+        outcome.error_code,
+        outcome.error_message,
+        outcome.prompt_tokens,
+        outcome.completion_tokens,
+        outcome.total_tokens,
     )
     return None if row is None else TaskRecord(*row)
 

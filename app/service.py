@@ -79,7 +79,9 @@ class AgentService:
         route = self.providers.route(task.model)
         self._check_prompt(task.prompt)
         if task.template is not None:
-            raise InvalidInput(f"unknown template {task.template!r}; no templates are installed", code="unknown_template")
+            raise InvalidInput(
+                f"unknown template {task.template!r}; no templates are installed", code="unknown_template"
+            )
         actor = Actor(principal.key_id, principal.role, channel, request_id)
         new = NewTask(
             id=uuid.uuid4(),
@@ -128,14 +130,17 @@ class AgentService:
             async with asyncio.timeout(self.settings.provider_timeout_seconds):
                 completion = await route.provider.complete(request)
         except TimeoutError:
-            return TaskOutcome(TaskStatus.FAILED, error_code="timeout", error_message=f"{route.provider.name} did not answer in time")
+            return TaskOutcome(
+                TaskStatus.FAILED, error_code="timeout", error_message=f"{route.provider.name} did not answer in time"
+            )
         except ProviderError as exc:
             return TaskOutcome(TaskStatus.FAILED, error_code=exc.code, error_message=exc.message)
         except Exception as exc:  # a plugin's bug must not leave the task running
             # Only the type: a third-party message could quote the prompt.
             log.error("provider %s raised %s", route.provider.name, type(exc).__name__)
             return TaskOutcome(
-                TaskStatus.FAILED, error_code="provider_error",
+                TaskStatus.FAILED,
+                error_code="provider_error",
                 error_message=f"{route.provider.name} failed unexpectedly ({type(exc).__name__})",
             )
         usage = completion.usage
@@ -243,8 +248,10 @@ class AgentService:
         if revision != self._head:
             return Readiness(
                 False,
-                {"database": "ok", "migrations": f"at {revision or 'no revision'}, head is {self._head}; "
-                 "run `agent-service migrate`"},
+                {
+                    "database": "ok",
+                    "migrations": f"at {revision or 'no revision'}, head is {self._head}; run `agent-service migrate`",
+                },
             )
         return Readiness(True, {"database": "ok", "migrations": "ok"})
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -24,12 +24,12 @@ from app.service import AgentService
 from app.settings import Settings
 from tests.postgres import postgres_server
 
-T = TypeVar("T")
 TEST_HASH_KEY = "test-prompt-hash-key-" + "0123456789abcdef" * 2
 
 
-def run_sync(coro: Awaitable[T]) -> T:
+def run_sync[T](coro: Awaitable[T]) -> T:
     """Run a coroutine to completion off the test's event loop (for sync fixtures)."""
+
     async def wrapper() -> T:
         return await coro
 

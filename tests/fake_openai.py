@@ -29,7 +29,9 @@ class Reply:
     raw: bytes | None = None  # sent as is (malformed answers)
 
 
-def completion(text: str = "Paris.", model: str = "gpt-test", prompt_tokens: int = 7, completion_tokens: int = 2) -> dict[str, Any]:
+def completion(
+    text: str = "Paris.", model: str = "gpt-test", prompt_tokens: int = 7, completion_tokens: int = 2
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -66,13 +68,16 @@ class FakeOpenAI:
             await asyncio.sleep(reply.delay)
         if reply.raw is not None:
             return Response(reply.raw, status_code=reply.status, media_type="application/json", headers=reply.headers)
-        return JSONResponse(reply.body if reply.body is not None else completion(), status_code=reply.status,
-                            headers=reply.headers)
+        return JSONResponse(
+            reply.body if reply.body is not None else completion(), status_code=reply.status, headers=reply.headers
+        )
 
     @contextmanager
     def running(self) -> Iterator[FakeOpenAI]:
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 10

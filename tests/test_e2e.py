@@ -33,7 +33,9 @@ def environment(**values: str) -> dict[str, str]:
     return env
 
 
-def cli(*args: str, env: dict[str, str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"agent-service {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -90,8 +92,10 @@ async def test_a_configured_deployment_end_to_end(empty_db_env, empty_database_u
     alice_key, alice_id = KEY.search(created).group(0), re.search(r"id:\s+(\S+)", created).group(1)  # type: ignore[union-attr]
     auditor_key = KEY.search(cli("keys", "create", "audit-team", "--role", "auditor", env=empty_db_env).stdout).group(0)  # type: ignore[union-attr]
     listed = cli("keys", "list", env=empty_db_env).stdout
-    assert "alice" in listed and "audit-team" in listed
-    assert alice_key not in listed and auditor_key not in listed
+    assert "alice" in listed
+    assert "audit-team" in listed
+    assert alice_key not in listed
+    assert auditor_key not in listed
 
     with serving(empty_db_env) as (base, process):
         alice = {"Authorization": f"Bearer {alice_key}"}
@@ -113,7 +117,9 @@ async def test_a_configured_deployment_end_to_end(empty_db_env, empty_database_u
                 deleted = await mcp.call_tool("delete_agent_result", {"task_id": via_mcp["task_id"]})
                 assert deleted.structured_content["status"] == "deleted"
 
-            assert (await http.delete(f"/resources/get_agent_result/{ran['task_id']}", headers=alice)).status_code == 204
+            assert (
+                await http.delete(f"/resources/get_agent_result/{ran['task_id']}", headers=alice)
+            ).status_code == 204
 
             cli("keys", "revoke", alice_id, env=empty_db_env)
             assert (await http.get("/resources/agent_results", headers=alice)).status_code == 401
@@ -130,9 +136,11 @@ async def test_a_configured_deployment_end_to_end(empty_db_env, empty_database_u
         mcp_reads = await conn.fetch(
             "SELECT request_id FROM audit_event WHERE channel = 'mcp' AND action = 'read' AND outcome = 'ok'"
         )
-        assert len(mcp_reads) == 1 and mcp_reads[0]["request_id"]
+        assert len(mcp_reads) == 1
+        assert mcp_reads[0]["request_id"]
         rows = await conn.fetch("SELECT t::text AS row FROM agent_task t UNION ALL SELECT a::text FROM audit_event a")
-        assert rows and not any(marker in r["row"] for r in rows)
+        assert rows
+        assert not any(marker in r["row"] for r in rows)
     finally:
         await conn.close()
 
@@ -153,8 +161,9 @@ async def test_the_embedded_default_needs_no_set_up(workdir):
             assert (await http.get("/readyz")).status_code == 200
             # The command that runs next to the server joins its database.
             second = KEY.search(cli("keys", "create", "second", env=env, cwd=workdir).stdout).group(0)  # type: ignore[union-attr]
-            ran = await http.post("/tools/run_agent_task", json={"prompt": "hi"},
-                                  headers={"Authorization": f"Bearer {second}"})
+            ran = await http.post(
+                "/tools/run_agent_task", json={"prompt": "hi"}, headers={"Authorization": f"Bearer {second}"}
+            )
             assert ran.status_code == 200
     output = process.output  # type: ignore[attr-defined]
     first = KEY.search(output)

@@ -48,7 +48,13 @@ async def test_tools_and_resource_template_are_listed(app_service, alice):
 
     assert set(tools) == {"run_agent_task", "get_agent_result", "list_agent_results", "delete_agent_result"}
     assert set(tools["run_agent_task"].input_schema["properties"]) == {
-        "prompt", "context", "template", "model", "params", "cache", "retention_days"
+        "prompt",
+        "context",
+        "template",
+        "model",
+        "params",
+        "cache",
+        "retention_days",
     }
     assert tools["run_agent_task"].output_schema is not None
     assert [(t.name, t.uri_template, t.mime_type) for t in templates] == [

@@ -42,7 +42,8 @@ async def test_a_completion_is_stored_with_its_usage(gateway, fake_openai):
     fake_openai.enqueue(Reply(body=completion("Paris.", prompt_tokens=11, completion_tokens=3)))
 
     response = await http.post(
-        RUN, json={"prompt": "Capital of France?", "params": {"temperature": 0.1, "max_tokens": 20}},
+        RUN,
+        json={"prompt": "Capital of France?", "params": {"temperature": 0.1, "max_tokens": 20}},
         headers=caller.headers,
     )
 
@@ -69,15 +70,28 @@ async def test_the_offline_provider_stays_available_by_name(gateway, fake_openai
     ("replies", "code"),
     [
         pytest.param(
-            [Reply(429, {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
-                                   "code": "insufficient_quota"}})] * 3,
-            "quota_exceeded", id="insufficient quota",
+            [
+                Reply(
+                    429,
+                    {
+                        "error": {
+                            "message": "You exceeded your current quota",
+                            "type": "insufficient_quota",
+                            "code": "insufficient_quota",
+                        }
+                    },
+                )
+            ]
+            * 3,
+            "quota_exceeded",
+            id="insufficient quota",
         ),
         pytest.param([Reply(500, {"error": {"message": "boom"}})] * 3, "provider_error", id="persistent 500"),
         pytest.param([Reply(raw=b"{this is not json")] * 3, "provider_error", id="malformed JSON"),
         pytest.param([Reply(delay=5)] * 3, "timeout", id="provider hangs"),
-        pytest.param([Reply(400, {"error": {"message": "bad", "code": "context_length_exceeded"}})],
-                     "provider_error", id="400"),
+        pytest.param(
+            [Reply(400, {"error": {"message": "bad", "code": "context_length_exceeded"}})], "provider_error", id="400"
+        ),
     ],
 )
 async def test_a_provider_failure_is_a_stored_failed_task_with_a_stable_code(gateway, fake_openai, db, replies, code):

@@ -51,7 +51,9 @@ def chatty_libraries() -> Iterator[None]:
 
 
 @pytest.fixture
-async def gateway(database_url, chatty_libraries) -> AsyncIterator[tuple[httpx.AsyncClient, Caller, FakeOpenAI, object]]:
+async def gateway(
+    database_url, chatty_libraries
+) -> AsyncIterator[tuple[httpx.AsyncClient, Caller, FakeOpenAI, object]]:
     with FakeOpenAI().running() as fake:
         settings = make_settings(
             database_url,

@@ -52,17 +52,25 @@ async def test_inserting_a_task_records_its_create_event_in_the_same_statement(d
     owner = await make_key(db)
     task = await repository.insert_task(db, new_task(owner), actor(owner))
 
-    assert task.status == "running" and task.context == {"a": 1}
+    assert task.status == "running"
+    assert task.context == {"a": 1}
     event = await db.fetchrow("SELECT actor_id, action, task_id, outcome, request_id FROM audit_event")
-    assert dict(event) == {"actor_id": owner, "action": "create", "task_id": task.id, "outcome": "ok",
-                           "request_id": "req-1"}
+    assert dict(event) == {
+        "actor_id": owner,
+        "action": "create",
+        "task_id": task.id,
+        "outcome": "ok",
+        "request_id": "req-1",
+    }
 
 
 async def test_completing_a_task_stores_its_result(db):
     owner = await make_key(db)
     task = await repository.insert_task(db, new_task(owner), actor(owner))
     done = await repository.complete_task(
-        db, task.id, TaskOutcome(TaskStatus.SUCCEEDED, output="42", prompt_tokens=1, completion_tokens=2, total_tokens=3)
+        db,
+        task.id,
+        TaskOutcome(TaskStatus.SUCCEEDED, output="42", prompt_tokens=1, completion_tokens=2, total_tokens=3),
     )
     assert done is not None
     assert (done.status, done.output, done.total_tokens) == ("succeeded", "42", 3)
@@ -161,7 +169,8 @@ async def test_api_keys_are_found_by_hash_until_revoked(db):
     record = await repository.insert_api_key(db, name="n", role=Role.ADMIN, key_hash="h" * 64, key_prefix="ask_abc")
     assert (await repository.find_active_key(db, "h" * 64)) == record
     revoked = await repository.revoke_api_key(db, record.id)
-    assert revoked is not None and revoked.revoked_at is not None
+    assert revoked is not None
+    assert revoked.revoked_at is not None
     assert await repository.find_active_key(db, "h" * 64) is None
     assert await repository.revoke_api_key(db, uuid.uuid4()) is None
     assert await repository.count_api_keys(db) == 1

@@ -46,7 +46,8 @@ async def test_a_task_runs_and_returns_its_result(client, alice):
     assert uuid.UUID(result["task_id"])
     expected_hash = hmac.new(TEST_HASH_KEY.encode(), b"What is the capital of France?", hashlib.sha256).hexdigest()
     assert result["prompt_hash"] == expected_hash
-    assert result["created_at"].endswith("Z") and result["expires_at"].endswith("Z")
+    assert result["created_at"].endswith("Z")
+    assert result["expires_at"].endswith("Z")
     lifetime = parse_ts(result["expires_at"]) - parse_ts(result["created_at"])
     assert lifetime == timedelta(days=30)
 
@@ -158,7 +159,8 @@ async def test_delete_erases_the_row_and_a_second_delete_is_404(client, alice, d
     first = await client.delete(GET.format(created["task_id"]), headers=alice.headers)
     second = await client.delete(GET.format(created["task_id"]), headers=alice.headers)
 
-    assert first.status_code == 204 and first.content == b""
+    assert first.status_code == 204
+    assert first.content == b""
     assert second.status_code == 404
     assert await count_rows(db, "agent_task") == 0
     assert (await client.get(GET.format(created["task_id"]), headers=alice.headers)).status_code == 404
@@ -261,12 +263,20 @@ async def test_health_and_docs_need_no_key(client):
     assert ready.json() == {"status": "ok", "checks": {"database": "ok", "migrations": "ok"}}
     assert (await client.get("/docs")).status_code == 200
     spec = (await client.get("/openapi.json")).json()
-    assert {"/tools/run_agent_task", "/resources/get_agent_result/{task_id}", "/resources/agent_results",
-            "/audit/events", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {
+        "/tools/run_agent_task",
+        "/resources/get_agent_result/{task_id}",
+        "/resources/agent_results",
+        "/audit/events",
+        "/healthz",
+        "/readyz",
+    } <= set(spec["paths"])
 
 
 async def test_unknown_paths_and_methods_answer_json(client, alice):
     missing = await client.get("/no/such/path", headers=alice.headers)
     wrong_method = await client.put(RUN, headers=alice.headers)
-    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
-    assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["code"] == "method_not_allowed"

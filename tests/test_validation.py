@@ -32,7 +32,9 @@ TOO_BIG_CONTEXT = {"blob": "x" * (16 * 1024)}
         pytest.param({"prompt": "x", "params": {"temperature": 2.5}}, "validation_error", "params", id="temperature"),
         pytest.param({"prompt": "x", "params": {"max_tokens": 0}}, "validation_error", "params", id="max_tokens low"),
         pytest.param({"prompt": "x", "params": {"max_tokens": 100_001}}, "validation_error", "params", id="max_tokens"),
-        pytest.param({"prompt": "x", "params": {"max_tokens": 1.5}}, "validation_error", "params", id="max_tokens float"),
+        pytest.param(
+            {"prompt": "x", "params": {"max_tokens": 1.5}}, "validation_error", "params", id="max_tokens float"
+        ),
         pytest.param({"prompt": "x", "params": {"top_p": -0.1}}, "validation_error", "params", id="top_p"),
         pytest.param({"prompt": "x", "params": {"seed": 1}}, "validation_error", "params", id="unknown param"),
         pytest.param({"prompt": "x", "params": {"temperature": "hot"}}, "validation_error", "params", id="temp str"),

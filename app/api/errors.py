@@ -50,7 +50,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
-    body = ErrorBody(code=code, message=message, details=details)  # type: ignore[arg-type]
+    body = ErrorBody.model_validate({"code": code, "message": message, "details": details})
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": "1"}
@@ -66,7 +66,11 @@ def _service_error(_: Request, exc: Exception) -> JSONResponse:
 def safe_details(errors: list[Any]) -> list[dict[str, Any]]:
     """Validation errors without the offending input: it may be the prompt."""
     return [
-        {"loc": [p for p in e.get("loc", ()) if isinstance(p, str | int)], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {
+            "loc": [p for p in e.get("loc", ()) if isinstance(p, str | int)],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
         for e in errors
     ]
 

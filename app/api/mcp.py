@@ -60,9 +60,10 @@ def _caller() -> Principal:
 
 def _request_id() -> str | None:
     try:
-        return get_http_request().scope.get("state", {}).get("request_id")
+        request_id = get_http_request().scope.get("state", {}).get("request_id")
     except RuntimeError:  # in-memory transport: no HTTP request
         return None
+    return request_id if isinstance(request_id, str) else None
 
 
 def _error_text(exc: ServiceError, details: list[dict[str, Any]] | None = None) -> str:
@@ -158,7 +159,9 @@ def build_mcp(service: AgentService) -> FastMCP:
     async def agent_result_resource(task_id: str) -> str:
         """A task's result as JSON (audited)."""
         with _mcp_errors(ResourceError):
-            result = await service.get_result(_caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id())
+            result = await service.get_result(
+                _caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id()
+            )
         return result.model_dump_json()
 
     return mcp

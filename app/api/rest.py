@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
@@ -17,8 +17,9 @@ from app.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 router = APIRouter()
 
-_NOT_FOUND = {404: {"model": ErrorBody, "description": "unknown, expired, or another client's task"}}
-_FORBIDDEN = {403: {"model": ErrorBody, "description": "the key's role does not allow this"}}
+Responses = dict[int | str, dict[str, Any]]
+_NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "unknown, expired, or another client's task"}}
+_FORBIDDEN: Responses = {403: {"model": ErrorBody, "description": "the key's role does not allow this"}}
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")]
 
@@ -69,7 +70,9 @@ async def list_agent_results(
     limit: Limit = DEFAULT_PAGE_SIZE,
 ) -> Response:
     """List the caller's tasks, newest first, without outputs."""
-    page = await service.list_results(principal, cursor=cursor, limit=limit, channel=Channel.REST, request_id=request_id)
+    page = await service.list_results(
+        principal, cursor=cursor, limit=limit, channel=Channel.REST, request_id=request_id
+    )
     return _json(page)
 
 

@@ -25,7 +25,9 @@ class OfflineProvider:
         return Completion(
             text=output,
             model=request.model,
-            usage=Usage(prompt_tokens=words, completion_tokens=completion_tokens, total_tokens=words + completion_tokens),
+            usage=Usage(
+                prompt_tokens=words, completion_tokens=completion_tokens, total_tokens=words + completion_tokens
+            ),
         )
 
     async def aclose(self) -> None:
