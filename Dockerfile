@@ -13,11 +13,11 @@ RUN uv sync --frozen --no-dev
 
 # Run: the same Python, no build tools, a non-root user, no secrets baked in.
 FROM python:3.13-slim
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin agent
+RUN groupadd --system --gid 10001 agent && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin agent
 WORKDIR /app
 COPY --from=build --chown=agent:agent /app /app
 ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1
-USER agent
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
