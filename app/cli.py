@@ -21,8 +21,9 @@ from app.embedded import development_hash_key, embedded_database
 from app.errors import DatabaseUnavailable, NotFound
 from app.keys import KeyStore
 from app.local_postgres import PostgresNotFoundError
-from app.models import Role
+from app.models import Channel, Role
 from app.observability import configure_logging
+from app.retention import Purger, PurgeReport
 from app.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -176,6 +177,37 @@ def migrate() -> None:
         except OSError as exc:
             raise _fail(f"Could not reach the database: {type(exc).__name__}") from None
         typer.echo(f"Database is at revision {migration.head_revision()} (head).")
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be deleted; delete nothing")] = False,
+) -> None:
+    """Run one retention purge now and print what it deleted (for cron jobs)."""
+    with _database_settings() as (settings, embedded):
+        if not embedded:
+            _require_head(settings)
+        report = asyncio.run(_purge(settings, dry_run))
+    if report.skipped:
+        typer.echo("Another process is purging right now; nothing done.")
+        return
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"Purge {verb}: {report.deleted['agent_task']} expired tasks, "
+        f"{report.deleted['audit_event']} audit events older than {settings.audit_retention_days:g} days "
+        f"({report.batches} batches, {report.seconds:.2f} s)."
+    )
+
+
+async def _purge(settings: Settings, dry_run: bool) -> PurgeReport:
+    db = Database(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 2}))
+    await db.open()
+    try:
+        return await Purger(db, settings).run(dry_run=dry_run, channel=Channel.CLI)
+    except DatabaseUnavailable:
+        raise _fail("The database is not reachable.") from None
+    finally:
+        await db.close()
 
 
 @keys_app.command("create")

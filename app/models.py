@@ -59,6 +59,7 @@ class AuditOutcome(StrEnum):
     NOT_FOUND = "not_found"
     EXPIRED = "expired"
     DENIED = "denied"
+    ERROR = "error"
 
 
 def _in(column: str, values: type[StrEnum]) -> str:

@@ -148,16 +148,28 @@ async def insert_task(conn: asyncpg.Connection, task: NewTask, actor: Actor) -> 
     return TaskRecord(*row)
 
 
+# $9: a shorter retention for failed tasks (seconds from creation), or NULL for none.
 _COMPLETE_TASK = f"""
 UPDATE agent_task
-SET status = $2, output = $3, error_code = $4, error_message = $5,
-    prompt_tokens = $6, completion_tokens = $7, total_tokens = $8, completed_at = now()
+SET status = $2::varchar, output = $3, error_code = $4, error_message = $5,
+    prompt_tokens = $6, completion_tokens = $7, total_tokens = $8, completed_at = now(),
+    expires_at = CASE
+        WHEN $2::varchar = '{TaskStatus.FAILED}' AND $9::float8 IS NOT NULL
+        THEN least(expires_at, created_at + make_interval(secs => $9::float8))
+        ELSE expires_at
+    END
 WHERE id = $1
 RETURNING {TASK_COLUMNS}
 """
 
 
-async def complete_task(conn: asyncpg.Connection, task_id: uuid.UUID, outcome: TaskOutcome) -> TaskRecord | None:
+async def complete_task(
+    conn: asyncpg.Connection,
+    task_id: uuid.UUID,
+    outcome: TaskOutcome,
+    *,
+    failed_retention_seconds: float | None = None,
+) -> TaskRecord | None:
     """Record a task's result; None when the task was erased while it ran."""
     row = await conn.fetchrow(
         _COMPLETE_TASK,
@@ -169,6 +181,7 @@ async def complete_task(conn: asyncpg.Connection, task_id: uuid.UUID, outcome: T
         outcome.prompt_tokens,
         outcome.completion_tokens,
         outcome.total_tokens,
+        failed_retention_seconds,
     )
     return None if row is None else TaskRecord(*row)
 
@@ -305,3 +318,79 @@ async def schema_revision(conn: asyncpg.Connection) -> str | None:
         return await conn.fetchval("SELECT version_num FROM alembic_version")  # type: ignore[no-any-return]
     except asyncpg.UndefinedTableError:
         return None
+
+
+# -- retention --------------------------------------------------------------------------
+
+# One purge at a time across every replica sharing the database.
+PURGE_LOCK_KEY = 0x61676E74  # "agnt"
+
+# Batches are chosen through the expires_at index (no sequential scan, and the last,
+# empty batch costs an index probe, not a full scan), then deleted by physical row id.
+_PURGE_TASKS = """
+WITH doomed AS (
+    SELECT ctid FROM agent_task WHERE expires_at <= $1
+    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM agent_task WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed)) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+_PURGE_AUDIT = """
+WITH doomed AS (
+    SELECT ctid FROM audit_event WHERE occurred_at < $1
+    ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM audit_event WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed)) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+
+async def try_purge_lock(conn: asyncpg.Connection) -> bool:
+    """Take the cluster-wide purge lock for this session, if nobody holds it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK_KEY))
+
+
+async def release_purge_lock(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK_KEY)
+
+
+async def database_now(conn: asyncpg.Connection) -> datetime:
+    return await conn.fetchval("SELECT now()")  # type: ignore[no-any-return]
+
+
+async def delete_expired_tasks(conn: asyncpg.Connection, *, expired_by: datetime, limit: int) -> int:
+    """Delete up to `limit` tasks that expired by `expired_by`; the number deleted."""
+    return int(await conn.fetchval(_PURGE_TASKS, expired_by, limit))
+
+
+async def delete_audit_events_before(conn: asyncpg.Connection, *, before: datetime, limit: int) -> int:
+    return int(await conn.fetchval(_PURGE_AUDIT, before, limit))
+
+
+async def count_expired(conn: asyncpg.Connection, *, expired_by: datetime, audit_before: datetime) -> tuple[int, int]:
+    """What a purge would delete now: (tasks, audit events)."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM agent_task WHERE expires_at <= $1),"
+        "       (SELECT count(*) FROM audit_event WHERE occurred_at < $2)",
+        expired_by,
+        audit_before,
+    )
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def record_purge(conn: asyncpg.Connection, actor: Actor, outcome: AuditOutcome, detail: dict[str, Any]) -> None:
+    """The purge run's audit event: figures only, never row contents."""
+    await conn.execute(
+        "INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id, detail) "
+        f"VALUES ($1, $2, $3, '{AuditAction.PURGE}', NULL, $4, $5, $6)",
+        actor.key_id,
+        actor.role,
+        actor.channel.value,
+        outcome.value,
+        actor.request_id,
+        detail,
+    )

@@ -23,6 +23,7 @@ from app.llm.registry import ProviderRegistry, Route, build_registry
 from app.migration import head_revision
 from app.models import AuditOutcome, Channel, Role, TaskStatus
 from app.repository import Actor, NewTask, TaskOutcome
+from app.retention import Purger, PurgeSchedule, RetentionPolicy
 from app.schemas import (
     AgentResult,
     AgentResultPage,
@@ -58,17 +59,28 @@ class AgentService:
         self.keys = KeyStore(self.db, settings.auth_cache_seconds)
         self.hasher = PromptHasher(settings.prompt_hash_key.get_secret_value())
         self.providers: ProviderRegistry = build_registry(settings)
+        self.purger = Purger(self.db, settings)
+        self.retention = RetentionPolicy.of(settings)
+        self._schedule = PurgeSchedule(self.purger, settings.purge_cron) if settings.purge_enabled else None
         self._head = head_revision()
         self._inflight: set[asyncio.Future[AgentResult]] = set()
 
     async def start(self) -> None:
         await self.db.open()
+        if self._schedule is not None:
+            self._schedule.start()
 
     async def stop(self) -> None:
+        if self._schedule is not None:
+            self._schedule.stop()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self.settings.provider_timeout_seconds)
         await self.providers.aclose()
         await self.db.close()
+
+    @property
+    def schedule(self) -> PurgeSchedule | None:
+        return self._schedule
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -112,8 +124,11 @@ class AgentService:
 
     async def _execute(self, task_id: uuid.UUID, route: Route, task: AgentTask) -> AgentResult:
         outcome = await self._call_provider(route, task)
+        failed_days = self.settings.failed_result_retention_days
         async with self.db.connection() as conn:
-            record = await repository.complete_task(conn, task_id, outcome)
+            record = await repository.complete_task(
+                conn, task_id, outcome, failed_retention_seconds=failed_days * SECONDS_PER_DAY if failed_days else None
+            )
         if record is None:
             raise NotFound("the task was erased while it ran")
         return AgentResult.from_record(record)
@@ -239,21 +254,21 @@ class AgentService:
     # -- health -----------------------------------------------------------------------------
 
     async def readiness(self) -> Readiness:
-        """The database answers and is at the head migration."""
+        """Each check by name: the database answers, is at the head migration, the purge schedule runs."""
+        checks = {"database": "ok", "migrations": "ok", "scheduler": "off"}
+        if self._schedule is not None:
+            checks["scheduler"] = "ok" if self._schedule.running else "stopped"
         try:
             async with self.db.connection() as conn:
                 revision = await repository.schema_revision(conn)
         except DatabaseUnavailable:
-            return Readiness(False, {"database": "unreachable", "migrations": "unknown"})
-        if revision != self._head:
-            return Readiness(
-                False,
-                {
-                    "database": "ok",
-                    "migrations": f"at {revision or 'no revision'}, head is {self._head}; run `agent-service migrate`",
-                },
-            )
-        return Readiness(True, {"database": "ok", "migrations": "ok"})
+            checks |= {"database": "unreachable", "migrations": "unknown"}
+        else:
+            if revision != self._head:
+                checks["migrations"] = (
+                    f"at {revision or 'no revision'}, head is {self._head}; run `agent-service migrate`"
+                )
+        return Readiness(all(v in ("ok", "off") for v in checks.values()), checks)
 
 
 def _page_size(limit: int) -> int:

@@ -33,8 +33,11 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=32_000, ge=1, le=1_000_000)
 
     result_retention_days: PositiveFloat = 30
+    failed_result_retention_days: PositiveFloat | None = None
     audit_retention_days: PositiveFloat = 365
     purge_cron: str = "0 * * * *"
+    purge_enabled: bool = True
+    purge_batch_size: int = Field(default=5_000, ge=1, le=100_000)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     logfire_token: SecretStr | None = None
@@ -50,6 +53,22 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("purge_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"PURGE_CRON is not a crontab expression (minute hour day month weekday): {exc}") from None
+        return value
+
+    @field_validator("failed_result_retention_days", mode="before")
+    @classmethod
+    def _empty_number_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url", "openai_base_url", "default_model", mode="before")
     @classmethod

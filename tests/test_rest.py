@@ -260,7 +260,9 @@ async def test_health_and_docs_need_no_key(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "migrations": "ok"}}
+    assert ready.json()["status"] == "ok"
+    assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "scheduler": "ok"}
+    assert ready.json()["retention"]["result_retention_days"] == 30
     assert (await client.get("/docs")).status_code == 200
     spec = (await client.get("/openapi.json")).json()
     assert {

@@ -117,9 +117,19 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.get("/retention", tags=["health"], responses=ERROR_RESPONSES)
+async def retention(_: CurrentPrincipal, service: ServiceDep) -> dict[str, Any]:
+    """The effective retention policy: how long results and audit events are kept, and the purge schedule."""
+    return service.retention.as_dict()
+
+
 @router.get("/readyz", tags=["health"], responses={503: {"description": "a check failed; see `checks`"}})
 async def readyz(service: ServiceDep) -> JSONResponse:
     """Readiness: the database answers and is at the head migration."""
     readiness = await service.readiness()
-    body = {"status": "ok" if readiness.ready else "unavailable", "checks": readiness.checks}
+    body = {
+        "status": "ok" if readiness.ready else "unavailable",
+        "checks": readiness.checks,
+        "retention": service.retention.as_dict(),
+    }
     return JSONResponse(body, status_code=200 if readiness.ready else 503)

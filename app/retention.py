@@ -1,0 +1,192 @@
+"""The retention purge: expired tasks and old audit events go, in short batches, one purge at a time.
+
+The same `Purger.run` serves the in-process schedule (APScheduler, PURGE_CRON) and the
+`agent-service purge` command for external cron jobs. Every run is recorded as an audit
+event with its figures; a run that finds another replica purging skips quietly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from app import repository
+from app.db import Database
+from app.models import AuditOutcome, Channel
+from app.repository import Actor
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PURGE_JOB_ID = "retention-purge"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """The effective policy, as operators see it at /retention and /readyz."""
+
+    result_retention_days: float
+    failed_result_retention_days: float | None
+    audit_retention_days: float
+    purge_cron: str | None  # None: the in-process schedule is off (an external cron runs the purge)
+
+    @classmethod
+    def of(cls, settings: Settings) -> RetentionPolicy:
+        return cls(
+            result_retention_days=settings.result_retention_days,
+            failed_result_retention_days=settings.failed_result_retention_days,
+            audit_retention_days=settings.audit_retention_days,
+            purge_cron=settings.purge_cron if settings.purge_enabled else None,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class PurgeReport:
+    """What one purge run did (or, dry, would do)."""
+
+    dry_run: bool
+    skipped: bool = False  # another process held the purge lock
+    expired_by: datetime | None = None
+    audit_before: datetime | None = None
+    deleted: dict[str, int] = field(default_factory=lambda: {"agent_task": 0, "audit_event": 0})
+    batches: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seconds: float = 0.0
+
+    def detail(self) -> dict[str, Any]:
+        """The audit event's `detail`: figures and times only."""
+        return {
+            "dry_run": self.dry_run,
+            "deleted": dict(self.deleted),
+            "batches": self.batches,
+            "expired_by": _iso(self.expired_by),
+            "audit_before": _iso(self.audit_before),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+class Purger:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._settings = settings
+
+    async def run(self, *, dry_run: bool = False, channel: Channel = Channel.SYSTEM) -> PurgeReport:
+        """One purge: everything expired at the moment it starts, in batches of PURGE_BATCH_SIZE.
+
+        The cut-off is fixed when the run starts: a row that expires while the run goes on
+        is left whole for the next run, so nothing is ever caught half-way.
+        """
+        report = PurgeReport(dry_run=dry_run)
+        started = time.monotonic()
+        actor = Actor(None, None, channel)
+        async with self._db.connection() as lock_conn:
+            if not await repository.try_purge_lock(lock_conn):
+                log.info("retention purge skipped: another process is purging")
+                report.skipped = True
+                return report
+            try:
+                report.started_at = await repository.database_now(lock_conn)
+                report.expired_by = report.started_at
+                report.audit_before = report.started_at - timedelta(days=self._settings.audit_retention_days)
+                if dry_run:
+                    tasks, events = await repository.count_expired(
+                        lock_conn, expired_by=report.expired_by, audit_before=report.audit_before
+                    )
+                    report.deleted = {"agent_task": tasks, "audit_event": events}
+                else:
+                    await self._delete_in_batches(report)
+                report.finished_at = await repository.database_now(lock_conn)
+                report.seconds = time.monotonic() - started
+                await repository.record_purge(lock_conn, actor, AuditOutcome.OK, report.detail())
+            except Exception as exc:
+                report.seconds = time.monotonic() - started
+                log.error("retention purge failed after %.1f s: %s", report.seconds, type(exc).__name__)
+                await _record_failure(lock_conn, actor, report, exc)
+                raise
+            finally:
+                await repository.release_purge_lock(lock_conn)
+        log.info(
+            "retention purge %s: %d tasks, %d audit events in %d batches, %.2f s",
+            "(dry run) would delete" if dry_run else "deleted",
+            report.deleted["agent_task"],
+            report.deleted["audit_event"],
+            report.batches,
+            report.seconds,
+        )
+        return report
+
+    async def _delete_in_batches(self, report: PurgeReport) -> None:
+        """Each batch is its own short transaction, so readers and writers never wait long."""
+        assert report.expired_by is not None
+        assert report.audit_before is not None
+        limit = self._settings.purge_batch_size
+        for table in ("agent_task", "audit_event"):
+            while True:
+                async with self._db.connection() as conn:
+                    if table == "agent_task":
+                        count = await repository.delete_expired_tasks(conn, expired_by=report.expired_by, limit=limit)
+                    else:
+                        count = await repository.delete_audit_events_before(
+                            conn, before=report.audit_before, limit=limit
+                        )
+                report.batches += 1
+                report.deleted[table] += count
+                if count < limit:
+                    break
+
+
+async def _record_failure(conn: Any, actor: Actor, report: PurgeReport, exc: Exception) -> None:
+    detail = report.detail() | {"error": type(exc).__name__}
+    try:
+        await repository.record_purge(conn, actor, AuditOutcome.ERROR, detail)
+    except Exception:  # the database may be what failed; the log line above stands
+        log.warning("could not record the failed purge run")
+
+
+class PurgeSchedule:
+    """PURGE_CRON inside the service, on the app's event loop."""
+
+    def __init__(self, purger: Purger, cron: str) -> None:
+        self._purger = purger
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.scheduler.add_job(
+            self._run,
+            CronTrigger.from_crontab(cron, timezone=UTC),
+            id=PURGE_JOB_ID,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=300,
+        )
+
+    async def _run(self) -> None:
+        try:
+            await self._purger.run(channel=Channel.SYSTEM)
+        except Exception as exc:  # logged and audited in Purger.run; the schedule goes on
+            log.debug("scheduled purge ended with %s", type(exc).__name__)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.scheduler.running)
