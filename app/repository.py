@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -325,27 +325,44 @@ async def schema_revision(conn: asyncpg.Connection) -> str | None:
 # One purge at a time across every replica sharing the database.
 PURGE_LOCK_KEY = 0x61676E74  # "agnt"
 
-# Batches are chosen through the expires_at index (no sequential scan, and the last,
-# empty batch costs an index probe, not a full scan), then deleted by physical row id.
+# A batch is chosen through the time index, resuming where the previous batch ended
+# (so no batch walks over the index entries of rows already deleted), and deleted by
+# physical row id (a TID scan). No row locks are taken first: the advisory lock keeps
+# other purges out, and the time condition is checked again at delete time, so a row
+# changed in between is simply left for the next run.
 _PURGE_TASKS = """
 WITH doomed AS (
-    SELECT ctid FROM agent_task WHERE expires_at <= $1
-    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    SELECT ctid FROM agent_task
+    WHERE expires_at <= $1 AND expires_at >= $3
+    ORDER BY expires_at LIMIT $2
 ), gone AS (
-    DELETE FROM agent_task WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed)) RETURNING 1
+    DELETE FROM agent_task
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed)) AND expires_at <= $1
+    RETURNING expires_at
 )
-SELECT count(*) FROM gone
+SELECT count(*), max(expires_at) FROM gone
 """
 
 _PURGE_AUDIT = """
 WITH doomed AS (
-    SELECT ctid FROM audit_event WHERE occurred_at < $1
-    ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    SELECT ctid FROM audit_event
+    WHERE occurred_at < $1 AND occurred_at >= $3
+    ORDER BY occurred_at LIMIT $2
 ), gone AS (
-    DELETE FROM audit_event WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed)) RETURNING 1
+    DELETE FROM audit_event
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed)) AND occurred_at < $1
+    RETURNING occurred_at
 )
-SELECT count(*) FROM gone
+SELECT count(*), max(occurred_at) FROM gone
 """
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeBatch:
+    deleted: int
+    resume_from: datetime  # where the next batch starts (the last deleted row's time)
 
 
 async def try_purge_lock(conn: asyncpg.Connection) -> bool:
@@ -361,13 +378,21 @@ async def database_now(conn: asyncpg.Connection) -> datetime:
     return await conn.fetchval("SELECT now()")  # type: ignore[no-any-return]
 
 
-async def delete_expired_tasks(conn: asyncpg.Connection, *, expired_by: datetime, limit: int) -> int:
-    """Delete up to `limit` tasks that expired by `expired_by`; the number deleted."""
-    return int(await conn.fetchval(_PURGE_TASKS, expired_by, limit))
+async def delete_expired_tasks(
+    conn: asyncpg.Connection, *, expired_by: datetime, limit: int, resume_from: datetime | None = None
+) -> PurgeBatch:
+    """Delete up to `limit` tasks that expired by `expired_by`, oldest first."""
+    row = await conn.fetchrow(_PURGE_TASKS, expired_by, limit, resume_from or _EPOCH)
+    assert row is not None
+    return PurgeBatch(int(row[0]), row[1] or resume_from or _EPOCH)
 
 
-async def delete_audit_events_before(conn: asyncpg.Connection, *, before: datetime, limit: int) -> int:
-    return int(await conn.fetchval(_PURGE_AUDIT, before, limit))
+async def delete_audit_events_before(
+    conn: asyncpg.Connection, *, before: datetime, limit: int, resume_from: datetime | None = None
+) -> PurgeBatch:
+    row = await conn.fetchrow(_PURGE_AUDIT, before, limit, resume_from or _EPOCH)
+    assert row is not None
+    return PurgeBatch(int(row[0]), row[1] or resume_from or _EPOCH)
 
 
 async def count_expired(conn: asyncpg.Connection, *, expired_by: datetime, audit_before: datetime) -> tuple[int, int]:

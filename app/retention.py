@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -136,18 +137,19 @@ class Purger:
         assert report.expired_by is not None
         assert report.audit_before is not None
         limit = self._settings.purge_batch_size
-        for table in ("agent_task", "audit_event"):
+        deleters = {
+            "agent_task": partial(repository.delete_expired_tasks, expired_by=report.expired_by, limit=limit),
+            "audit_event": partial(repository.delete_audit_events_before, before=report.audit_before, limit=limit),
+        }
+        for table, delete_batch in deleters.items():
+            resume_from = None
             while True:
                 async with self._db.connection() as conn:
-                    if table == "agent_task":
-                        count = await repository.delete_expired_tasks(conn, expired_by=report.expired_by, limit=limit)
-                    else:
-                        count = await repository.delete_audit_events_before(
-                            conn, before=report.audit_before, limit=limit
-                        )
+                    batch = await delete_batch(conn, resume_from=resume_from)
                 report.batches += 1
-                report.deleted[table] += count
-                if count < limit:
+                report.deleted[table] += batch.deleted
+                resume_from = batch.resume_from
+                if batch.deleted < limit:
                     break
 
 

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     audit_retention_days: PositiveFloat = 365
     purge_cron: str = "0 * * * *"
     purge_enabled: bool = True
-    purge_batch_size: int = Field(default=5_000, ge=1, le=100_000)
+    purge_batch_size: int = Field(default=20_000, ge=1, le=200_000)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     logfire_token: SecretStr | None = None

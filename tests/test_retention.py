@@ -96,7 +96,7 @@ async def test_a_row_that_expires_after_the_run_started_is_left_whole(db):
     await add_tasks(db, owner, 2, expires_in=-timedelta(seconds=5))
     await asyncio.sleep(0.01)  # now the first row has expired too, but after the cut-off
 
-    assert await repository.delete_expired_tasks(db, expired_by=cutoff, limit=100) == 2
+    assert (await repository.delete_expired_tasks(db, expired_by=cutoff, limit=100)).deleted == 2
     row = await db.fetchrow("SELECT output, prompt_hash FROM agent_task WHERE id = $1", later[0])
     assert row["output"].startswith("answer ")
     assert row["prompt_hash"]
