@@ -18,7 +18,6 @@ import asyncio
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -28,15 +27,13 @@ from typing import Any
 
 import asyncpg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app import migration, repository  # noqa: E402
-from app.db import Database, init_connection  # noqa: E402
-from app.local_postgres import LocalPostgres  # noqa: E402
-from app.models import Channel, Role  # noqa: E402
-from app.repository import Actor  # noqa: E402
-from app.retention import Purger  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app import migration, repository
+from app.db import Database, init_connection
+from app.local_postgres import LocalPostgres
+from app.models import Channel, Role
+from app.repository import Actor
+from app.retention import Purger
+from app.settings import Settings
 
 SEED_CHUNK = 100_000
 
