@@ -42,3 +42,8 @@ class NotFound(ServiceError):
 class DatabaseUnavailable(ServiceError):
     code = "database_unavailable"
     default_message = "the database is not reachable right now; retry shortly"
+
+
+class Conflict(ServiceError):
+    code = "conflict"
+    default_message = "the request conflicts with an earlier one"

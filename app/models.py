@@ -94,6 +94,25 @@ class TaskRow(SQLModel, table=True):
         Index("ix_agent_task_owner_id_created_at_id", "owner_id", text("created_at DESC"), text("id DESC")),
         Index("ix_agent_task_expires_at", "expires_at"),
         Index("ix_agent_task_prompt_hash", "prompt_hash"),
+        Index(
+            "ix_agent_task_owner_id_cache_key_created_at",
+            "owner_id",
+            "cache_key",
+            text("created_at DESC"),
+            postgresql_where=text("cache_key IS NOT NULL"),
+        ),
+        Index(
+            "uq_agent_task_owner_id_idempotency_key",
+            "owner_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_agent_task_lease_expires_at",
+            "lease_expires_at",
+            postgresql_where=text("status IN ('pending', 'running')"),
+        ),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -119,6 +138,13 @@ class TaskRow(SQLModel, table=True):
     created_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
     completed_at: datetime | None = _utc(default=None, nullable=True)
     expires_at: datetime = _utc()
+    # Keyed hash of (owner, rendered messages, model, params): the response cache's key.
+    cache_key: str | None = Field(default=None, max_length=64)
+    # The caller's Idempotency-Key, and the keyed hash of the request it came with.
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    request_hash: str | None = Field(default=None, max_length=64)
+    # Until when the runner vouches for a pending or running task (renewed while it runs).
+    lease_expires_at: datetime | None = _utc(default=None, nullable=True)
 
 
 class AuditEventRow(SQLModel, table=True):

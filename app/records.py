@@ -35,6 +35,10 @@ class TaskRecord:
     created_at: datetime
     completed_at: datetime | None
     expires_at: datetime
+    cache_key: str | None
+    idempotency_key: str | None
+    request_hash: str | None
+    lease_expires_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

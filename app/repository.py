@@ -49,6 +49,10 @@ class NewTask:
     context: dict[str, Any]
     params: dict[str, Any]
     retention_seconds: float
+    cache_key: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    lease_seconds: float | None = None  # pending and running tasks carry a lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,24 +117,44 @@ async def count_api_keys(conn: asyncpg.Connection) -> int:
 
 # -- tasks ------------------------------------------------------------------------------
 
+_NEW_TASK_COLUMNS = """id, owner_id, status, model, template, prompt_hash, prompt_hash_key_id, context, params,
+    expires_at, cache_key, idempotency_key, request_hash"""
+_NEW_TASK_VALUES = """$1, $2, $3, $4, $5, $6, $7, $8, $9,
+    now() + make_interval(secs => $10), $11, $12, $13"""
+_AUDIT_CREATE = f"""
+    INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
+    SELECT $2, $14, $15, '{AuditAction.CREATE}', id, '{AuditOutcome.OK}', $16 FROM task"""
+
 _INSERT_TASK = f"""
 WITH task AS (
-    INSERT INTO agent_task (id, owner_id, status, model, template, prompt_hash, prompt_hash_key_id,
-                            context, params, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10))
+    INSERT INTO agent_task ({_NEW_TASK_COLUMNS}, lease_expires_at)
+    VALUES ({_NEW_TASK_VALUES}, now() + make_interval(secs => $17::float8))
     RETURNING {TASK_COLUMNS}
-), audit AS (
-    INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
-    SELECT $2, $11, $12, '{AuditAction.CREATE}', id, '{AuditOutcome.OK}', $13 FROM task
+), audit AS ({_AUDIT_CREATE}
+)
+SELECT {TASK_COLUMNS} FROM task
+"""
+
+# A cache hit: a new task whose answer is copied from a finished one. $17: the source.
+_INSERT_CACHED_COPY = f"""
+WITH source AS (
+    SELECT output, prompt_tokens, completion_tokens, total_tokens FROM agent_task
+    WHERE id = $17 AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now()
+), task AS (
+    INSERT INTO agent_task ({_NEW_TASK_COLUMNS},
+                            output, prompt_tokens, completion_tokens, total_tokens, cached, completed_at)
+    SELECT {_NEW_TASK_VALUES},
+           output, prompt_tokens, completion_tokens, total_tokens, true, now()
+    FROM source
+    RETURNING {TASK_COLUMNS}
+), audit AS ({_AUDIT_CREATE}
 )
 SELECT {TASK_COLUMNS} FROM task
 """
 
 
-async def insert_task(conn: asyncpg.Connection, task: NewTask, actor: Actor) -> TaskRecord:
-    """Store a new task and its `create` audit event in one statement."""
-    row = await conn.fetchrow(
-        _INSERT_TASK,
+def _new_task_args(task: NewTask, actor: Actor) -> tuple[Any, ...]:
+    return (
         task.id,
         task.owner_id,
         task.status.value,
@@ -141,11 +165,137 @@ async def insert_task(conn: asyncpg.Connection, task: NewTask, actor: Actor) -> 
         task.context,
         task.params,
         task.retention_seconds,
+        task.cache_key,
+        task.idempotency_key,
+        task.request_hash,
         actor.role,
         actor.channel.value,
         actor.request_id,
     )
+
+
+async def insert_task(conn: asyncpg.Connection, task: NewTask, actor: Actor) -> TaskRecord:
+    """Store a new task and its `create` audit event in one statement."""
+    row = await conn.fetchrow(_INSERT_TASK, *_new_task_args(task, actor), task.lease_seconds)
     return TaskRecord(*row)
+
+
+async def insert_cached_copy(
+    conn: asyncpg.Connection, task: NewTask, actor: Actor, source_id: uuid.UUID
+) -> TaskRecord | None:
+    """Store a cache hit (answer copied from `source_id`) and its audit event; None if the source is gone."""
+    row = await conn.fetchrow(_INSERT_CACHED_COPY, *_new_task_args(task, actor), source_id)
+    return None if row is None else TaskRecord(*row)
+
+
+async def find_cached(
+    conn: asyncpg.Connection, owner: uuid.UUID, cache_key: str, *, max_age_seconds: float
+) -> TaskRecord | None:
+    """The owner's newest live task with this cache key that is finished or still being answered.
+
+    Finished means succeeded within the cache TTL; in flight means pending or running
+    under a live lease (its answer is coming: wait for it rather than ask again).
+    """
+    row = await conn.fetchrow(
+        f"""
+        SELECT {TASK_COLUMNS} FROM agent_task
+        WHERE owner_id = $1 AND cache_key = $2 AND expires_at > now()
+          AND created_at > now() - make_interval(secs => $3::float8)
+          AND (status = '{TaskStatus.SUCCEEDED}'
+               OR (status IN ('{TaskStatus.PENDING}', '{TaskStatus.RUNNING}') AND lease_expires_at > now()))
+        ORDER BY status = '{TaskStatus.SUCCEEDED}' DESC, created_at DESC
+        LIMIT 1
+        """,
+        owner,
+        cache_key,
+        max_age_seconds,
+    )
+    return None if row is None else TaskRecord(*row)
+
+
+async def lock_cache_key(conn: asyncpg.Connection, cache_key: str) -> None:
+    """Serialize look-up-then-insert for one cache key across processes (until the transaction ends)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", cache_key)
+
+
+async def get_task(conn: asyncpg.Connection, task_id: uuid.UUID) -> TaskRecord | None:
+    """A task by id, unaudited: for the service's own bookkeeping, never a caller's read."""
+    row = await conn.fetchrow(f"SELECT {TASK_COLUMNS} FROM agent_task WHERE id = $1", task_id)
+    return None if row is None else TaskRecord(*row)
+
+
+async def find_by_idempotency_key(
+    conn: asyncpg.Connection, owner: uuid.UUID, key: str, *, window_seconds: float
+) -> tuple[TaskRecord, bool] | None:
+    """The task made with this key, and whether it is within the window (and not expired)."""
+    row = await conn.fetchrow(
+        f"SELECT created_at > now() - make_interval(secs => $3::float8) AND expires_at > now(), {TASK_COLUMNS} "
+        "FROM agent_task WHERE owner_id = $1 AND idempotency_key = $2",
+        owner,
+        key,
+        window_seconds,
+    )
+    return None if row is None else (TaskRecord(*row[1:]), bool(row[0]))
+
+
+_COMPLETE_AS_COPY = f"""
+UPDATE agent_task AS t
+SET status = '{TaskStatus.SUCCEEDED}', output = s.output, prompt_tokens = s.prompt_tokens,
+    completion_tokens = s.completion_tokens, total_tokens = s.total_tokens, cached = true,
+    completed_at = now(), lease_expires_at = NULL
+FROM agent_task AS s
+WHERE t.id = $1 AND s.id = $2 AND s.status = '{TaskStatus.SUCCEEDED}'
+RETURNING {", ".join(f"t.{name}" for name in TASK_COLUMNS.split(", "))}
+"""
+
+
+async def complete_as_copy(conn: asyncpg.Connection, task_id: uuid.UUID, source_id: uuid.UUID) -> TaskRecord | None:
+    """Finish a task with the answer of an identical one (single flight); None if either is gone."""
+    row = await conn.fetchrow(_COMPLETE_AS_COPY, task_id, source_id)
+    return None if row is None else TaskRecord(*row)
+
+
+async def release_idempotency_key(conn: asyncpg.Connection, task_id: uuid.UUID) -> None:
+    """Free a key whose window has passed, so the caller may use it again."""
+    await conn.execute("UPDATE agent_task SET idempotency_key = NULL WHERE id = $1", task_id)
+
+
+async def mark_running(conn: asyncpg.Connection, task_id: uuid.UUID, lease_seconds: float) -> bool:
+    """pending -> running; False when the task is gone or no longer pending."""
+    result = await conn.execute(
+        f"UPDATE agent_task SET status = '{TaskStatus.RUNNING}', "
+        "lease_expires_at = now() + make_interval(secs => $2::float8) "
+        f"WHERE id = $1 AND status = '{TaskStatus.PENDING}'",
+        task_id,
+        lease_seconds,
+    )
+    return bool(result == "UPDATE 1")
+
+
+async def renew_leases(conn: asyncpg.Connection, task_ids: list[uuid.UUID], lease_seconds: float) -> int:
+    """The runner's heartbeat: it is still working on these tasks."""
+    result = await conn.execute(
+        "UPDATE agent_task SET lease_expires_at = now() + make_interval(secs => $2::float8) "
+        f"WHERE id = ANY($1::uuid[]) AND status IN ('{TaskStatus.PENDING}', '{TaskStatus.RUNNING}')",
+        task_ids,
+        lease_seconds,
+    )
+    return int(result.split()[-1])
+
+
+async def interrupt_abandoned(conn: asyncpg.Connection) -> list[uuid.UUID]:
+    """Tasks whose runner stopped renewing its lease (it died) end `failed` with `interrupted`."""
+    rows = await conn.fetch(
+        f"""
+        UPDATE agent_task
+        SET status = '{TaskStatus.FAILED}', error_code = 'interrupted',
+            error_message = 'the service stopped before the task finished; submit it again',
+            completed_at = now(), lease_expires_at = NULL
+        WHERE status IN ('{TaskStatus.PENDING}', '{TaskStatus.RUNNING}') AND lease_expires_at < now()
+        RETURNING id
+        """
+    )
+    return [r["id"] for r in rows]
 
 
 # $9: a shorter retention for failed tasks (seconds from creation), or NULL for none.
@@ -153,6 +303,7 @@ _COMPLETE_TASK = f"""
 UPDATE agent_task
 SET status = $2::varchar, output = $3, error_code = $4, error_message = $5,
     prompt_tokens = $6, completion_tokens = $7, total_tokens = $8, completed_at = now(),
+    lease_expires_at = NULL,
     expires_at = CASE
         WHEN $2::varchar = '{TaskStatus.FAILED}' AND $9::float8 IS NOT NULL
         THEN least(expires_at, created_at + make_interval(secs => $9::float8))

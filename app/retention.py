@@ -1,6 +1,6 @@
 """The retention purge: expired tasks and old audit events go, in short batches, one purge at a time.
 
-The same `Purger.run` serves the in-process schedule (APScheduler, PURGE_CRON) and the
+The same `Purger.run` serves the in-process schedule (`app.scheduler`, PURGE_CRON) and the
 `agent-service purge` command for external cron jobs. Every run is recorded as an audit
 event with its figures; a run that finds another replica purging skips quietly.
 """
@@ -14,9 +14,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-
 from app import repository
 from app.db import Database
 from app.models import AuditOutcome, Channel
@@ -24,9 +21,6 @@ from app.repository import Actor
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-PURGE_JOB_ID = "retention-purge"
-
 
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
@@ -159,36 +153,3 @@ async def _record_failure(conn: Any, actor: Actor, report: PurgeReport, exc: Exc
         await repository.record_purge(conn, actor, AuditOutcome.ERROR, detail)
     except Exception:  # the database may be what failed; the log line above stands
         log.warning("could not record the failed purge run")
-
-
-class PurgeSchedule:
-    """PURGE_CRON inside the service, on the app's event loop."""
-
-    def __init__(self, purger: Purger, cron: str) -> None:
-        self._purger = purger
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
-        self.scheduler.add_job(
-            self._run,
-            CronTrigger.from_crontab(cron, timezone=UTC),
-            id=PURGE_JOB_ID,
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=300,
-        )
-
-    async def _run(self) -> None:
-        try:
-            await self._purger.run(channel=Channel.SYSTEM)
-        except Exception as exc:  # logged and audited in Purger.run; the schedule goes on
-            log.debug("scheduled purge ended with %s", type(exc).__name__)
-
-    def start(self) -> None:
-        self.scheduler.start()
-
-    def stop(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-
-    @property
-    def running(self) -> bool:
-        return bool(self.scheduler.running)

@@ -9,21 +9,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 import uuid
-from dataclasses import dataclass
+from typing import Any
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from app import repository
 from app.db import Database
-from app.errors import DatabaseUnavailable, Forbidden, InvalidInput, NotFound
+import asyncpg
+
+from app.errors import Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound
 from app.keys import KeyStore
-from app.llm.base import CompletionRequest, Message, ProviderError
-from app.llm.registry import ProviderRegistry, Route, build_registry
+from app.llm.base import Message
+from app.llm.registry import ProviderRegistry, build_registry
+from app.llm.templates import TemplateStore
 from app.migration import head_revision
 from app.models import AuditOutcome, Channel, Role, TaskStatus
-from app.repository import Actor, NewTask, TaskOutcome
-from app.retention import Purger, PurgeSchedule, RetentionPolicy
+from app.records import TaskRecord
+from app.repository import Actor, NewTask
+from app.retention import Purger, RetentionPolicy
+from app.runner import FINISHED, SECONDS_PER_DAY, TaskRunner, Work
+from app.scheduler import Scheduler
 from app.schemas import (
     AgentResult,
     AgentResultPage,
@@ -37,7 +45,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SECONDS_PER_DAY = 86_400
+IDEMPOTENCY_WINDOW = 24 * 3600.0
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
@@ -46,6 +54,24 @@ MAX_PAGE_SIZE = 100
 class Readiness:
     ready: bool
     checks: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A submitted task: its result (final, or pending when not waited for), and how it came about."""
+
+    result: AgentResult
+    accepted: bool = False  # not waited for: 202, the caller polls
+    replayed: bool = False  # an Idempotency-Key replay of an earlier submission
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A validated task, ready to store: hashes, route, rendered messages. Memory only."""
+
+    new: NewTask
+    work: Work
+    use_cache: bool
 
 
 class AgentService:
@@ -59,113 +85,148 @@ class AgentService:
         self.keys = KeyStore(self.db, settings.auth_cache_seconds)
         self.hasher = PromptHasher(settings.prompt_hash_key.get_secret_value())
         self.providers: ProviderRegistry = build_registry(settings)
+        self.templates = TemplateStore(settings.templates_dir)
+        self.runner = TaskRunner(self.db, settings)
         self.purger = Purger(self.db, settings)
         self.retention = RetentionPolicy.of(settings)
-        self._schedule = PurgeSchedule(self.purger, settings.purge_cron) if settings.purge_enabled else None
+        self.schedule = Scheduler(settings, self.purger, self.runner)
         self._head = head_revision()
-        self._inflight: set[asyncio.Future[AgentResult]] = set()
 
     async def start(self) -> None:
         await self.db.open()
-        if self._schedule is not None:
-            self._schedule.start()
+        self.schedule.start()
 
     async def stop(self) -> None:
-        if self._schedule is not None:
-            self._schedule.stop()
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=self.settings.provider_timeout_seconds)
+        self.schedule.stop()
+        await self.runner.drain(self.settings.provider_timeout_seconds)
         await self.providers.aclose()
         await self.db.close()
-
-    @property
-    def schedule(self) -> PurgeSchedule | None:
-        return self._schedule
 
     # -- tasks ----------------------------------------------------------------------------
 
     async def run_task(
-        self, principal: Principal, task: AgentTask, *, channel: Channel, request_id: str | None = None
-    ) -> AgentResult:
-        """Validate, store the task as running, call the provider, store the result."""
+        self,
+        principal: Principal,
+        task: AgentTask,
+        *,
+        channel: Channel,
+        request_id: str | None = None,
+        wait: bool = True,
+        idempotency_key: str | None = None,
+    ) -> Submission:
+        """Store the task, have it answered (from the cache, an identical task in flight, or the provider).
+
+        With `wait`, return once it is finished; without, at once with the pending task.
+        The provider call and the final write go on even if the caller goes away.
+        """
+        plan = self._plan(principal, task, idempotency_key)
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        if idempotency_key is not None and (replay := await self._replay(plan, actor, wait)) is not None:
+            return replay
+        try:
+            record, follow = await self._admit(plan, actor, pending=not wait)
+        except asyncpg.UniqueViolationError:  # the same Idempotency-Key, a moment earlier
+            if (replay := await self._replay(plan, actor, wait)) is not None:
+                return replay
+            raise
+        if record.status in FINISHED:  # a cache hit
+            return Submission(AgentResult.from_record(record), accepted=not wait)
+        job = self.runner.launch(record.id, plan.work, pending=not wait, follow=follow)
+        if not wait:
+            return Submission(AgentResult.from_record(record), accepted=True)
+        final = await asyncio.shield(job)
+        if final is None:
+            raise NotFound("the task was erased while it ran")
+        return Submission(AgentResult.from_record(final))
+
+    def _plan(self, principal: Principal, task: AgentTask, idempotency_key: str | None) -> _Plan:
         route = self.providers.route(task.model)
         self._check_prompt(task.prompt)
-        if task.template is not None:
-            raise InvalidInput(
-                f"unknown template {task.template!r}; no templates are installed", code="unknown_template"
+        template = self.templates.resolve(task.template) if task.template is not None else None
+        if template is None:
+            messages: tuple[Message, ...] = (Message("user", task.prompt),)
+            prompt_hash = self.hasher.hash(task.prompt)
+        else:
+            messages = self.templates.render(template, task.prompt, task.context)
+            prompt_hash = self.hasher.hash(_canonical([[m.role, m.content] for m in messages]))
+        params = task.params.model_dump(exclude_none=True)
+        cache_key = self.hasher.hash(
+            _canonical(
+                {
+                    "owner": str(principal.key_id),
+                    "messages": [[m.role, m.content] for m in messages],
+                    "model": route.resolved,
+                    "params": params,
+                }
             )
-        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        )
+        request_hash = (
+            self.hasher.hash(_canonical(task.model_dump(mode="json"))) if idempotency_key is not None else None
+        )
         new = NewTask(
             id=uuid.uuid4(),
             owner_id=principal.key_id,
             status=TaskStatus.RUNNING,
             model=route.resolved,
-            template=None,
-            prompt_hash=self.hasher.hash(task.prompt),
+            template=template.ref if template is not None else None,
+            prompt_hash=prompt_hash,
             prompt_hash_key_id=self.hasher.key_id,
             context=task.context,
-            params=task.params.model_dump(exclude_none=True),
+            params=params,
             retention_seconds=self._retention_seconds(task.retention_days),
+            cache_key=cache_key,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            lease_seconds=self.runner.lease_seconds,
         )
+        return _Plan(new, Work(route, messages, params), use_cache=task.cache and self.settings.cache_ttl_seconds > 0)
+
+    async def _admit(self, plan: _Plan, actor: Actor, *, pending: bool) -> tuple[TaskRecord, uuid.UUID | None]:
+        """Store the task. With the cache on: a fresh identical answer is copied (a finished
+        row comes back), or an identical task in flight is followed (its id comes back too).
+        The look-up and the insert hold a lock on the cache key, so across every replica
+        concurrent identical requests make one provider call.
+        """
+        new = replace(plan.new, status=TaskStatus.PENDING if pending else TaskStatus.RUNNING)
+        if not plan.use_cache:
+            async with self.db.connection() as conn:
+                return await repository.insert_task(conn, new, actor), None
+        assert new.cache_key is not None
+        async with self.db.transaction() as conn:
+            await repository.lock_cache_key(conn, new.cache_key)
+            found = await repository.find_cached(
+                conn, new.owner_id, new.cache_key, max_age_seconds=self.settings.cache_ttl_seconds
+            )
+            if found is not None and found.status == TaskStatus.SUCCEEDED:
+                hit = replace(new, status=TaskStatus.SUCCEEDED, lease_seconds=None)
+                if (copy := await repository.insert_cached_copy(conn, hit, actor, found.id)) is not None:
+                    return copy, None
+            return await repository.insert_task(conn, new, actor), found.id if found is not None else None
+
+    async def _replay(self, plan: _Plan, actor: Actor, wait: bool) -> Submission | None:
+        """The task an Idempotency-Key already made (within 24 hours), or None to make one."""
+        key, owner = plan.new.idempotency_key, plan.new.owner_id
+        assert key is not None
         async with self.db.connection() as conn:
-            await repository.insert_task(conn, new, actor)
-        # The provider call and the final write go on even if the caller goes away,
-        # so a task is never left `running` because a client disconnected.
-        job = asyncio.ensure_future(self._execute(new.id, route, task))
-        self._inflight.add(job)
-        job.add_done_callback(self._forget)
-        return await asyncio.shield(job)
-
-    def _forget(self, job: asyncio.Future[AgentResult]) -> None:
-        self._inflight.discard(job)
-        if not job.cancelled() and (exc := job.exception()) is not None:
-            # Seen by the caller if it is still waiting; logged (type only) in case it is not.
-            log.debug("task runner ended with %s", type(exc).__name__)
-
-    async def _execute(self, task_id: uuid.UUID, route: Route, task: AgentTask) -> AgentResult:
-        outcome = await self._call_provider(route, task)
-        failed_days = self.settings.failed_result_retention_days
-        async with self.db.connection() as conn:
-            record = await repository.complete_task(
-                conn, task_id, outcome, failed_retention_seconds=failed_days * SECONDS_PER_DAY if failed_days else None
+            found = await repository.find_by_idempotency_key(conn, owner, key, window_seconds=IDEMPOTENCY_WINDOW)
+            if found is None:
+                return None
+            existing, fresh = found
+            if not fresh:
+                await repository.release_idempotency_key(conn, existing.id)
+                return None
+        if existing.request_hash != plan.new.request_hash:
+            raise Conflict(
+                "this Idempotency-Key was used with a different request in the last 24 hours",
+                code="idempotency_conflict",
             )
-        if record is None:
-            raise NotFound("the task was erased while it ran")
-        return AgentResult.from_record(record)
-
-    async def _call_provider(self, route: Route, task: AgentTask) -> TaskOutcome:
-        request = CompletionRequest(
-            model=route.model,
-            messages=(Message("user", task.prompt),),
-            temperature=task.params.temperature,
-            max_tokens=task.params.max_tokens,
-            top_p=task.params.top_p,
-        )
-        try:
-            async with asyncio.timeout(self.settings.provider_timeout_seconds):
-                completion = await route.provider.complete(request)
-        except TimeoutError:
-            return TaskOutcome(
-                TaskStatus.FAILED, error_code="timeout", error_message=f"{route.provider.name} did not answer in time"
-            )
-        except ProviderError as exc:
-            return TaskOutcome(TaskStatus.FAILED, error_code=exc.code, error_message=exc.message)
-        except Exception as exc:  # a plugin's bug must not leave the task running
-            # Only the type: a third-party message could quote the prompt.
-            log.error("provider %s raised %s", route.provider.name, type(exc).__name__)
-            return TaskOutcome(
-                TaskStatus.FAILED,
-                error_code="provider_error",
-                error_message=f"{route.provider.name} failed unexpectedly ({type(exc).__name__})",
-            )
-        usage = completion.usage
-        return TaskOutcome(
-            TaskStatus.SUCCEEDED,
-            output=completion.text,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-        )
+        if wait and existing.status not in FINISHED:
+            await self.runner.wait_for(existing.id)
+        async with self.db.connection() as conn:  # the replay shows the caller a task: a read, audited
+            audited = await repository.read_task_audited(conn, existing.id, owner, actor)
+        if audited.task is None:
+            return None
+        return Submission(AgentResult.from_record(audited.task), accepted=not wait, replayed=True)
 
     def _check_prompt(self, prompt: str) -> None:
         limit = self.settings.max_prompt_chars
@@ -255,9 +316,7 @@ class AgentService:
 
     async def readiness(self) -> Readiness:
         """Each check by name: the database answers, is at the head migration, the purge schedule runs."""
-        checks = {"database": "ok", "migrations": "ok", "scheduler": "off"}
-        if self._schedule is not None:
-            checks["scheduler"] = "ok" if self._schedule.running else "stopped"
+        checks = {"database": "ok", "migrations": "ok", "scheduler": "ok" if self.schedule.running else "stopped"}
         try:
             async with self.db.connection() as conn:
                 revision = await repository.schema_revision(conn)
@@ -268,7 +327,7 @@ class AgentService:
                 checks["migrations"] = (
                     f"at {revision or 'no revision'}, head is {self._head}; run `agent-service migrate`"
                 )
-        return Readiness(all(v in ("ok", "off") for v in checks.values()), checks)
+        return Readiness(all(v == "ok" for v in checks.values()), checks)
 
 
 def _page_size(limit: int) -> int:
@@ -301,3 +360,8 @@ def _decode_int_cursor(cursor: str | None) -> int | None:
     if not cursor.isdigit() or len(cursor) > 19:
         raise InvalidInput("cursor is not one this service issued", code="invalid_cursor")
     return int(cursor)
+
+
+def _canonical(value: Any) -> str:
+    """One JSON text per value (sorted keys, no spaces): the input of keyed hashes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

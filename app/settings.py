@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; refusing them beats running with a known secret.
@@ -14,6 +14,17 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-chan
 MIN_HASH_KEY_CHARS = 32
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+TEMPLATES_DIR = Path(__file__).resolve().parent / "prompt_templates"
+
+
+class ProviderEndpoint(BaseModel):
+    """A named OpenAI-compatible endpoint (a local Ollama or vLLM, another vendor, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,31}$")
+    base_url: str
+    api_key_env: str | None = Field(default=None, description="the environment variable holding its key, if any")
 
 
 class Settings(BaseSettings):
@@ -27,7 +38,18 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     default_model: str | None = None
+    # The whole provider call, retries included; and one attempt of it.
     provider_timeout_seconds: PositiveFloat = 60.0
+    provider_request_timeout_seconds: PositiveFloat = 30.0
+    provider_max_retries: int = Field(default=3, ge=0, le=10)
+    provider_retry_max_seconds: PositiveFloat = 30.0
+    # JSON, e.g. [{"name": "ollama", "base_url": "http://localhost:11434/v1"}]
+    provider_endpoints: list[ProviderEndpoint] = Field(default_factory=list)
+    # JSON, e.g. {"fast": "openai:gpt-4o-mini", "smart": "openai:gpt-4o"}
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    templates_dir: Path = TEMPLATES_DIR
+    cache_ttl_seconds: float = Field(default=3600.0, ge=0)
+    task_lease_seconds: PositiveFloat = 30.0
 
     prompt_hash_key: SecretStr | None = None
     max_prompt_chars: int = Field(default=32_000, ge=1, le=1_000_000)

@@ -55,6 +55,8 @@ async def test_tools_and_resource_template_are_listed(app_service, alice):
         "params",
         "cache",
         "retention_days",
+        "idempotency_key",
+        "wait",
     }
     assert tools["run_agent_task"].output_schema is not None
     assert [(t.name, t.uri_template, t.mime_type) for t in templates] == [

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
+    Conflict,
     DatabaseUnavailable,
     Forbidden,
     InvalidInput,
@@ -27,6 +28,7 @@ STATUS_OF: dict[type[ServiceError], int] = {
     Unauthenticated: 401,
     Forbidden: 403,
     NotFound: 404,
+    Conflict: 409,
     DatabaseUnavailable: 503,
 }
 

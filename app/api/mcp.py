@@ -116,6 +116,14 @@ def build_mcp(service: AgentService) -> FastMCP:
         params: TaskParams | None = None,
         cache: Annotated[bool, Field(description="false bypasses the response cache")] = True,
         retention_days: RetentionDays = None,
+        idempotency_key: Annotated[
+            str | None,
+            Field(
+                pattern=r"^[\x21-\x7e]{1,200}$",
+                description="The same key from the same caller within 24 hours returns the same task.",
+            ),
+        ] = None,
+        wait: Annotated[bool, Field(description="false: return the pending task at once; read it later")] = True,
     ) -> AgentResult:
         """Run an agent task and return its result."""
         with _mcp_errors():
@@ -129,7 +137,15 @@ def build_mcp(service: AgentService) -> FastMCP:
                 cache=cache,
                 retention_days=retention_days,
             )
-            return await service.run_task(principal, task, channel=Channel.MCP, request_id=_request_id())
+            submission = await service.run_task(
+                principal,
+                task,
+                channel=Channel.MCP,
+                request_id=_request_id(),
+                wait=wait,
+                idempotency_key=idempotency_key,
+            )
+            return submission.result
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def get_agent_result(task_id: TaskIdArg) -> AgentResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -32,15 +32,38 @@ def _json(model: BaseModel, status_code: int = 200) -> Response:
 @router.post(
     "/tools/run_agent_task",
     response_model=AgentResult,
-    responses=ERROR_RESPONSES,
+    responses={
+        **ERROR_RESPONSES,
+        202: {"model": AgentResult, "description": "accepted (`wait=false`): poll the `Location`"},
+        409: {"model": ErrorBody, "description": "`idempotency_conflict`: the key was used with another request"},
+    },
     tags=["tasks"],
 )
 async def run_agent_task(
-    task: AgentTask, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
+    task: AgentTask,
+    principal: CurrentPrincipal,
+    service: ServiceDep,
+    request_id: RequestId,
+    wait: Annotated[bool, Query(description="false: answer 202 at once and run the task in the background")] = True,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=r"^[\x21-\x7e]{1,200}$",
+            description="The same key from the same caller within 24 hours returns the same task.",
+        ),
+    ] = None,
 ) -> Response:
     """Run an agent task and return its result."""
-    result = await service.run_task(principal, task, channel=Channel.REST, request_id=request_id)
-    return _json(result)
+    submission = await service.run_task(
+        principal, task, channel=Channel.REST, request_id=request_id, wait=wait, idempotency_key=idempotency_key
+    )
+    response = _json(submission.result, 202 if submission.accepted else 200)
+    if submission.accepted:
+        response.headers["Location"] = f"/resources/get_agent_result/{submission.result.task_id}"
+    if submission.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @router.get(

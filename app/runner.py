@@ -1,0 +1,179 @@
+"""Running tasks: the provider call, the final write, leases, and waiting on another runner.
+
+A task being run carries a lease (`lease_expires_at`) that this process renews while it
+works. If the process dies, the lease runs out and any replica's sweep marks the task
+`failed` with `interrupted`, so no task stays pending or running forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from app import repository
+from app.db import Database
+from app.errors import DatabaseUnavailable
+from app.llm.base import CompletionRequest, Message, ProviderError
+from app.llm.registry import Route
+from app.models import TaskStatus
+from app.records import TaskRecord
+from app.repository import TaskOutcome
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86_400
+FINISHED = frozenset({TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value})
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What a runner needs to answer a task. Held in memory only: it contains the prompt."""
+
+    route: Route
+    messages: tuple[Message, ...]
+    params: dict[str, Any]
+
+    def __repr__(self) -> str:  # never the messages
+        return f"Work(model={self.route.resolved!r}, messages={len(self.messages)})"
+
+
+class TaskRunner:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._settings = settings
+        self._jobs: dict[uuid.UUID, asyncio.Task[TaskRecord | None]] = {}
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._settings.task_lease_seconds
+
+    def launch(
+        self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None = None
+    ) -> asyncio.Task[TaskRecord | None]:
+        """Run a stored task in the background; the returned job resolves to its final row."""
+        job = asyncio.create_task(self._run(task_id, work, pending=pending, follow=follow), name=f"task-{task_id}")
+        self._jobs[task_id] = job
+        job.add_done_callback(lambda done: self._finished(task_id, done))
+        return job
+
+    def _finished(self, task_id: uuid.UUID, job: asyncio.Task[TaskRecord | None]) -> None:
+        self._jobs.pop(task_id, None)
+        if not job.cancelled() and (exc := job.exception()) is not None:
+            # Type only: the caller sees it if still waiting; the lease sweep settles the row.
+            log.warning("task runner ended with %s", type(exc).__name__)
+
+    async def _run(
+        self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None
+    ) -> TaskRecord | None:
+        if pending:
+            async with self._db.connection() as conn:
+                if not await repository.mark_running(conn, task_id, self.lease_seconds):
+                    return await self._current(task_id)  # erased (or settled) before it started
+        if follow is not None:
+            # An identical request is being answered already: share its answer (single flight).
+            source = await self.wait_for(follow)
+            if source is not None and source.status == TaskStatus.SUCCEEDED:
+                async with self._db.connection() as conn:
+                    copied = await repository.complete_as_copy(conn, task_id, source.id)
+                if copied is not None:
+                    return copied
+        outcome = await self._call_provider(work)
+        failed_days = self._settings.failed_result_retention_days
+        async with self._db.connection() as conn:
+            return await repository.complete_task(
+                conn,
+                task_id,
+                outcome,
+                failed_retention_seconds=failed_days * SECONDS_PER_DAY if failed_days else None,
+            )
+
+    async def _call_provider(self, work: Work) -> TaskOutcome:
+        route = work.route
+        request = CompletionRequest(
+            model=route.model,
+            messages=work.messages,
+            temperature=work.params.get("temperature"),
+            max_tokens=work.params.get("max_tokens"),
+            top_p=work.params.get("top_p"),
+        )
+        name = route.provider.name
+        try:
+            async with asyncio.timeout(self._settings.provider_timeout_seconds):
+                completion = await route.provider.complete(request)
+        except TimeoutError:
+            return TaskOutcome(TaskStatus.FAILED, error_code="timeout", error_message=f"{name} did not answer in time")
+        except ProviderError as exc:
+            return TaskOutcome(TaskStatus.FAILED, error_code=exc.code, error_message=exc.message)
+        except Exception as exc:  # a plugin's bug must not leave the task running
+            # Only the type: a third-party message could quote the prompt.
+            log.error("provider %s raised %s", name, type(exc).__name__)
+            return TaskOutcome(
+                TaskStatus.FAILED,
+                error_code="provider_error",
+                error_message=f"{name} failed unexpectedly ({type(exc).__name__})",
+            )
+        usage = completion.usage
+        return TaskOutcome(
+            TaskStatus.SUCCEEDED,
+            output=completion.text,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        )
+
+    async def wait_for(self, task_id: uuid.UUID) -> TaskRecord | None:
+        """A task's final row, once it has one: from this process's job, or by watching the database."""
+        deadline = asyncio.get_running_loop().time() + self._settings.provider_timeout_seconds + self.lease_seconds
+        if (job := self._jobs.get(task_id)) is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await asyncio.shield(job)
+            except TimeoutError:
+                return await self._current(task_id)
+            except Exception:
+                return await self._current(task_id)
+        delay = 0.02
+        while True:
+            record = await self._current(task_id)
+            if record is None or record.status in FINISHED:
+                return record
+            if asyncio.get_running_loop().time() > deadline:
+                return record
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def _current(self, task_id: uuid.UUID) -> TaskRecord | None:
+        async with self._db.connection() as conn:
+            return await repository.get_task(conn, task_id)
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Renew the leases of every task this process is running."""
+        if not self._jobs:
+            return
+        try:
+            async with self._db.connection() as conn:
+                await repository.renew_leases(conn, list(self._jobs), self.lease_seconds)
+        except DatabaseUnavailable:
+            log.warning("could not renew task leases: database unreachable")
+
+    async def sweep(self) -> list[uuid.UUID]:
+        """Settle tasks whose runner is gone (lease expired) as failed/interrupted."""
+        try:
+            async with self._db.connection() as conn:
+                interrupted = await repository.interrupt_abandoned(conn)
+        except DatabaseUnavailable:
+            return []
+        if interrupted:
+            log.warning("marked %d abandoned task(s) failed/interrupted", len(interrupted))
+        return interrupted
+
+    async def drain(self, timeout: float) -> None:
+        """On shutdown: let running tasks finish (their callers are waiting), up to `timeout`."""
+        if self._jobs:
+            await asyncio.wait(list(self._jobs.values()), timeout=timeout)

@@ -1,0 +1,66 @@
+"""Jobs inside the service, on its event loop (APScheduler): the retention purge and task leases."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from app.models import Channel
+from app.retention import Purger
+from app.runner import TaskRunner
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PURGE_JOB_ID = "retention-purge"
+HEARTBEAT_JOB_ID = "lease-heartbeat"
+SWEEP_JOB_ID = "lease-sweep"
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, purger: Purger, runner: TaskRunner) -> None:
+        self._purger = purger
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        if settings.purge_enabled:
+            self.scheduler.add_job(
+                self._purge,
+                CronTrigger.from_crontab(settings.purge_cron, timezone=UTC),
+                id=PURGE_JOB_ID,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=300,
+            )
+        lease = settings.task_lease_seconds
+        self.scheduler.add_job(
+            runner.heartbeat, IntervalTrigger(seconds=lease / 3), id=HEARTBEAT_JOB_ID, max_instances=1, coalesce=True
+        )
+        # At start-up too: tasks a crashed predecessor left behind are settled at once.
+        self.scheduler.add_job(
+            runner.sweep,
+            IntervalTrigger(seconds=lease),
+            id=SWEEP_JOB_ID,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+
+    async def _purge(self) -> None:
+        try:
+            await self._purger.run(channel=Channel.SYSTEM)
+        except Exception as exc:  # logged and audited in Purger.run; the schedule goes on
+            log.debug("scheduled purge ended with %s", type(exc).__name__)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.scheduler.running)
