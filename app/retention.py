@@ -22,6 +22,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
     """The effective policy, as operators see it at /retention and /readyz."""

@@ -12,14 +12,14 @@ import binascii
 import json
 import logging
 import uuid
-from typing import Any
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
+
+import asyncpg
 
 from app import repository
 from app.db import Database
-import asyncpg
-
 from app.errors import Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound
 from app.keys import KeyStore
 from app.llm.base import Message

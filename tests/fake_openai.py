@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
@@ -16,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.local_postgres import free_port
 
@@ -27,6 +29,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     raw: bytes | None = None  # sent as is (malformed answers)
+    drop: bool = False  # start a 200 answer, then close the connection halfway through it
 
 
 def completion(
@@ -46,13 +49,41 @@ def completion(
     }
 
 
+class _Dropped(Response):
+    """Promises 1000 bytes, sends a few, and ends: the server closes the connection mid-answer."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"id": "chatcmpl-', "more_body": True})
+
+
+class _QuietAboutDrops(logging.Filter):
+    """uvicorn logs a dropped answer (`Reply(drop=True)`) at ERROR; here it is on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing response" not in record.getMessage()
+
+
 class FakeOpenAI:
     """Answers /v1/chat/completions from a queue of replies (a normal completion when empty)."""
 
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers (lower-case names)
+        self.arrivals: list[float] = []  # each request's time.monotonic() on arrival
         self.port = free_port()
+        self._stopping = False
+
+    @property
+    def count(self) -> int:
+        """How many requests arrived."""
+        return len(self.requests)
+
+    def gaps(self) -> list[float]:
+        """Seconds between consecutive requests (the waits between attempts)."""
+        return [later - earlier for earlier, later in zip(self.arrivals, self.arrivals[1:], strict=False)]
 
     @property
     def base_url(self) -> str:
@@ -62,10 +93,15 @@ class FakeOpenAI:
         self.replies.extend(replies)
 
     async def _chat(self, request: Request) -> Response:
+        self.arrivals.append(time.monotonic())
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         self.requests.append(await request.json())
         reply = self.replies.popleft() if self.replies else Reply()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        deadline = time.monotonic() + reply.delay
+        while time.monotonic() < deadline and not self._stopping:  # a hanging reply ends with the server
+            await asyncio.sleep(min(0.05, deadline - time.monotonic()))
+        if reply.drop:
+            return _Dropped()
         if reply.raw is not None:
             return Response(reply.raw, status_code=reply.status, media_type="application/json", headers=reply.headers)
         return JSONResponse(
@@ -75,9 +111,18 @@ class FakeOpenAI:
     @contextmanager
     def running(self) -> Iterator[FakeOpenAI]:
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            # Hanging replies must not hold up the shutdown for their whole delay.
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
         )
+        server = uvicorn.Server(config)
+        quiet = _QuietAboutDrops()
+        logging.getLogger("uvicorn.error").addFilter(quiet)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 10
@@ -88,5 +133,7 @@ class FakeOpenAI:
         try:
             yield self
         finally:
+            self._stopping = True
             server.should_exit = True
             thread.join(timeout=10)
+            logging.getLogger("uvicorn.error").removeFilter(quiet)

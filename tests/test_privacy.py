@@ -85,7 +85,7 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd):
     via_openai = await post({"prompt": prompt, "model": "openai:gpt-test"})
     assert via_openai.json()["status"] == "succeeded"
     fake.enqueue(Reply(400, {"error": {"message": f"cannot process {marker}", "code": "bad_request"}}))
-    failed = await post({"prompt": prompt, "model": "openai:gpt-test"})
+    failed = await post({"prompt": prompt, "model": "openai:gpt-test", "cache": False})
     assert failed.json()["status"] == "failed"
     assert (await post({"prompt": prompt * 2000})).status_code == 422
     assert (await post({"prompt": prompt, "params": {"temperature": 9}})).status_code == 422

@@ -43,12 +43,20 @@ class Completion:
 
 
 class ProviderError(Exception):
-    """A provider call failed; `code` is one of the stable task error codes."""
+    """A provider call failed; `code` is one of the stable task error codes.
+
+    `retryable`: another attempt may succeed (a connection error, a timeout, HTTP 408/409/429/5xx).
+    `retry_after`: seconds the provider asked us to wait (`Retry-After`), when it said so.
+    The message is stored on the task and returned to callers: status codes and short
+    error codes only, never prompt text or the provider's own words.
+    """
 
     code: ClassVar[str] = "provider_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
         self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -66,7 +74,12 @@ class QuotaExceeded(ProviderError):
 
 @runtime_checkable
 class Provider(Protocol):
-    """What a provider implements. Register third-party ones via an entry point."""
+    """What a provider implements.
+
+    Third-party providers register a factory `factory(settings) -> Provider` in the
+    entry-point group `agent_service.providers`; the entry point's name is the provider's
+    name (`name` must equal it) and the first half of `provider:model`.
+    """
 
     name: str
 

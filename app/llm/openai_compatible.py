@@ -1,8 +1,44 @@
-"""OpenAI and any OpenAI-compatible endpoint (Ollama, vLLM, ...), through the official SDK."""
+"""OpenAI and any OpenAI-compatible endpoint (Ollama, vLLM, ...), through the official SDK.
+
+Retries are ours, not the SDK's (it runs with `max_retries=0`), so that one policy,
+written once with tenacity, governs every endpoint:
+
+- retried: connection errors (refused, reset, dropped mid-answer), an attempt that
+  exceeds `request_timeout_seconds`, HTTP 408, 409, 429 and every 5xx;
+- the wait: the provider's `retry-after-ms` or `Retry-After` (seconds or an HTTP date)
+  when it sends one, else exponential backoff with jitter (0.5 s, 1 s, 2 s, ... up to 8 s,
+  plus up to 0.5 s of jitter);
+- bounded: at most `max_retries` retries, and no attempt starts once `retry_max_seconds`
+  have passed since the first one began (counting the wait before it). A `Retry-After`
+  longer than 60 s, or longer than what is left of that budget, ends the call at once;
+- never retried: `insufficient_quota` (QuotaExceeded), any other 4xx, an answer that is
+  not JSON or not a chat completion.
+
+The caller (the service) bounds the whole call, retries included, with its own timeout.
+Error messages carry the HTTP status and the provider's short error code, never its text.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from datetime import UTC
+
 import openai
+from openai.types.chat import ChatCompletion
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
 
 from app.llm.base import (
     Completion,
@@ -14,67 +50,204 @@ from app.llm.base import (
     Usage,
 )
 
-# Local servers often need no key, but the SDK insists on one.
+log = logging.getLogger(__name__)
+
+# Local servers often need no key, but the SDK insists on one (and would otherwise read
+# OPENAI_API_KEY from the environment and send it to whatever endpoint this is).
 _NO_KEY = "not-needed"
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})  # and every 5xx
+BACKOFF_MULTIPLIER_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 8.0
+BACKOFF_JITTER_SECONDS = 0.5
+# A provider asking for a longer pause than this is not waited for: the call fails at once.
+MAX_RETRY_AFTER_SECONDS = 60.0
 
 
 class OpenAICompatibleProvider:
+    """One OpenAI-compatible endpoint under one provider name (`openai`, or a configured endpoint's name)."""
+
     def __init__(
         self,
         name: str,
         *,
         api_key: str | None,
         base_url: str | None,
-        timeout_seconds: float,
-        max_retries: int = 2,
+        request_timeout_seconds: float = 30.0,
+        max_retries: int = 3,
+        retry_max_seconds: float = 30.0,
     ) -> None:
+        if request_timeout_seconds <= 0 or retry_max_seconds <= 0 or max_retries < 0:
+            raise ValueError("timeouts must be positive and max_retries must not be negative")
         self.name = name
+        self.request_timeout_seconds = request_timeout_seconds
+        self.max_retries = max_retries
+        self.retry_max_seconds = retry_max_seconds
+        self._backoff = wait_exponential_jitter(
+            multiplier=BACKOFF_MULTIPLIER_SECONDS, max=BACKOFF_MAX_SECONDS, jitter=BACKOFF_JITTER_SECONDS
+        )
         self._client = openai.AsyncOpenAI(
-            api_key=api_key or _NO_KEY, base_url=base_url, timeout=timeout_seconds, max_retries=max_retries
+            api_key=api_key or _NO_KEY, base_url=base_url, timeout=request_timeout_seconds, max_retries=0
         )
 
     async def complete(self, request: CompletionRequest) -> Completion:
+        attempts = 0
+
+        async def attempt() -> Completion:
+            nonlocal attempts
+            attempts += 1
+            return await self._attempt(request)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1) | stop_before_delay(self.retry_max_seconds),
+            wait=self._wait,
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
         try:
-            response = await self._client.chat.completions.create(
-                model=request.model,
-                messages=[{"role": m.role, "content": m.content} for m in request.messages],  # type: ignore[misc]
-                temperature=request.temperature if request.temperature is not None else openai.omit,
-                max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
-                top_p=request.top_p if request.top_p is not None else openai.omit,
-            )
-        except openai.APITimeoutError as exc:
-            raise ProviderTimeout(f"{self.name} did not answer in time") from exc
+            return await retrying(attempt)
+        except ProviderError as exc:
+            if attempts > 1:
+                exc.message = f"{exc.message}; gave up after {attempts} attempts"
+                exc.args = (exc.message,)
+            raise
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    async def _attempt(self, request: CompletionRequest) -> Completion:
+        try:
+            # The SDK's timeout bounds each phase (connect, each read); this bounds the attempt.
+            async with asyncio.timeout(self.request_timeout_seconds):
+                response = await self._client.chat.completions.create(
+                    model=request.model,
+                    messages=[{"role": m.role, "content": m.content} for m in request.messages],  # type: ignore[misc]
+                    temperature=request.temperature if request.temperature is not None else openai.omit,
+                    max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
+                    top_p=request.top_p if request.top_p is not None else openai.omit,
+                )
+        except (TimeoutError, openai.APITimeoutError) as exc:
+            raise ProviderTimeout(
+                f"{self.name} did not answer within {self.request_timeout_seconds:g} s", retryable=True
+            ) from exc
         except openai.APIConnectionError as exc:
-            raise ProviderError(f"{self.name} could not be reached") from exc
-        except openai.RateLimitError as exc:
-            if exc.code == "insufficient_quota":
-                raise QuotaExceeded(f"{self.name} reports the account's quota is exhausted") from exc
-            raise RateLimited(f"{self.name} is rate limiting requests (HTTP 429)") from exc
+            raise ProviderError(f"{self.name} could not be reached", retryable=True) from exc
         except openai.APIStatusError as exc:
-            raise ProviderError(_describe_status(self.name, exc)) from exc
+            raise _status_error(self.name, exc) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ProviderError(f"{self.name} sent an answer that is not valid JSON") from exc
         except openai.APIResponseValidationError as exc:
             raise ProviderError(f"{self.name} sent an answer that is not a valid chat completion") from exc
         except openai.OpenAIError as exc:
             raise ProviderError(f"{self.name} call failed ({type(exc).__name__})") from exc
+        return _completion(self.name, response, request.model)
 
-        if not response.choices or response.choices[0].message.content is None:
-            raise ProviderError(f"{self.name} returned no text")
-        usage = response.usage
-        return Completion(
-            text=response.choices[0].message.content,
-            model=response.model or request.model,
-            usage=Usage(
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                total_tokens=usage.total_tokens if usage else None,
-            ),
+    # -- the policy between attempts ----------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, ProviderError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._backoff(state))
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        # The message is safe by construction (status and short codes only).
+        message = exc.message if isinstance(exc, ProviderError) else type(exc).__name__
+        log.warning(
+            "provider %s: attempt %d failed (%s); retrying in %.2f s",
+            self.name,
+            state.attempt_number,
+            message,
+            state.upcoming_sleep,
         )
 
-    async def aclose(self) -> None:
-        await self._client.close()
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderError) and exc.retryable
+
+
+def _status_error(name: str, exc: openai.APIStatusError) -> ProviderError:
+    status = exc.status_code
+    if status == 429 and "insufficient_quota" in (exc.code, getattr(exc, "type", None)):
+        return QuotaExceeded(f"{name} reports the account's quota is exhausted")
+    retry_after = retry_after_seconds(exc.response.headers)
+    retryable = status in RETRYABLE_STATUSES or status >= 500
+    if retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS:
+        retryable = False
+    if status == 429:
+        asked = f", Retry-After {round(retry_after, 3):g} s" if retry_after is not None else ""
+        return RateLimited(
+            f"{name} is rate limiting requests (HTTP 429{asked})", retryable=retryable, retry_after=retry_after
+        )
+    return ProviderError(_describe_status(name, exc), retryable=retryable, retry_after=retry_after)
 
 
 def _describe_status(name: str, exc: openai.APIStatusError) -> str:
     """Status and the provider's short error code, never its free-text message (it may quote the prompt)."""
     detail = f" ({exc.code})" if isinstance(exc.code, str) and exc.code.isidentifier() and len(exc.code) <= 64 else ""
     return f"{name} answered HTTP {exc.status_code}{detail}"
+
+
+def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """How long the provider asked us to wait: `retry-after-ms`, else `Retry-After` (seconds or HTTP date)."""
+    milliseconds = _finite(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return max(milliseconds / 1000, 0.0)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def _finite(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _completion(name: str, response: object, requested_model: str) -> Completion:
+    """The text and usage of a chat completion; anything else is a (not retried) provider error."""
+    invalid = ProviderError(f"{name} sent an answer that is not a valid chat completion")
+    if not isinstance(response, ChatCompletion):
+        raise invalid
+    try:
+        choices = response.choices
+        if not isinstance(choices, list):
+            raise invalid
+        text = choices[0].message.content if choices else None
+        usage = response.usage
+        model = response.model
+    except (AttributeError, TypeError) as exc:
+        raise invalid from exc
+    if not isinstance(text, str):
+        raise ProviderError(f"{name} returned no text")
+    return Completion(
+        text=text,
+        model=model if isinstance(model, str) and model else requested_model,
+        usage=Usage(
+            prompt_tokens=_count(getattr(usage, "prompt_tokens", None)),
+            completion_tokens=_count(getattr(usage, "completion_tokens", None)),
+            total_tokens=_count(getattr(usage, "total_tokens", None)),
+        ),
+    )
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -1,13 +1,33 @@
-"""Which provider serves a `provider:model` name."""
+"""Which provider serves a model name: `provider:model`, or an alias of one.
+
+Providers come from three places, all known at start-up:
+
+- built in: `offline` (always) and `openai` (when OPENAI_API_KEY or OPENAI_BASE_URL is set);
+- PROVIDER_ENDPOINTS: one OpenAI-compatible provider per named endpoint;
+- plugins: the entry-point group `agent_service.providers` (see `app.llm.plugins`).
+
+MODEL_ALIASES maps names without a colon to `provider:model`; DEFAULT_MODEL may be either.
+Every alias target and the default are checked at start-up, so a typo stops the service
+there instead of failing tasks later.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.errors import InvalidInput
 from app.llm.base import Provider
 from app.llm.offline import OfflineProvider
-from app.settings import Settings
+from app.llm.plugins import load_plugins
+from app.settings import ProviderEndpoint, Settings
+
+log = logging.getLogger(__name__)
+
+BUILT_IN_PROVIDERS = frozenset({"offline", "openai"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,47 +42,134 @@ class Route:
 
 
 class ProviderRegistry:
-    def __init__(self, providers: dict[str, Provider], default_model: str) -> None:
-        self._providers = providers
+    def __init__(
+        self, providers: Mapping[str, Provider], default_model: str, aliases: Mapping[str, str] | None = None
+    ) -> None:
+        self._providers = dict(providers)
+        self._aliases = dict(aliases or {})
+        for name, provider in self._providers.items():
+            if provider.name != name:
+                raise ValueError(f"provider registered as {name!r} calls itself {provider.name!r}")
+        for alias, target in self._aliases.items():
+            if not alias or ":" in alias or alias != alias.strip():
+                raise ValueError(f"MODEL_ALIASES: alias {alias!r} must be a non-empty name without ':'")
+            if ":" not in target:
+                raise ValueError(
+                    f"MODEL_ALIASES: alias {alias!r} must point to 'provider:model', not to {target!r} "
+                    "(aliases of aliases are not supported)"
+                )
+            try:
+                self._split(target)
+            except InvalidInput as exc:
+                raise ValueError(f"MODEL_ALIASES: alias {alias!r} -> {target!r}: {exc.message}") from None
         self.default_model = default_model
-        self.route(default_model)  # a default that names nothing is a configuration error: fail at start
+        try:
+            self.route(default_model)
+        except InvalidInput as exc:  # a default that names nothing is a configuration error: fail at start
+            raise ValueError(f"DEFAULT_MODEL {default_model!r}: {exc.message}") from None
 
     @property
     def names(self) -> list[str]:
+        """The provider names, sorted."""
         return sorted(self._providers)
 
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Alias -> `provider:model`."""
+        return dict(self._aliases)
+
     def route(self, model: str | None) -> Route:
-        """Resolve `provider:model` (or the default) to a provider, or raise a 422-style error."""
+        """Resolve `provider:model`, an alias, or (None) the default; unknown names are a 422 `unknown_model`."""
         name = model or self.default_model
-        provider_name, sep, provider_model = name.partition(":")
-        if not sep or not provider_model:
-            raise InvalidInput(
-                f"model must look like 'provider:model'; available providers: {', '.join(self.names)}",
-                code="unknown_model",
-            )
-        provider = self._providers.get(provider_name)
-        if provider is None:
-            raise InvalidInput(
-                f"unknown provider {provider_name!r}; available providers: {', '.join(self.names)}",
-                code="unknown_model",
-            )
+        if ":" not in name:
+            target = self._aliases.get(name)
+            if target is None:
+                raise InvalidInput(
+                    f"unknown model {name!r}: use 'provider:model' or an alias; {self._choices()}",
+                    code="unknown_model",
+                )
+            name = target
+        provider, provider_model = self._split(name)
         return Route(provider, provider_model)
 
+    def _split(self, name: str) -> tuple[Provider, str]:
+        provider_name, _, provider_model = name.partition(":")
+        provider = self._providers.get(provider_name)
+        if provider is None:
+            raise InvalidInput(f"unknown provider {provider_name!r}; {self._choices()}", code="unknown_model")
+        if not provider_model.strip():
+            raise InvalidInput(
+                f"model must look like 'provider:model' (the model is missing); {self._choices()}",
+                code="unknown_model",
+            )
+        return provider, provider_model
+
+    def _choices(self) -> str:
+        aliases = ", ".join(sorted(self._aliases)) or "none configured"
+        return f"providers: {', '.join(self.names)}; aliases: {aliases}"
+
     async def aclose(self) -> None:
-        for provider in self._providers.values():
-            await provider.aclose()
+        for name, provider in self._providers.items():
+            try:
+                await provider.aclose()
+            except Exception as exc:  # one provider's failure must not keep the others open
+                log.error("provider %s failed to close (%s)", name, type(exc).__name__)
 
 
 def build_registry(settings: Settings) -> ProviderRegistry:
+    """Every provider the settings and the installed plugins describe; configuration errors are ValueError."""
+    # Nothing here opens a connection (the HTTP clients connect on their first request),
+    # so a configuration error below leaves nothing to close.
     providers: dict[str, Provider] = {"offline": OfflineProvider()}
     if settings.openai_configured:
-        # Imported here: the SDK takes a second to import, and many deployments never use it.
-        from app.llm.openai_compatible import OpenAICompatibleProvider
-
-        providers["openai"] = OpenAICompatibleProvider(
+        providers["openai"] = _openai_compatible(
             "openai",
+            settings,
             api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
             base_url=settings.openai_base_url,
-            timeout_seconds=settings.provider_timeout_seconds,
         )
-    return ProviderRegistry(providers, settings.resolved_default_model)
+    for endpoint in settings.provider_endpoints:
+        if endpoint.name in BUILT_IN_PROVIDERS:
+            raise ValueError(f"PROVIDER_ENDPOINTS: {endpoint.name!r} is a built-in provider's name; choose another")
+        if endpoint.name in providers:
+            raise ValueError(f"PROVIDER_ENDPOINTS: the name {endpoint.name!r} is used twice")
+        providers[endpoint.name] = _openai_compatible(
+            endpoint.name, settings, api_key=_endpoint_key(endpoint, settings), base_url=endpoint.base_url
+        )
+    # Configuration beats installed packages: a plugin may not take a built-in's or an endpoint's name.
+    providers |= load_plugins(settings, taken=BUILT_IN_PROVIDERS | providers.keys())
+    return ProviderRegistry(providers, settings.resolved_default_model, settings.model_aliases)
+
+
+def _openai_compatible(name: str, settings: Settings, *, api_key: str | None, base_url: str | None) -> Provider:
+    # Imported here: the SDK takes a second to import, and many deployments never use it.
+    from app.llm.openai_compatible import OpenAICompatibleProvider
+
+    return OpenAICompatibleProvider(
+        name,
+        api_key=api_key,
+        base_url=base_url,
+        request_timeout_seconds=settings.provider_request_timeout_seconds,
+        max_retries=settings.provider_max_retries,
+        # No wait between attempts may end past the whole call's deadline: the task then fails
+        # with what the provider last answered, not with the service's `timeout`.
+        retry_max_seconds=min(settings.provider_retry_max_seconds, settings.provider_timeout_seconds),
+    )
+
+
+def _endpoint_key(endpoint: ProviderEndpoint, settings: Settings) -> str | None:
+    """The endpoint's key, from the variable `api_key_env` names: the environment first, then `.env`."""
+    variable = endpoint.api_key_env
+    if not variable:
+        return None
+    value = os.environ.get(variable)
+    env_file = settings.model_config.get("env_file")
+    if value is None and isinstance(env_file, str | Path) and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        value = dotenv_values(env_file).get(variable)
+    if not value or not value.strip():
+        raise ValueError(
+            f"PROVIDER_ENDPOINTS: endpoint {endpoint.name!r} takes its key from {variable}, which is not set"
+        )
+    return value.strip()

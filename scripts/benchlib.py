@@ -1,0 +1,174 @@
+"""Shared pieces of the benchmarks: a throwaway PostgreSQL, the service as a process, a load loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app import migration
+from app.local_postgres import LocalPostgres
+
+BIN = Path(sys.executable).parent
+HASH_KEY = "bench-prompt-hash-key-" + "0" * 32
+
+
+@contextmanager
+def throwaway_postgres(dbname: str = "bench") -> Iterator[str]:
+    """A cluster from the local binaries in a temporary folder, migrated; removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="agent-service-bench-"))
+    cluster = LocalPostgres(root)
+    cluster.ensure_initialized()
+    port = cluster.start()
+    try:
+        cluster.create_database(port, dbname)
+        url = cluster.url(port, dbname)
+        migration.upgrade(url)
+        yield url
+    finally:
+        cluster.stop()
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DEFAULT_MODEL"))}
+    env.update(
+        DATABASE_URL=database_url,
+        PROMPT_HASH_KEY=HASH_KEY,
+        LOG_LEVEL="WARNING",
+        PURGE_ENABLED="false",
+        **extra,
+    )
+    return env
+
+
+def create_key(env: dict[str, str], role: str = "client") -> str:
+    out = subprocess.run(
+        [str(BIN / "agent-service"), "keys", "create", f"bench-{role}", "--role", role],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"ask_[A-Za-z0-9_\-]+", out)
+    assert match, out
+    return match.group(0)
+
+
+@contextmanager
+def process(
+    args: list[str], env: dict[str, str], health_url: str, timeout: float = 90
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process and wait until `health_url` answers; stop it afterwards."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{args[0]} exited with {proc.returncode}")
+            try:
+                if httpx.get(health_url, timeout=1).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{args[0]} did not come up")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def serve(env: dict[str, str], port: int, workers: int = 1) -> Any:
+    return process(
+        [str(BIN / "agent-service"), "serve", "--port", str(port), "--workers", str(workers)],
+        env,
+        f"http://127.0.0.1:{port}/healthz",
+    )
+
+
+@dataclass
+class Stats:
+    name: str
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 2),
+            "rps": round(self.rps, 1),
+            "p50_ms": round(self.p50_ms, 2),
+            "p99_ms": round(self.p99_ms, 2),
+        }
+
+
+async def load(
+    name: str, call: Callable[[int], Awaitable[bool]], *, concurrency: int, seconds: float, warmup: float = 1.0
+) -> Stats:
+    """`concurrency` workers call `call(i)` back to back for `seconds` (after a warm-up); latency of each."""
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    recording = False
+    stop_at = time.perf_counter() + warmup + seconds
+
+    async def worker() -> None:
+        nonlocal errors, counter
+        while time.perf_counter() < stop_at:
+            counter += 1
+            started = time.perf_counter()
+            try:
+                ok = await call(counter)
+            except Exception:
+                ok = False
+            if recording:
+                if ok:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+    async def start_recording() -> None:
+        nonlocal recording
+        await asyncio.sleep(warmup)
+        recording = True
+
+    began = time.perf_counter()
+    await asyncio.gather(start_recording(), *(worker() for _ in range(concurrency)))
+    measured = time.perf_counter() - began - warmup
+    ordered = sorted(latencies)
+    p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)] if ordered else 0.0
+    return Stats(
+        name, len(ordered), errors, measured, statistics.median(ordered) * 1000 if ordered else 0.0, p99 * 1000
+    )
+
+
+def print_table(rows: list[Stats]) -> None:
+    print(f"\n{'':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'errors':>7}")
+    for s in rows:
+        print(f"{s.name:34} {s.rps:9.1f} {s.p50_ms:8.2f} {s.p99_ms:8.2f} {s.requests:9d} {s.errors:7d}")
