@@ -52,6 +52,19 @@ def sqlalchemy_url(url: str) -> str:
     return "postgresql+asyncpg://" + _split(url)[1].removeprefix("postgresql://")
 
 
+class ServiceConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection that skips asyncpg's reset query on release.
+
+    The reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) is one more
+    round trip per request. The service never leaves session state behind: no LISTEN, no
+    cursors, no SET, and the purge's session lock lives on a dedicated connection. Open
+    transactions are still rolled back by asyncpg on release.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -90,6 +103,7 @@ class Database:
                         command_timeout=s.db_command_timeout_seconds,
                         statement_cache_size=s.db_statement_cache_size,
                         init=init_connection,
+                        connection_class=ServiceConnection,
                         server_settings={"application_name": "agent-service"},
                     )
                 except OUTAGE_ERRORS as exc:
@@ -115,6 +129,27 @@ class Database:
                 yield conn
         except OUTAGE_ERRORS as exc:
             raise DatabaseUnavailable from exc
+
+    @asynccontextmanager
+    async def dedicated(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of its own, outside the pool, closed afterwards: for session state (locks)."""
+        s = self._settings
+        try:
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=s.db_connect_timeout_seconds,
+                command_timeout=s.db_command_timeout_seconds,
+                server_settings={"application_name": "agent-service"},
+            )
+        except OUTAGE_ERRORS as exc:
+            raise DatabaseUnavailable from exc
+        try:
+            await init_connection(conn)
+            yield conn
+        except OUTAGE_ERRORS as exc:
+            raise DatabaseUnavailable from exc
+        finally:
+            await conn.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:

@@ -91,7 +91,7 @@ class Purger:
         report = PurgeReport(dry_run=dry_run)
         started = time.monotonic()
         actor = Actor(None, None, channel)
-        async with self._db.connection() as lock_conn:
+        async with self._db.dedicated() as lock_conn:
             if not await repository.try_purge_lock(lock_conn):
                 log.info("retention purge skipped: another process is purging")
                 report.skipped = True

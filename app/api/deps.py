@@ -1,4 +1,8 @@
-"""Dependencies declared once: the service, the caller, the request id."""
+"""Dependencies declared once: the service, the caller, the request id.
+
+All `async def`: FastAPI runs plain `def` dependencies in a thread pool, which cost the
+hot path more than the work they do.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from app.service import AgentService
 _bearer = HTTPBearer(auto_error=False, description="An API key from `agent-service keys create`.")
 
 
-def get_service(request: Request) -> AgentService:
+async def get_service(request: Request) -> AgentService:
     service: AgentService = request.app.state.service
     return service
 
@@ -27,7 +31,7 @@ async def get_principal(
     return await service.keys.authenticate(credentials.credentials if credentials else None)
 
 
-def get_request_id(request: Request) -> str | None:
+async def get_request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
