@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -172,3 +173,62 @@ def print_table(rows: list[Stats]) -> None:
     print(f"\n{'':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'errors':>7}")
     for s in rows:
         print(f"{s.name:34} {s.rps:9.1f} {s.p50_ms:8.2f} {s.p99_ms:8.2f} {s.requests:9d} {s.errors:7d}")
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert match, text
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(
+    name: str,
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    lua: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Stats:
+    """Load `url` with wrk (a C load generator: the client is never the bottleneck); its Stats."""
+    args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:g}s", "--latency"]
+    for key, value in (headers or {}).items():
+        args += ["-H", f"{key}: {value}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua or "")
+    if lua:
+        args += ["-s", script.name]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    Path(script.name).unlink()
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    measured = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
+    return Stats(name, total - errors, errors, measured, p50, p99)
+
+
+def post_json_lua(body: str, *, unique_prompt: bool = False) -> str:
+    """A wrk script that POSTs JSON; with `unique_prompt`, a different prompt on every request."""
+    if not unique_prompt:
+        return f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n'
+    return (
+        "local n = 0\n"
+        "request = function()\n"
+        "  n = n + 1\n"
+        f"  local body = string.gsub([[{body}]], 'PROMPT', 'question ' .. n .. ' ' .. math.random(1000000000))\n"
+        "  local headers = {}\n"
+        "  for k, v in pairs(wrk.headers) do headers[k] = v end\n"
+        '  headers["Content-Type"] = "application/json"\n'
+        '  return wrk.format("POST", nil, headers, body)\n'
+        "end\n"
+    )
