@@ -176,3 +176,19 @@ async def test_an_invalid_task_id_is_a_validation_error(app_service, alice):
     async with mcp_as(app_service, alice) as mcp:
         result = await mcp.call_tool("get_agent_result", {"task_id": "nope"}, raise_on_error=False)
     assert error_of(result) == {"code": "validation_error", "message": "task_id must be a UUID"}
+
+
+async def test_the_mcp_tool_honours_idempotency_keys_and_wait(app_service, alice, db):
+    async with mcp_as(app_service, alice) as mcp:
+        args = {"prompt": "once only", "cache": False, "idempotency_key": "mcp-1"}
+        first = (await mcp.call_tool("run_agent_task", args)).structured_content
+        again = (await mcp.call_tool("run_agent_task", args)).structured_content
+        conflict = await mcp.call_tool("run_agent_task", {**args, "prompt": "something else"}, raise_on_error=False)
+        later = (
+            await mcp.call_tool("run_agent_task", {"prompt": "in the background", "wait": False})
+        ).structured_content
+
+    assert again["task_id"] == first["task_id"]
+    assert error_of(conflict)["code"] == "idempotency_conflict"
+    assert later["status"] in ("pending", "running", "succeeded")
+    assert await count_rows(db, "agent_task") == 2
