@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
+import logfire
 from fastapi import FastAPI
 from fastmcp.utilities.lifespan import combine_lifespans
 from starlette.routing import Route
@@ -14,7 +15,7 @@ from app.api import rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.middleware import RequestIdMiddleware
-from app.observability import keep_payloads_out_of_logs
+from app.observability import configure_observability, keep_payloads_out_of_logs, safe_request_attributes
 from app.service import AgentService
 from app.settings import Settings, get_settings
 
@@ -23,8 +24,12 @@ __version__ = version("agent-service")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the lifespan starts."""
-    keep_payloads_out_of_logs()
-    service = AgentService(settings or get_settings())
+    settings = settings or get_settings()
+    configure_observability(
+        token=settings.logfire_token.get_secret_value() if settings.logfire_token else None, version=__version__
+    )
+    keep_payloads_out_of_logs()  # every time: a library may have been turned up since
+    service = AgentService(settings)
     mcp_app = build_mcp(service).http_app(path="/mcp")
 
     @asynccontextmanager
@@ -47,6 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).
     app.router.routes.append(
         Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    )
+    # Health checks and scrapes are not traced; endpoint arguments (the prompt) are never recorded.
+    logfire.instrument_fastapi(
+        app,
+        request_attributes_mapper=safe_request_attributes,
+        excluded_urls=["/healthz", "/readyz", "/metrics"],
+        capture_headers=False,
     )
     app.add_middleware(RequestIdMiddleware)
     return app

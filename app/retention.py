@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from app import repository
+import logfire
+
+from app import metrics, repository
 from app.db import Database
 from app.models import AuditOutcome, Channel
 from app.repository import Actor
@@ -88,6 +90,24 @@ class Purger:
         The cut-off is fixed when the run starts: a row that expires while the run goes on
         is left whole for the next run, so nothing is ever caught half-way.
         """
+        with logfire.span("retention purge", dry_run=dry_run, channel=channel.value) as span:
+            try:
+                report = await self._run(dry_run, channel)
+            except Exception:
+                metrics.PURGE_RUNS.add(1, {"outcome": "error"})
+                raise
+            outcome = "skipped" if report.skipped else ("dry_run" if dry_run else "ok")
+            span.set_attributes(
+                {"outcome": outcome, "batches": report.batches, "seconds": round(report.seconds, 3)}
+                | {f"deleted.{table}": count for table, count in report.deleted.items()}
+            )
+            metrics.PURGE_RUNS.add(1, {"outcome": outcome})
+            if not dry_run:
+                for table, count in report.deleted.items():
+                    metrics.PURGE_ROWS.add(count, {"table": table})
+            return report
+
+    async def _run(self, dry_run: bool, channel: Channel) -> PurgeReport:
         report = PurgeReport(dry_run=dry_run)
         started = time.monotonic()
         actor = Actor(None, None, channel)

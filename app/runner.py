@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app import repository
+import logfire
+
+from app import metrics, repository
 from app.db import Database
 from app.errors import DatabaseUnavailable
 from app.llm.base import CompletionRequest, Message, ProviderError
@@ -36,6 +39,7 @@ class Work:
     route: Route
     messages: tuple[Message, ...]
     params: dict[str, Any]
+    owner_id: uuid.UUID
 
     def __repr__(self) -> str:  # never the messages
         return f"Work(model={self.route.resolved!r}, messages={len(self.messages)})"
@@ -55,7 +59,7 @@ class TaskRunner:
         self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None = None
     ) -> asyncio.Task[TaskRecord | None]:
         """Run a stored task in the background; the returned job resolves to its final row."""
-        job = asyncio.create_task(self._run(task_id, work, pending=pending, follow=follow), name=f"task-{task_id}")
+        job = asyncio.create_task(self._traced(task_id, work, pending=pending, follow=follow), name=f"task-{task_id}")
         self._jobs[task_id] = job
         job.add_done_callback(lambda done: self._finished(task_id, done))
         return job
@@ -65,6 +69,39 @@ class TaskRunner:
         if not job.cancelled() and (exc := job.exception()) is not None:
             # Type only: the caller sees it if still waiting; the lease sweep settles the row.
             log.warning("task runner ended with %s", type(exc).__name__)
+
+    async def _traced(
+        self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None
+    ) -> TaskRecord | None:
+        """One span and one set of metrics per task: ids, model, outcome, latency, tokens. Never the messages."""
+        started = time.perf_counter()
+        with logfire.span(
+            "agent task {task_id}", task_id=str(task_id), owner_key_id=str(work.owner_id), model=work.route.resolved
+        ) as span:
+            record = await self._run(task_id, work, pending=pending, follow=follow)
+            seconds = time.perf_counter() - started
+            if record is not None:
+                span.set_attributes(
+                    {
+                        "status": record.status,
+                        "error_code": record.error_code or "",
+                        "cached": record.cached,
+                        "latency_s": round(seconds, 6),
+                        "prompt_tokens": record.prompt_tokens or 0,
+                        "completion_tokens": record.completion_tokens or 0,
+                    }
+                )
+                metrics.task_finished(
+                    provider=work.route.provider.name,
+                    model=work.route.resolved,
+                    status=record.status,
+                    error_code=record.error_code,
+                    cached=record.cached,
+                    seconds=seconds,
+                    prompt_tokens=None if record.cached else record.prompt_tokens,
+                    completion_tokens=None if record.cached else record.completion_tokens,
+                )
+            return record
 
     async def _run(
         self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None

@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import logfire
 
-from app import repository
+from app import metrics, repository
 from app.db import Database
 from app.errors import Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound
 from app.keys import KeyStore
@@ -90,6 +91,7 @@ class AgentService:
         self.purger = Purger(self.db, settings)
         self.retention = RetentionPolicy.of(settings)
         self.schedule = Scheduler(settings, self.purger, self.runner)
+        metrics.watch_pool(self.db)
         self._head = head_revision()
 
     async def start(self) -> None:
@@ -130,6 +132,7 @@ class AgentService:
                 return replay
             raise
         if record.status in FINISHED:  # a cache hit
+            _cache_hit_observed(record, plan.work)
             return Submission(AgentResult.from_record(record), accepted=not wait)
         job = self.runner.launch(record.id, plan.work, pending=not wait, follow=follow)
         if not wait:
@@ -179,7 +182,11 @@ class AgentService:
             request_hash=request_hash,
             lease_seconds=self.runner.lease_seconds,
         )
-        return _Plan(new, Work(route, messages, params), use_cache=task.cache and self.settings.cache_ttl_seconds > 0)
+        return _Plan(
+            new,
+            Work(route, messages, params, principal.key_id),
+            use_cache=task.cache and self.settings.cache_ttl_seconds > 0,
+        )
 
     async def _admit(self, plan: _Plan, actor: Actor, *, pending: bool) -> tuple[TaskRecord, uuid.UUID | None]:
         """Store the task. With the cache on: a fresh identical answer is copied (a finished
@@ -189,6 +196,7 @@ class AgentService:
         """
         new = replace(plan.new, status=TaskStatus.PENDING if pending else TaskStatus.RUNNING)
         if not plan.use_cache:
+            metrics.CACHE_LOOKUPS.add(1, {"result": "bypass"})
             async with self.db.connection() as conn:
                 return await repository.insert_task(conn, new, actor), None
         assert new.cache_key is not None
@@ -200,7 +208,9 @@ class AgentService:
             if found is not None and found.status == TaskStatus.SUCCEEDED:
                 hit = replace(new, status=TaskStatus.SUCCEEDED, lease_seconds=None)
                 if (copy := await repository.insert_cached_copy(conn, hit, actor, found.id)) is not None:
+                    metrics.CACHE_LOOKUPS.add(1, {"result": "hit"})
                     return copy, None
+            metrics.CACHE_LOOKUPS.add(1, {"result": "miss" if found is None else "in_flight"})
             return await repository.insert_task(conn, new, actor), found.id if found is not None else None
 
     async def _replay(self, plan: _Plan, actor: Actor, wait: bool) -> Submission | None:
@@ -251,6 +261,7 @@ class AgentService:
         actor = Actor(principal.key_id, principal.role, channel, request_id)
         async with self.db.connection() as conn:
             found = await repository.read_task_audited(conn, task_id, principal.owner_filter, actor)
+        metrics.AUDITED_READS.add(1, {"channel": channel.value, "outcome": found.outcome.value})
         if found.task is None:
             raise NotFound
         return AgentResult.from_record(found.task)
@@ -316,7 +327,13 @@ class AgentService:
 
     async def readiness(self) -> Readiness:
         """Each check by name: the database answers, is at the head migration, the purge schedule runs."""
-        checks = {"database": "ok", "migrations": "ok", "scheduler": "ok" if self.schedule.running else "stopped"}
+        checks = {
+            "database": "ok",
+            "migrations": "ok",
+            "scheduler": "ok" if self.schedule.running else "stopped",
+            # The registry refuses a bad configuration at start; this names what it serves.
+            "providers": "ok: " + ", ".join(self.providers.names),
+        }
         try:
             async with self.db.connection() as conn:
                 revision = await repository.schema_revision(conn)
@@ -327,7 +344,7 @@ class AgentService:
                 checks["migrations"] = (
                     f"at {revision or 'no revision'}, head is {self._head}; run `agent-service migrate`"
                 )
-        return Readiness(all(v == "ok" for v in checks.values()), checks)
+        return Readiness(all(v.startswith("ok") for v in checks.values()), checks)
 
 
 def _page_size(limit: int) -> int:
@@ -365,3 +382,25 @@ def _decode_int_cursor(cursor: str | None) -> int | None:
 def _canonical(value: Any) -> str:
     """One JSON text per value (sorted keys, no spaces): the input of keyed hashes."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _cache_hit_observed(record: TaskRecord, work: Work) -> None:
+    """A cache hit gets its span and metrics like any other task."""
+    logfire.info(
+        "agent task {task_id} answered from the cache",
+        task_id=str(record.id),
+        owner_key_id=str(record.owner_id),
+        model=record.model,
+        status=record.status,
+        cached=True,
+    )
+    metrics.task_finished(
+        provider=work.route.provider.name,
+        model=record.model,
+        status=record.status,
+        error_code=None,
+        cached=True,
+        seconds=0.0,
+        prompt_tokens=None,
+        completion_tokens=None,
+    )

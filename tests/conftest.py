@@ -13,13 +13,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+import logfire
 import pytest
 from fastapi import FastAPI
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from app import migration
 from app.db import init_connection
 from app.main import create_app
 from app.models import Role
+from app.observability import configure_observability
 from app.service import AgentService
 from app.settings import Settings
 from tests.postgres import postgres_server
@@ -48,6 +52,22 @@ async def admin_execute(server_url: str, *statements: str) -> None:
             await conn.execute(statement)
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> InMemorySpanExporter:
+    """Every span (and logfire log) the service makes, kept in memory for the tests to read."""
+    configure_observability(token=None, version="test")
+    exporter = InMemorySpanExporter()
+    logfire.DEFAULT_LOGFIRE_INSTANCE.config.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture
+def spans(span_exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
+    span_exporter.clear()
+    yield span_exporter
+    span_exporter.clear()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 from app.main import create_app
 from app.models import Role
 from app.observability import PAYLOAD_LOGGERS
-from tests.conftest import Caller, make_settings, running
+from tests.conftest import TEST_HASH_KEY, Caller, make_settings, running
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.test_mcp import mcp_as
 
@@ -69,7 +69,16 @@ async def gateway(
                 yield http, Caller(record.id, plain, Role.CLIENT), fake, app.state.service
 
 
-async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd):
+def span_text(spans) -> str:
+    """Every span and logfire log: names, attributes, events, status messages."""
+    parts = []
+    for span in spans.get_finished_spans():
+        parts += [span.name, repr(dict(span.attributes or {})), repr(span.status.description)]
+        parts += [f"{event.name} {dict(event.attributes or {})!r}" for event in span.events]
+    return "\n".join(parts)
+
+
+async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, spans):
     caplog.set_level(logging.DEBUG)  # what LOG_LEVEL=DEBUG does: the root logger at DEBUG
     http, caller, fake, service = gateway
     prompt = f"Please keep this secret: {marker}"
@@ -82,6 +91,8 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd):
 
     ok = await post({"prompt": prompt, "model": "offline:echo"})
     assert ok.json()["status"] == "succeeded"
+    hit = await post({"prompt": prompt, "model": "offline:echo"})
+    assert hit.json()["cached"] is True
     via_openai = await post({"prompt": prompt, "model": "openai:gpt-test"})
     assert via_openai.json()["status"] == "succeeded"
     fake.enqueue(Reply(400, {"error": {"message": f"cannot process {marker}", "code": "bad_request"}}))
@@ -106,6 +117,17 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd):
             result = await mcp.call_tool("run_agent_task", arguments, raise_on_error=False)
             answers.append(str(result.content))
 
+    await db.execute("UPDATE agent_task SET expires_at = now() WHERE id = $1", uuid.UUID(task_id))
+    purged = await service.purger.run()  # type: ignore[attr-defined]
+    assert purged.deleted["agent_task"] == 1
+    metrics_text = (await http.get("/metrics", headers=caller.headers)).text
+
+    traced = span_text(spans)
+    assert "agent task" in traced
+    assert "retention purge" in traced
+    assert marker not in traced
+    assert "agent_tasks_total" in metrics_text
+    assert marker not in metrics_text
     stored = await everything_stored(db)
     assert stored, "the database should hold tasks and audit events"
     assert marker not in stored
@@ -117,3 +139,32 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd):
     out, err = capfd.readouterr()
     assert marker not in out
     assert marker not in err
+
+
+async def test_secrets_are_never_logged_traced_or_stored(gateway, db, caplog, capfd, spans):
+    caplog.set_level(logging.DEBUG)
+    http, caller, _fake, _service = gateway
+    await http.post(RUN, json={"prompt": "hello", "model": "openai:gpt-test"}, headers=caller.headers)
+    await http.post(RUN, json={"prompt": "hello", "model": "offline:echo"}, headers=caller.headers)
+    await http.get("/resources/agent_results", headers=caller.headers)
+    await http.get("/resources/agent_results", headers={"Authorization": "Bearer ask_" + "W" * 43})
+    metrics_text = (await http.get("/metrics", headers=caller.headers)).text
+
+    secrets = {
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "PROMPT_HASH_KEY": TEST_HASH_KEY,
+        "API key": caller.key,
+        "wrong API key": "ask_" + "W" * 43,
+    }
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    out, err = capfd.readouterr()
+    stored = await everything_stored(db)
+    for name, secret in secrets.items():
+        for where, text in (
+            ("logs", logged),
+            ("output", out + err),
+            ("spans", span_text(spans)),
+            ("metrics", metrics_text),
+            ("database", stored),
+        ):
+            assert secret not in text, f"{name} found in {where}"

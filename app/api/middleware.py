@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.observability import request_id_var
+
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
-
-request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 class RequestIdMiddleware:

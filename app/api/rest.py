@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 
 from app.api.deps import CurrentPrincipal, RequestId, ServiceDep
@@ -144,6 +145,16 @@ async def healthz() -> dict[str, str]:
 async def retention(_: CurrentPrincipal, service: ServiceDep) -> dict[str, Any]:
     """The effective retention policy: how long results and audit events are kept, and the purge schedule."""
     return service.retention.as_dict()
+
+
+@router.get(
+    "/metrics",
+    tags=["health"],
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(_: CurrentPrincipal) -> Response:
+    """Metrics in Prometheus text format (any valid key; give the scraper a key of its own)."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz", tags=["health"], responses={503: {"description": "a check failed; see `checks`"}})
