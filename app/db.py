@@ -9,13 +9,18 @@ costs more than the query itself. SQLModel stays the schema's source
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import logfire
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from app.errors import DatabaseUnavailable
 from app.settings import Settings
@@ -70,6 +75,35 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def init_traced_connection(conn: asyncpg.Connection) -> None:
+    await init_connection(conn)
+    conn.add_query_logger(_trace_query)
+
+
+def _trace_query(record: Any) -> None:
+    """A client span per statement: its SQL text (the repository's constant text), time and
+    error type. Never its parameters. (OpenTelemetry's asyncpg instrumentation does not
+    install beside logfire and fastmcp's pinned OpenTelemetry, so asyncpg's query logger
+    feeds the spans instead.)"""
+    end = time.time_ns()
+    query = str(record.query)
+    operation = query.lstrip().split(None, 1)[0].upper() if query.strip() else "QUERY"
+    span = _tracer().start_span(
+        f"postgresql {operation}",
+        start_time=end - int(record.elapsed * 1e9),
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": "postgresql", "db.operation": operation, "db.statement": query[:4000]},
+    )
+    if record.exception is not None:
+        span.set_status(Status(StatusCode.ERROR, type(record.exception).__name__))
+    span.end(end_time=end)
+
+
+@functools.cache
+def _tracer() -> Tracer:
+    return logfire.DEFAULT_LOGFIRE_INSTANCE.config.get_tracer_provider().get_tracer("agent_service.db")
+
+
 class Database:
     """Owns the pool; hands out connections and transactions, mapping outages to `DatabaseUnavailable`."""
 
@@ -102,7 +136,7 @@ class Database:
                         timeout=s.db_connect_timeout_seconds,
                         command_timeout=s.db_command_timeout_seconds,
                         statement_cache_size=s.db_statement_cache_size,
-                        init=init_connection,
+                        init=init_traced_connection if s.trace_sql else init_connection,
                         connection_class=ServiceConnection,
                         server_settings={"application_name": "agent-service"},
                     )

@@ -26,7 +26,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the lifespan starts."""
     settings = settings or get_settings()
     configure_observability(
-        token=settings.logfire_token.get_secret_value() if settings.logfire_token else None, version=__version__
+        token=settings.logfire_token.get_secret_value() if settings.logfire_token else None,
+        version=__version__,
+        sample_rate=settings.trace_sample_rate,
     )
     keep_payloads_out_of_logs()  # every time: a library may have been turned up since
     service = AgentService(settings)
@@ -53,12 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(
         Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
-    # Health checks and scrapes are not traced; endpoint arguments (the prompt) are never recorded.
-    logfire.instrument_fastapi(
-        app,
-        request_attributes_mapper=safe_request_attributes,
-        excluded_urls=["/healthz", "/readyz", "/metrics"],
-        capture_headers=False,
-    )
+    if settings.trace_requests:
+        # Health checks and scrapes are not traced; endpoint arguments (the prompt) are never recorded.
+        logfire.instrument_fastapi(
+            app,
+            request_attributes_mapper=safe_request_attributes,
+            excluded_urls=["/healthz", "/readyz", "/metrics"],
+            capture_headers=False,
+        )
     app.add_middleware(RequestIdMiddleware)
     return app

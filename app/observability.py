@@ -54,7 +54,9 @@ def configure_logging(level: str) -> None:
     keep_payloads_out_of_logs()
 
 
-def configure_observability(*, token: str | None, version: str, environment: str | None = None) -> None:
+def configure_observability(
+    *, token: str | None, version: str, sample_rate: float = 1.0, environment: str | None = None
+) -> None:
     """logfire for this process, once (tests and workers may build several apps)."""
     global _done
     with _configured:
@@ -70,6 +72,7 @@ def configure_observability(*, token: str | None, version: str, environment: str
             environment=environment,
             console=False,  # the console is stdlib logging at LOG_LEVEL (configure_logging)
             inspect_arguments=False,
+            sampling=logfire.SamplingOptions(head=sample_rate),
             metrics=logfire.MetricsOptions(
                 additional_readers=[PrometheusMetricReader()],
                 views=[

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     db_command_timeout_seconds: PositiveFloat = 10.0
     db_statement_cache_size: int = Field(default=256, ge=0)
     auth_cache_seconds: float = Field(default=10.0, ge=0)
+    trace_requests: bool = True  # a span per HTTP request (FastAPI instrumentation)
+    trace_sql: bool = True  # a span per SQL statement (text only, never parameters)
+    trace_sample_rate: float = Field(default=1.0, ge=0, le=1)  # share of requests traced (head sampling)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -128,3 +128,19 @@ async def test_the_purge_metric_counts_rows_deleted(client, auditor, app_service
     assert re.search(
         r"agent_purge_runs_total\{[^}]*outcome=\"ok\"", (await client.get("/metrics", headers=auditor.headers)).text
     )
+
+
+async def test_sql_statements_are_traced_without_their_parameters(client, alice, spans):
+    created = (
+        await client.post(RUN, json={"prompt": "sql", "context": {"ticket": "T-991"}}, headers=alice.headers)
+    ).json()
+    await client.get(f"/resources/get_agent_result/{created['task_id']}", headers=alice.headers)
+
+    db_spans = [s for s in spans.get_finished_spans() if s.name.startswith("postgresql ")]
+    statements = [s.attributes["db.statement"] for s in db_spans]
+    assert any("INSERT INTO audit_event" in text and "agent_task" in text for text in statements)
+    assert all(s.attributes["db.system"] == "postgresql" for s in db_spans)
+    everything = repr([dict(s.attributes) for s in db_spans])
+    assert created["task_id"] not in everything
+    assert "T-991" not in everything
+    assert str(alice.key_id) not in everything
