@@ -136,7 +136,7 @@ class Database:
                         timeout=s.db_connect_timeout_seconds,
                         command_timeout=s.db_command_timeout_seconds,
                         statement_cache_size=s.db_statement_cache_size,
-                        init=init_traced_connection if s.trace_sql else init_connection,
+                        init=init_traced_connection if s.tracing_sql else init_connection,
                         connection_class=ServiceConnection,
                         server_settings={"application_name": "agent-service"},
                     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from importlib.metadata import version
+from typing import Any
 
-import logfire
 from fastapi import FastAPI
 from fastmcp.utilities.lifespan import combine_lifespans
 from starlette.routing import Route
@@ -15,11 +15,19 @@ from app.api import rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.middleware import RequestIdMiddleware
-from app.observability import configure_observability, keep_payloads_out_of_logs, safe_request_attributes
+from app.observability import configure_observability, keep_payloads_out_of_logs
 from app.service import AgentService
 from app.settings import Settings, get_settings
 
 __version__ = version("agent-service")
+
+
+_UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    """Health checks and scrapes are not traced."""
+    return scope.get("path") in _UNTRACED_PATHS
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,6 +55,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Run LLM tasks over REST and MCP; read results back later by task_id, privately and audited.",
         lifespan=combine_lifespans(lifespan, mcp_app.lifespan),
+        # FastAPI's own OpenTelemetry spans, through logfire's provider: one span per request
+        # (method, route, status). No validation-failure logs (their messages can quote the
+        # input), no per-operation spans and no HTTP metrics (cost; our metrics cover them).
+        telemetry={
+            "tracing": settings.tracing_requests,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "exclude": _untraced,
+        },
     )
     app.state.service = service
     install_error_handlers(app)
@@ -55,13 +73,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(
         Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
-    if settings.trace_requests:
-        # Health checks and scrapes are not traced; endpoint arguments (the prompt) are never recorded.
-        logfire.instrument_fastapi(
-            app,
-            request_attributes_mapper=safe_request_attributes,
-            excluded_urls=["/healthz", "/readyz", "/metrics"],
-            capture_headers=False,
-        )
     app.add_middleware(RequestIdMiddleware)
     return app

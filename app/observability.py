@@ -93,9 +93,3 @@ def _histogram_type() -> Any:
     from opentelemetry.metrics import Histogram
 
     return Histogram
-
-
-def safe_request_attributes(request: Any, attributes: dict[str, Any]) -> dict[str, Any] | None:
-    """For logfire's FastAPI instrumentation: never the endpoint's arguments (the prompt), only the request id."""
-    request_id = getattr(getattr(request, "state", None), "request_id", None)
-    return {"request_id": request_id} if request_id else None

@@ -70,8 +70,11 @@ class Settings(BaseSettings):
     db_command_timeout_seconds: PositiveFloat = 10.0
     db_statement_cache_size: int = Field(default=256, ge=0)
     auth_cache_seconds: float = Field(default=10.0, ge=0)
-    trace_requests: bool = True  # a span per HTTP request (FastAPI instrumentation)
-    trace_sql: bool = True  # a span per SQL statement (text only, never parameters)
+    # A span per HTTP request, and per SQL statement (text only, never parameters). Unset:
+    # on when LOGFIRE_TOKEN is set. Spans with nowhere to go cost the hot path ~60% of its
+    # throughput (scripts/bench.py), so they are off when nothing would receive them.
+    trace_requests: bool | None = None
+    trace_sql: bool | None = None
     trace_sample_rate: float = Field(default=1.0, ge=0, le=1)  # share of requests traced (head sampling)
 
     @field_validator("log_level", mode="before")
@@ -90,7 +93,7 @@ class Settings(BaseSettings):
             raise ValueError(f"PURGE_CRON is not a crontab expression (minute hour day month weekday): {exc}") from None
         return value
 
-    @field_validator("failed_result_retention_days", mode="before")
+    @field_validator("failed_result_retention_days", "trace_requests", "trace_sql", mode="before")
     @classmethod
     def _empty_number_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -118,6 +121,14 @@ class Settings(BaseSettings):
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         return self
+
+    @property
+    def tracing_requests(self) -> bool:
+        return self.trace_requests if self.trace_requests is not None else self.logfire_token is not None
+
+    @property
+    def tracing_sql(self) -> bool:
+        return self.trace_sql if self.trace_sql is not None else self.logfire_token is not None
 
     @property
     def openai_configured(self) -> bool:

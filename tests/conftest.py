@@ -115,6 +115,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "db_pool_min_size": 1,
         "db_pool_max_size": 5,
         "db_connect_timeout_seconds": 2,
+        "trace_requests": True,  # the tests read the spans
+        "trace_sql": True,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability import request_id_var
@@ -35,6 +36,7 @@ class RequestIdMiddleware:
                 break
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        trace.get_current_span().set_attribute("request_id", request_id)  # the request's span, if traced
         token = request_id_var.set(request_id)
 
         async def send_with_id(message: Message) -> None:
