@@ -153,6 +153,28 @@ SELECT {TASK_COLUMNS} FROM task
 """
 
 
+# The fast path of a cache hit, one statement with no lock: the owner's newest fresh
+# succeeded answer with this cache key ($11) is copied into a new task. $17: the TTL.
+_INSERT_CACHE_HIT = f"""
+WITH source AS (
+    SELECT output, prompt_tokens, completion_tokens, total_tokens FROM agent_task
+    WHERE owner_id = $2 AND cache_key = $11 AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now()
+      AND created_at > now() - make_interval(secs => $17::float8)
+    ORDER BY created_at DESC
+    LIMIT 1
+), task AS (
+    INSERT INTO agent_task ({_NEW_TASK_COLUMNS},
+                            output, prompt_tokens, completion_tokens, total_tokens, cached, completed_at)
+    SELECT {_NEW_TASK_VALUES},
+           output, prompt_tokens, completion_tokens, total_tokens, true, now()
+    FROM source
+    RETURNING {TASK_COLUMNS}
+), audit AS ({_AUDIT_CREATE}
+)
+SELECT {TASK_COLUMNS} FROM task
+"""
+
+
 def _new_task_args(task: NewTask, actor: Actor) -> tuple[Any, ...]:
     return (
         task.id,
@@ -185,6 +207,14 @@ async def insert_cached_copy(
 ) -> TaskRecord | None:
     """Store a cache hit (answer copied from `source_id`) and its audit event; None if the source is gone."""
     row = await conn.fetchrow(_INSERT_CACHED_COPY, *_new_task_args(task, actor), source_id)
+    return None if row is None else TaskRecord(*row)
+
+
+async def insert_cache_hit(
+    conn: asyncpg.Connection, task: NewTask, actor: Actor, *, max_age_seconds: float
+) -> TaskRecord | None:
+    """A cache hit in one round trip (answer copied from the newest fresh match); None on a miss."""
+    row = await conn.fetchrow(_INSERT_CACHE_HIT, *_new_task_args(task, actor), max_age_seconds)
     return None if row is None else TaskRecord(*row)
 
 

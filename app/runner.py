@@ -73,8 +73,13 @@ class TaskRunner:
     async def _traced(
         self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None
     ) -> TaskRecord | None:
-        """One span and one set of metrics per task: ids, model, outcome, latency, tokens. Never the messages."""
+        """Metrics for every task, and a span when tracing is on: ids, model, outcome, latency,
+        tokens. Never the messages."""
         started = time.perf_counter()
+        if not self._settings.tracing_requests:
+            record = await self._run(task_id, work, pending=pending, follow=follow)
+            _observe(record, work, time.perf_counter() - started)
+            return record
         with logfire.span(
             "agent task {task_id}", task_id=str(task_id), owner_key_id=str(work.owner_id), model=work.route.resolved
         ) as span:
@@ -91,16 +96,7 @@ class TaskRunner:
                         "completion_tokens": record.completion_tokens or 0,
                     }
                 )
-                metrics.task_finished(
-                    provider=work.route.provider.name,
-                    model=work.route.resolved,
-                    status=record.status,
-                    error_code=record.error_code,
-                    cached=record.cached,
-                    seconds=seconds,
-                    prompt_tokens=None if record.cached else record.prompt_tokens,
-                    completion_tokens=None if record.cached else record.completion_tokens,
-                )
+            _observe(record, work, seconds)
             return record
 
     async def _run(
@@ -214,3 +210,18 @@ class TaskRunner:
         """On shutdown: let running tasks finish (their callers are waiting), up to `timeout`."""
         if self._jobs:
             await asyncio.wait(list(self._jobs.values()), timeout=timeout)
+
+
+def _observe(record: TaskRecord | None, work: Work, seconds: float) -> None:
+    if record is None:
+        return
+    metrics.task_finished(
+        provider=work.route.provider.name,
+        model=work.route.resolved,
+        status=record.status,
+        error_code=record.error_code,
+        cached=record.cached,
+        seconds=seconds,
+        prompt_tokens=None if record.cached else record.prompt_tokens,
+        completion_tokens=None if record.cached else record.completion_tokens,
+    )

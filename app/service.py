@@ -132,7 +132,7 @@ class AgentService:
                 return replay
             raise
         if record.status in FINISHED:  # a cache hit
-            _cache_hit_observed(record, plan.work)
+            _cache_hit_observed(record, plan.work, traced=self.settings.tracing_requests)
             return Submission(AgentResult.from_record(record), accepted=not wait)
         job = self.runner.launch(record.id, plan.work, pending=not wait, follow=follow)
         if not wait:
@@ -200,13 +200,16 @@ class AgentService:
             async with self.db.connection() as conn:
                 return await repository.insert_task(conn, new, actor), None
         assert new.cache_key is not None
+        hit = replace(new, status=TaskStatus.SUCCEEDED, lease_seconds=None)
+        ttl = self.settings.cache_ttl_seconds
+        async with self.db.connection() as conn:  # the common case, a hit: one statement, no lock
+            if (copy := await repository.insert_cache_hit(conn, hit, actor, max_age_seconds=ttl)) is not None:
+                metrics.CACHE_LOOKUPS.add(1, {"result": "hit"})
+                return copy, None
         async with self.db.transaction() as conn:
             await repository.lock_cache_key(conn, new.cache_key)
-            found = await repository.find_cached(
-                conn, new.owner_id, new.cache_key, max_age_seconds=self.settings.cache_ttl_seconds
-            )
+            found = await repository.find_cached(conn, new.owner_id, new.cache_key, max_age_seconds=ttl)
             if found is not None and found.status == TaskStatus.SUCCEEDED:
-                hit = replace(new, status=TaskStatus.SUCCEEDED, lease_seconds=None)
                 if (copy := await repository.insert_cached_copy(conn, hit, actor, found.id)) is not None:
                     metrics.CACHE_LOOKUPS.add(1, {"result": "hit"})
                     return copy, None
@@ -384,16 +387,17 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _cache_hit_observed(record: TaskRecord, work: Work) -> None:
-    """A cache hit gets its span and metrics like any other task."""
-    logfire.info(
-        "agent task {task_id} answered from the cache",
-        task_id=str(record.id),
-        owner_key_id=str(record.owner_id),
-        model=record.model,
-        status=record.status,
-        cached=True,
-    )
+def _cache_hit_observed(record: TaskRecord, work: Work, *, traced: bool) -> None:
+    """A cache hit gets its span (when tracing) and metrics like any other task."""
+    if traced:
+        logfire.info(
+            "agent task {task_id} answered from the cache",
+            task_id=str(record.id),
+            owner_key_id=str(record.owner_id),
+            model=record.model,
+            status=record.status,
+            cached=True,
+        )
     metrics.task_finished(
         provider=work.route.provider.name,
         model=record.model,
