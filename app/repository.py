@@ -135,11 +135,11 @@ WITH task AS (
 SELECT {TASK_COLUMNS} FROM task
 """
 
-# A cache hit: a new task whose answer is copied from a finished one. $17: the source.
-_INSERT_CACHED_COPY = f"""
-WITH source AS (
-    SELECT output, prompt_tokens, completion_tokens, total_tokens FROM agent_task
-    WHERE id = $17 AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now()
+
+def _copy_answer_into_new_task(source: str) -> str:
+    """A statement that stores a new, finished task whose answer comes from the `source` CTE."""
+    return f"""
+WITH source AS ({source}
 ), task AS (
     INSERT INTO agent_task ({_NEW_TASK_COLUMNS},
                             output, prompt_tokens, completion_tokens, total_tokens, cached, completed_at)
@@ -152,27 +152,23 @@ WITH source AS (
 SELECT {TASK_COLUMNS} FROM task
 """
 
+
+_ANSWER = "SELECT output, prompt_tokens, completion_tokens, total_tokens FROM agent_task"
+
+# A cache hit: a new task whose answer is copied from a finished one. $17: the source.
+_INSERT_CACHED_COPY = _copy_answer_into_new_task(
+    f"{_ANSWER} WHERE id = $17 AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now()"
+)
 
 # The fast path of a cache hit, one statement with no lock: the owner's newest fresh
 # succeeded answer with this cache key ($11) is copied into a new task. $17: the TTL.
-_INSERT_CACHE_HIT = f"""
-WITH source AS (
-    SELECT output, prompt_tokens, completion_tokens, total_tokens FROM agent_task
+_INSERT_CACHE_HIT = _copy_answer_into_new_task(
+    f"""{_ANSWER}
     WHERE owner_id = $2 AND cache_key = $11 AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now()
       AND created_at > now() - make_interval(secs => $17::float8)
     ORDER BY created_at DESC
-    LIMIT 1
-), task AS (
-    INSERT INTO agent_task ({_NEW_TASK_COLUMNS},
-                            output, prompt_tokens, completion_tokens, total_tokens, cached, completed_at)
-    SELECT {_NEW_TASK_VALUES},
-           output, prompt_tokens, completion_tokens, total_tokens, true, now()
-    FROM source
-    RETURNING {TASK_COLUMNS}
-), audit AS ({_AUDIT_CREATE}
+    LIMIT 1"""
 )
-SELECT {TASK_COLUMNS} FROM task
-"""
 
 
 def _new_task_args(task: NewTask, actor: Actor) -> tuple[Any, ...]:
