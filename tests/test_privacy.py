@@ -125,6 +125,7 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, s
     traced = span_text(spans)
     assert "agent task" in traced
     assert "retention purge" in traced
+    assert "provider call" in traced  # the outgoing calls, including the one that failed
     assert marker not in traced
     assert "agent_tasks_total" in metrics_text
     assert marker not in metrics_text

@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC
 
+import logfire
 import openai
 from openai.types.chat import ChatCompletion
 from tenacity import (
@@ -76,6 +77,7 @@ class OpenAICompatibleProvider:
         request_timeout_seconds: float = 30.0,
         max_retries: int = 3,
         retry_max_seconds: float = 30.0,
+        trace: bool = False,
     ) -> None:
         if request_timeout_seconds <= 0 or retry_max_seconds <= 0 or max_retries < 0:
             raise ValueError("timeouts must be positive and max_retries must not be negative")
@@ -83,6 +85,7 @@ class OpenAICompatibleProvider:
         self.request_timeout_seconds = request_timeout_seconds
         self.max_retries = max_retries
         self.retry_max_seconds = retry_max_seconds
+        self._trace = trace
         self._backoff = wait_exponential_jitter(
             multiplier=BACKOFF_MULTIPLIER_SECONDS, max=BACKOFF_MAX_SECONDS, jitter=BACKOFF_JITTER_SECONDS
         )
@@ -96,7 +99,9 @@ class OpenAICompatibleProvider:
         async def attempt() -> Completion:
             nonlocal attempts
             attempts += 1
-            return await self._attempt(request)
+            if not self._trace:
+                return await self._attempt(request)
+            return await self._traced_attempt(request, attempts)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1) | stop_before_delay(self.retry_max_seconds),
@@ -117,6 +122,30 @@ class OpenAICompatibleProvider:
         await self._client.close()
 
     # -- one attempt ------------------------------------------------------------------------
+
+    async def _traced_attempt(self, request: CompletionRequest, attempt: int) -> Completion:
+        """A client span per HTTP call: provider, model, attempt, outcome, error code, tokens.
+
+        The error leaves the span before it is raised: a span records an exception with its
+        whole chain, and the SDK's exception underneath may quote the provider's text.
+        """
+        error: ProviderError | None = None
+        with logfire.span("provider call {provider}", provider=self.name, model=request.model, attempt=attempt) as span:
+            try:
+                completion = await self._attempt(request)
+            except ProviderError as exc:
+                span.set_attributes({"outcome": "error", "error_code": exc.code, "retryable": exc.retryable})
+                error = exc
+            else:
+                span.set_attributes(
+                    {
+                        "outcome": "ok",
+                        "prompt_tokens": completion.usage.prompt_tokens or 0,
+                        "completion_tokens": completion.usage.completion_tokens or 0,
+                    }
+                )
+                return completion
+        raise error
 
     async def _attempt(self, request: CompletionRequest) -> Completion:
         try:

@@ -154,6 +154,7 @@ def _openai_compatible(name: str, settings: Settings, *, api_key: str | None, ba
         # No wait between attempts may end past the whole call's deadline: the task then fails
         # with what the provider last answered, not with the service's `timeout`.
         retry_max_seconds=min(settings.provider_retry_max_seconds, settings.provider_timeout_seconds),
+        trace=settings.tracing_requests,
     )
 
 
