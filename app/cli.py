@@ -70,6 +70,11 @@ def _database_settings(*, keep_running: bool = False) -> Iterator[tuple[Settings
         raise _fail(str(exc)) from None
 
 
+def _command_database(settings: Settings, *, connections: int) -> Database:
+    """A small pool for a one-off command."""
+    return Database(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": connections}))
+
+
 @retry(
     retry=retry_if_exception_type(DatabaseUnavailable),
     stop=stop_after_delay(STARTUP_WAIT_SECONDS),
@@ -77,7 +82,7 @@ def _database_settings(*, keep_running: bool = False) -> Iterator[tuple[Settings
     reraise=True,
 )
 async def _revision(settings: Settings) -> str | None:
-    db = Database(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 1}))
+    db = _command_database(settings, connections=1)
     await db.open()
     try:
         async with db.connection() as conn:
@@ -102,7 +107,7 @@ def _require_head(settings: Settings) -> None:
 @contextmanager
 def _key_store(settings: Settings) -> Iterator[tuple[KeyStore, asyncio.Runner]]:
     with asyncio.Runner() as runner:
-        db = Database(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 2}))
+        db = _command_database(settings, connections=2)
         try:
             runner.run(db.open())
         except DatabaseUnavailable:
@@ -200,7 +205,7 @@ def purge(
 
 
 async def _purge(settings: Settings, dry_run: bool) -> PurgeReport:
-    db = Database(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 2}))
+    db = _command_database(settings, connections=2)
     await db.open()
     try:
         return await Purger(db, settings).run(dry_run=dry_run, channel=Channel.CLI)

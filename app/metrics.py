@@ -30,6 +30,7 @@ PURGE_ROWS = logfire.metric_counter("agent_purge_rows_deleted", description="Row
 _models: set[str] = set()
 _models_lock = threading.Lock()
 _pools: weakref.WeakSet[Any] = weakref.WeakSet()
+_gauge_lock = threading.Lock()
 _gauge_registered = False
 
 
@@ -68,7 +69,7 @@ def watch_pool(database: Any) -> None:
     """Report a Database's connections in use (`pool_in_use`) as a gauge."""
     global _gauge_registered
     _pools.add(database)
-    with _models_lock:
+    with _gauge_lock:
         if _gauge_registered:
             return
         _gauge_registered = True

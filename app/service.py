@@ -10,7 +10,6 @@ import asyncio
 import base64
 import binascii
 import json
-import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -43,8 +42,6 @@ from app.schemas import (
 )
 from app.security import Principal, PromptHasher
 from app.settings import Settings
-
-log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 DEFAULT_PAGE_SIZE = 20
