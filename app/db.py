@@ -39,6 +39,18 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.QueryCanceledError,  # statement timeout
 )
 
+# What a statement meets on a connection the server has just ended (shutdown, crash), before
+# asyncpg has noticed: "connection is closed", or a protocol still consuming the server's last
+# words. An outage only when the connection is in fact gone (else a bug, and it stays one).
+_CLOSED_UNDERFOOT: tuple[type[BaseException], ...] = (asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
+def _is_closed(conn: asyncpg.Connection) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # a pooled connection that closed has gone back to the pool already
+        return True
+
 
 def _split(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
@@ -160,7 +172,12 @@ class Database:
         try:
             pool = self._pool or await self._ensure_pool()
             async with pool.acquire(timeout=self._settings.db_connect_timeout_seconds) as conn:
-                yield conn
+                try:
+                    yield conn
+                except _CLOSED_UNDERFOOT as exc:
+                    if _is_closed(conn):
+                        raise DatabaseUnavailable from exc
+                    raise
         except OUTAGE_ERRORS as exc:
             raise DatabaseUnavailable from exc
 
@@ -182,6 +199,10 @@ class Database:
             yield conn
         except OUTAGE_ERRORS as exc:
             raise DatabaseUnavailable from exc
+        except _CLOSED_UNDERFOOT as exc:
+            if _is_closed(conn):
+                raise DatabaseUnavailable from exc
+            raise
         finally:
             await conn.close()
 

@@ -47,3 +47,19 @@ class DatabaseUnavailable(ServiceError):
 class Conflict(ServiceError):
     code = "conflict"
     default_message = "the request conflicts with an earlier one"
+
+
+class Throttled(ServiceError):
+    """A per-key limit was reached; `retry_after` says when trying again can succeed."""
+
+    code = "too_many_requests"
+    default_message = "this API key's request rate limit is reached; retry after the time in Retry-After"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, retry_after)
+
+
+class TooManyRunningTasks(Throttled):
+    code = "too_many_running_tasks"
+    default_message = "this API key has as many tasks running as it may; retry when one has finished"

@@ -24,8 +24,12 @@ class KeyStore:
     (at once in the process that revoked it).
     """
 
-    def __init__(self, db: Database, cache_seconds: float) -> None:
+    def __init__(
+        self, db: Database, cache_seconds: float, *, rate_limit_per_minute: int = 0, max_running_tasks: int = 0
+    ) -> None:
         self._db = db
+        self._default_rate = rate_limit_per_minute
+        self._default_running = max_running_tasks
         self._cache: TTLCache[str, Principal] | None = (
             TTLCache(maxsize=10_000, ttl=cache_seconds) if cache_seconds > 0 else None
         )
@@ -40,19 +44,47 @@ class KeyStore:
             record = await repository.find_active_key(conn, key_hash)
         if record is None:
             raise Unauthenticated("the API key is unknown or revoked")
-        principal = Principal(record.id, record.name, Role(record.role))
+        principal = Principal(
+            record.id,
+            record.name,
+            Role(record.role),
+            rate_limit_per_minute=_or_default(record.rate_limit_per_minute, self._default_rate),
+            max_running_tasks=_or_default(record.max_running_tasks, self._default_running),
+        )
         if self._cache is not None:
             self._cache[key_hash] = principal
         return principal
 
-    async def create(self, name: str, role: Role) -> tuple[ApiKeyRecord, str]:
+    async def create(
+        self, name: str, role: Role, *, rate_limit_per_minute: int | None = None, max_running_tasks: int | None = None
+    ) -> tuple[ApiKeyRecord, str]:
         """A new key; the plain key is returned here and never again."""
         plain = new_api_key()
         async with self._db.transaction() as conn:
             record = await repository.insert_api_key(
-                conn, name=name, role=role, key_hash=hash_api_key(plain), key_prefix=display_prefix(plain)
+                conn,
+                name=name,
+                role=role,
+                key_hash=hash_api_key(plain),
+                key_prefix=display_prefix(plain),
+                rate_limit_per_minute=rate_limit_per_minute,
+                max_running_tasks=max_running_tasks,
             )
         return record, plain
+
+    async def set_limits(
+        self, key_id: uuid.UUID, *, rate_limit_per_minute: int | None, max_running_tasks: int | None
+    ) -> ApiKeyRecord:
+        """Replace a key's own limits (None: the server's default)."""
+        async with self._db.transaction() as conn:
+            record = await repository.set_key_limits(
+                conn, key_id, rate_limit_per_minute=rate_limit_per_minute, max_running_tasks=max_running_tasks
+            )
+        if record is None:
+            raise NotFound("no API key has that id")
+        if self._cache is not None:
+            self._cache.clear()
+        return record
 
     async def list(self) -> list[ApiKeyRecord]:
         async with self._db.connection() as conn:
@@ -70,3 +102,7 @@ class KeyStore:
     async def count(self) -> int:
         async with self._db.connection() as conn:
             return await repository.count_api_keys(conn)
+
+
+def _or_default(own: int | None, default: int) -> int:
+    return default if own is None else own

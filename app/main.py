@@ -8,13 +8,14 @@ from importlib.metadata import version
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastmcp.utilities.lifespan import combine_lifespans
 from starlette.routing import Route
 
 from app.api import rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
-from app.api.middleware import RequestIdMiddleware
+from app.api.middleware import BodySizeLimitMiddleware, JsonGuardErrors, RequestIdMiddleware
 from app.observability import configure_observability, keep_payloads_out_of_logs
 from app.service import AgentService
 from app.settings import Settings, get_settings
@@ -23,6 +24,16 @@ __version__ = version("agent-service")
 
 
 _UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "X-Request-ID",
+    "Mcp-Session-Id",
+    "Mcp-Protocol-Version",
+    "Last-Event-ID",
+]
+CORS_RESPONSE_HEADERS = ["Location", "Retry-After", "X-Request-ID", "Idempotent-Replayed", "Mcp-Session-Id"]
 
 
 def _untraced(scope: MutableMapping[str, Any]) -> bool:
@@ -40,7 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     keep_payloads_out_of_logs()  # every time: a library may have been turned up since
     service = AgentService(settings)
-    mcp_app = build_mcp(service).http_app(path="/mcp")
+    # DNS-rebinding protection: /mcp answers only Hosts that are loopback, the address it
+    # listens on, or listed in MCP_ALLOWED_HOSTS; and browser Origins that are same-origin,
+    # loopback, or listed.
+    mcp_app = build_mcp(service).http_app(
+        path="/mcp",
+        host_origin_protection=True,
+        allowed_hosts=settings.mcp_allowed_hosts,
+        allowed_origins=[*settings.mcp_allowed_origins, *settings.cors_allow_origins],
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -71,7 +90,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rest.router)
     # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).
     app.router.routes.append(
-        Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        Route("/mcp", endpoint=JsonGuardErrors(mcp_app), methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.cors_allow_origins:  # off unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_RESPONSE_HEADERS,
+        )
     app.add_middleware(RequestIdMiddleware)
     return app

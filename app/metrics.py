@@ -26,6 +26,9 @@ CACHE_LOOKUPS = logfire.metric_counter("agent_cache_lookups", description="Respo
 AUDITED_READS = logfire.metric_counter("agent_audited_reads", description="Audited reads, by channel and outcome")
 PURGE_RUNS = logfire.metric_counter("agent_purge_runs", description="Retention purge runs, by outcome")
 PURGE_ROWS = logfire.metric_counter("agent_purge_rows_deleted", description="Rows deleted by the purge, by table")
+THROTTLED = logfire.metric_counter(
+    "agent_throttled_requests", description="Requests refused by a per-key limit, by limit (rate, running_tasks)"
+)
 
 _models: set[str] = set()
 _models_lock = threading.Lock()

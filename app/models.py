@@ -83,6 +83,9 @@ class ApiKeyRow(SQLModel, table=True):
     key_prefix: str = Field(max_length=16)
     created_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
     revoked_at: datetime | None = _utc(default=None, nullable=True)
+    # Per-key limits; NULL means the server's default (RATE_LIMIT_PER_MINUTE, MAX_RUNNING_TASKS), 0 none.
+    rate_limit_per_minute: int | None = Field(default=None, ge=0)
+    max_running_tasks: int | None = Field(default=None, ge=0)
 
 
 class TaskRow(SQLModel, table=True):
@@ -111,6 +114,12 @@ class TaskRow(SQLModel, table=True):
         Index(
             "ix_agent_task_lease_expires_at",
             "lease_expires_at",
+            postgresql_where=text("status IN ('pending', 'running')"),
+        ),
+        # Counting a key's running tasks for MAX_RUNNING_TASKS: only unfinished rows are indexed.
+        Index(
+            "ix_agent_task_owner_id_active",
+            "owner_id",
             postgresql_where=text("status IN ('pending', 'running')"),
         ),
     )
@@ -171,3 +180,18 @@ class AuditEventRow(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=64)
     # Counts and timings only (a purge run's figures), never task contents.
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
+
+
+class RateLimitRow(SQLModel, table=True):
+    """Per-key request pacing (GCRA): the theoretical arrival time of the key's next request.
+
+    UNLOGGED: no WAL per request, and after a crash the table is empty, which only
+    forgives the current minute's requests.
+    """
+
+    __tablename__ = "rate_limit"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    # No foreign key: an unlogged table cannot be referenced, and keys are never deleted.
+    api_key_id: uuid.UUID = Field(primary_key=True)
+    next_allowed_at: datetime = _utc()

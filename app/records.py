@@ -50,6 +50,8 @@ class ApiKeyRecord:
     key_prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    rate_limit_per_minute: int | None
+    max_running_tasks: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,18 +78,86 @@ class AuditedTask:
 
 
 async def insert_api_key(
-    conn: asyncpg.Connection, *, name: str, role: Role, key_hash: str, key_prefix: str
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    role: Role,
+    key_hash: str,
+    key_prefix: str,
+    rate_limit_per_minute: int | None = None,
+    max_running_tasks: int | None = None,
 ) -> ApiKeyRecord:
     row = await conn.fetchrow(
-        f"INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5) "
-        f"RETURNING {KEY_COLUMNS}",
+        "INSERT INTO api_key (id, name, role, key_hash, key_prefix, rate_limit_per_minute, max_running_tasks) "
+        f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}",
         uuid.uuid4(),
         name,
         role.value,
         key_hash,
         key_prefix,
+        rate_limit_per_minute,
+        max_running_tasks,
     )
     return ApiKeyRecord(*row)
+
+
+async def set_key_limits(
+    conn: asyncpg.Connection, key_id: uuid.UUID, *, rate_limit_per_minute: int | None, max_running_tasks: int | None
+) -> ApiKeyRecord | None:
+    """Replace a key's own limits (None: the server default); None when no key has that id."""
+    row = await conn.fetchrow(
+        f"UPDATE api_key SET rate_limit_per_minute = $2, max_running_tasks = $3 WHERE id = $1 RETURNING {KEY_COLUMNS}",
+        key_id,
+        rate_limit_per_minute,
+        max_running_tasks,
+    )
+    return None if row is None else ApiKeyRecord(*row)
+
+
+# GCRA: a request is allowed while the key's next_allowed_at is at most `tolerance` ahead of
+# now; each allowed request moves it one `interval` on. A refused request changes nothing.
+_TAKE_RATE_SLOT = """
+INSERT INTO rate_limit AS r (api_key_id, next_allowed_at)
+VALUES ($1, now() + make_interval(secs => $2::float8))
+ON CONFLICT (api_key_id) DO UPDATE
+   SET next_allowed_at = greatest(r.next_allowed_at, now()) + make_interval(secs => $2::float8)
+ WHERE r.next_allowed_at <= now() + make_interval(secs => $3::float8)
+RETURNING true
+"""
+
+
+async def take_rate_slot(
+    conn: asyncpg.Connection, key_id: uuid.UUID, *, interval_seconds: float, tolerance_seconds: float
+) -> float | None:
+    """Count one request against the key's rate; None if allowed, else seconds until one would be."""
+    if await conn.fetchval(_TAKE_RATE_SLOT, key_id, interval_seconds, tolerance_seconds):
+        return None
+    wait = await conn.fetchval(
+        "SELECT extract(epoch FROM next_allowed_at - now())::float8 - $2 FROM rate_limit WHERE api_key_id = $1",
+        key_id,
+        tolerance_seconds,
+    )
+    return max(float(wait or 0.0), 0.0)
+
+
+async def lock_owner_tasks(conn: asyncpg.Connection, owner: uuid.UUID) -> None:
+    """Serialize task admission for one key until the transaction ends (every replica)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('agent_task owner ' || $1::uuid::text, 0))", owner
+    )
+
+
+async def count_running_tasks(conn: asyncpg.Connection, owner: uuid.UUID) -> int:
+    """A key's unfinished tasks that a live runner vouches for (abandoned ones are not counted)."""
+    count = await conn.fetchval(
+        f"""
+        SELECT count(*) FROM agent_task
+        WHERE owner_id = $1 AND status IN ('{TaskStatus.PENDING}', '{TaskStatus.RUNNING}')
+          AND lease_expires_at > now() AND expires_at > now()
+        """,
+        owner,
+    )
+    return int(count)
 
 
 async def find_active_key(conn: asyncpg.Connection, key_hash: str) -> ApiKeyRecord | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -88,6 +88,8 @@ class AgentTask(BaseModel):
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MAX_CONTEXT_BYTES:
             raise ValueError(f"context is {size} bytes as JSON; the limit is {MAX_CONTEXT_BYTES}")
+        if _holds_nul(value):
+            raise ValueError("context must not contain the NUL character (U+0000)")
         return value
 
 
@@ -200,6 +202,14 @@ class AuditEventPage(BaseModel):
     next_cursor: str | None
 
 
+class ReadinessReport(BaseModel):
+    """`/readyz`: each check by name, and the retention policy in force."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+    retention: dict[str, Any]
+
+
 class ErrorDetail(BaseModel):
     loc: list[str | int]
     msg: str
@@ -212,6 +222,22 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: list[ErrorDetail] | None = None
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a JSON value has U+0000 in a key or a string: PostgreSQL's jsonb cannot store it."""
+    pending = [value]
+    while pending:  # a loop, not recursion: nesting depth is the caller's choice
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _error_of(task: TaskRecord) -> TaskError | None:

@@ -38,6 +38,9 @@ class Principal:
     key_id: uuid.UUID
     name: str
     role: Role
+    # Effective per-key limits (the key's own, else the server's); 0 is no limit.
+    rate_limit_per_minute: int = 0
+    max_running_tasks: int = 0
 
     @property
     def sees_every_task(self) -> bool:

@@ -17,11 +17,13 @@ from typing import Any
 
 import asyncpg
 import logfire
+from prometheus_client import REGISTRY, generate_latest
 
 from app import metrics, repository
 from app.db import Database
 from app.errors import Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound
 from app.keys import KeyStore
+from app.limits import Limiter
 from app.llm.base import Message
 from app.llm.registry import ProviderRegistry, build_registry
 from app.llm.templates import TemplateStore
@@ -80,7 +82,13 @@ class AgentService:
             raise ValueError("PROMPT_HASH_KEY is not set")
         self.settings = settings
         self.db = Database(settings)
-        self.keys = KeyStore(self.db, settings.auth_cache_seconds)
+        self.keys = KeyStore(
+            self.db,
+            settings.auth_cache_seconds,
+            rate_limit_per_minute=settings.rate_limit_per_minute,
+            max_running_tasks=settings.max_running_tasks,
+        )
+        self.limits = Limiter(self.db)
         self.hasher = PromptHasher(settings.prompt_hash_key.get_secret_value())
         self.providers: ProviderRegistry = build_registry(settings)
         self.templates = TemplateStore(settings.templates_dir)
@@ -100,6 +108,12 @@ class AgentService:
         await self.runner.drain(self.settings.provider_timeout_seconds)
         await self.providers.aclose()
         await self.db.close()
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The caller behind a bearer token, with one request counted against its rate limit."""
+        principal = await self.keys.authenticate(token)
+        await self.limits.throttle(principal)
+        return principal
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -123,7 +137,7 @@ class AgentService:
         if idempotency_key is not None and (replay := await self._replay(plan, actor, wait)) is not None:
             return replay
         try:
-            record, follow = await self._admit(plan, actor, pending=not wait)
+            record, follow = await self._admit(plan, actor, principal, pending=not wait)
         except asyncpg.UniqueViolationError:  # the same Idempotency-Key, a moment earlier
             if (replay := await self._replay(plan, actor, wait)) is not None:
                 return replay
@@ -185,16 +199,23 @@ class AgentService:
             use_cache=task.cache and self.settings.cache_ttl_seconds > 0,
         )
 
-    async def _admit(self, plan: _Plan, actor: Actor, *, pending: bool) -> tuple[TaskRecord, uuid.UUID | None]:
+    async def _admit(
+        self, plan: _Plan, actor: Actor, principal: Principal, *, pending: bool
+    ) -> tuple[TaskRecord, uuid.UUID | None]:
         """Store the task. With the cache on: a fresh identical answer is copied (a finished
         row comes back), or an identical task in flight is followed (its id comes back too).
         The look-up and the insert hold a lock on the cache key, so across every replica
-        concurrent identical requests make one provider call.
+        concurrent identical requests make one provider call. A task that will run counts
+        against the key's MAX_RUNNING_TASKS; a cache hit does not.
         """
         new = replace(plan.new, status=TaskStatus.PENDING if pending else TaskStatus.RUNNING)
         if not plan.use_cache:
             metrics.CACHE_LOOKUPS.add(1, {"result": "bypass"})
-            async with self.db.connection() as conn:
+            if principal.max_running_tasks <= 0:
+                async with self.db.connection() as conn:
+                    return await repository.insert_task(conn, new, actor), None
+            async with self.db.transaction() as conn:
+                await self.limits.make_room(conn, principal)
                 return await repository.insert_task(conn, new, actor), None
         assert new.cache_key is not None
         hit = replace(new, status=TaskStatus.SUCCEEDED, lease_seconds=None)
@@ -211,6 +232,7 @@ class AgentService:
                     metrics.CACHE_LOOKUPS.add(1, {"result": "hit"})
                     return copy, None
             metrics.CACHE_LOOKUPS.add(1, {"result": "miss" if found is None else "in_flight"})
+            await self.limits.make_room(conn, principal)
             return await repository.insert_task(conn, new, actor), found.id if found is not None else None
 
     async def _replay(self, plan: _Plan, actor: Actor, wait: bool) -> Submission | None:
@@ -324,6 +346,16 @@ class AgentService:
         return AuditEventPage(items=[AuditEvent.from_record(r) for r in page], next_cursor=next_cursor)
 
     # -- health -----------------------------------------------------------------------------
+
+    def metrics_text(self, principal: Principal) -> bytes:
+        """The metrics in Prometheus text format, for auditors and admins only.
+
+        The figures are aggregates over every client (task volumes, models, audited reads),
+        so a client key may not see them.
+        """
+        if not principal.sees_every_task:
+            raise Forbidden("metrics are for the auditor and admin roles")
+        return generate_latest(REGISTRY)
 
     async def readiness(self) -> Readiness:
         """Each check by name: the database answers, is at the head migration, the purge schedule runs."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Values people paste from examples; refusing them beats running with a known secret.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me", "xxx", "example"})
@@ -70,12 +71,36 @@ class Settings(BaseSettings):
     db_command_timeout_seconds: PositiveFloat = 10.0
     db_statement_cache_size: int = Field(default=256, ge=0)
     auth_cache_seconds: float = Field(default=10.0, ge=0)
+
+    # Per API key, across every replica (kept in PostgreSQL); 0 is no limit. A key's own
+    # limits (`keys create --rate-limit/--max-running`) take precedence.
+    rate_limit_per_minute: int = Field(default=0, ge=0)
+    max_running_tasks: int = Field(default=0, ge=0)
+    # Largest request body on REST and MCP (413 above it).
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # Host headers /mcp accepts besides localhost and the address it listens on (DNS-rebinding
+    # protection); "name", "name:port" or patterns such as "*.example.com". Comma-separated or JSON.
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Browser origins /mcp accepts besides same-origin and localhost.
+    mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # CORS is off unless origins are listed here.
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # A span per HTTP request, and per SQL statement (text only, never parameters). Unset:
     # on when LOGFIRE_TOKEN is set. Spans with nowhere to go cost the hot path ~60% of its
     # throughput (scripts/bench.py), so they are off when nothing would receive them.
     trace_requests: bool | None = None
     trace_sql: bool | None = None
     trace_sample_rate: float = Field(default=1.0, ge=0, le=1)  # share of requests traced (head sampling)
+
+    @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", "cors_allow_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """`a,b` or `["a", "b"]`."""
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith("["):
+            return json.loads(value)
+        return [item.strip() for item in value.split(",") if item.strip()]
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -8,7 +8,7 @@ from alembic import command
 from app import migration
 from tests.conftest import run_sync
 
-TABLES = {"agent_task", "api_key", "audit_event"}
+TABLES = {"agent_task", "api_key", "audit_event", "rate_limit"}
 
 
 async def _tables(url: str) -> set[str]:

@@ -28,7 +28,7 @@ ServiceDep = Annotated[AgentService, Depends(get_service)]
 async def get_principal(
     service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    return await service.keys.authenticate(credentials.credentials if credentials else None)
+    return await service.authenticate(credentials.credentials if credentials else None)
 
 
 async def get_request_id(request: Request) -> str | None:

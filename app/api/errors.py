@@ -17,6 +17,7 @@ from app.errors import (
     InvalidInput,
     NotFound,
     ServiceError,
+    Throttled,
     Unauthenticated,
 )
 from app.schemas import ErrorBody
@@ -29,6 +30,7 @@ STATUS_OF: dict[type[ServiceError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    Throttled: 429,
     DatabaseUnavailable: 503,
 }
 
@@ -46,7 +48,12 @@ _HTTP_CODES = {
 # The documented error answers, for the OpenAPI document.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing, unknown or revoked API key"},
+    413: {"model": ErrorBody, "description": "`payload_too_large`: the request body is over the size limit"},
     422: {"model": ErrorBody, "description": "the request is not valid (see `code` and `details`)"},
+    429: {
+        "model": ErrorBody,
+        "description": "`too_many_requests` or `too_many_running_tasks`: a per-key limit; see `Retry-After`",
+    },
     503: {"model": ErrorBody, "description": "the database is not reachable; retry shortly"},
 }
 
@@ -62,7 +69,10 @@ def error_response(status: int, code: str, message: str, details: list[dict[str,
 def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     status = next((s for cls, s in STATUS_OF.items() if isinstance(exc, cls)), 500)
-    return error_response(status, exc.code, exc.message)
+    response = error_response(status, exc.code, exc.message)
+    if isinstance(exc, Throttled):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def safe_details(errors: list[Any]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from fastmcp.server.dependencies import get_access_token, get_http_request
 from pydantic import Field, ValidationError
 
 from app.api.errors import safe_details
-from app.errors import InvalidInput, ServiceError, Unauthenticated
+from app.errors import InvalidInput, ServiceError, Throttled, Unauthenticated
 from app.models import Channel, Role
 from app.schemas import (
     AgentResult,
@@ -47,7 +47,12 @@ class ApiKeyVerifier(TokenVerifier):
             token=token,
             client_id=str(principal.key_id),
             scopes=[principal.role.value],
-            claims={"name": principal.name, "role": principal.role.value},
+            claims={
+                "name": principal.name,
+                "role": principal.role.value,
+                "rate_limit_per_minute": principal.rate_limit_per_minute,
+                "max_running_tasks": principal.max_running_tasks,
+            },
         )
 
 
@@ -55,7 +60,13 @@ def _caller() -> Principal:
     token = get_access_token()
     if token is None:
         raise Unauthenticated
-    return Principal(uuid.UUID(token.client_id), str(token.claims.get("name", "")), Role(token.claims["role"]))
+    return Principal(
+        uuid.UUID(token.client_id),
+        str(token.claims.get("name", "")),
+        Role(token.claims["role"]),
+        rate_limit_per_minute=int(token.claims.get("rate_limit_per_minute", 0)),
+        max_running_tasks=int(token.claims.get("max_running_tasks", 0)),
+    )
 
 
 def _request_id() -> str | None:
@@ -69,6 +80,8 @@ def _request_id() -> str | None:
 def _error_text(exc: ServiceError, details: list[dict[str, Any]] | None = None) -> str:
     """The same `{code, message}` body as REST errors, as the MCP error's text."""
     body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, Throttled):
+        body["retry_after"] = exc.retry_after
     if details:
         body["details"] = details
     return json.dumps(body)
@@ -105,6 +118,12 @@ def build_mcp(service: AgentService) -> FastMCP:
         mask_error_details=True,
     )
 
+    async def caller() -> Principal:
+        """The caller, with this tool call or resource read counted against its rate limit."""
+        principal = _caller()
+        await service.limits.throttle(principal)
+        return principal
+
     @mcp.tool(annotations={"openWorldHint": True})
     async def run_agent_task(
         # No length rule on the signature: a validation error would quote the prompt. The
@@ -127,7 +146,7 @@ def build_mcp(service: AgentService) -> FastMCP:
     ) -> AgentResult:
         """Run an agent task and return its result."""
         with _mcp_errors():
-            principal = _caller()
+            principal = await caller()
             task = AgentTask(
                 prompt=prompt,
                 context=context or {},
@@ -151,7 +170,9 @@ def build_mcp(service: AgentService) -> FastMCP:
     async def get_agent_result(task_id: TaskIdArg) -> AgentResult:
         """Read a task's result by id (audited)."""
         with _mcp_errors():
-            return await service.get_result(_caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id())
+            return await service.get_result(
+                await caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id()
+            )
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def list_agent_results(
@@ -161,14 +182,16 @@ def build_mcp(service: AgentService) -> FastMCP:
         """List your tasks, newest first, without outputs."""
         with _mcp_errors():
             return await service.list_results(
-                _caller(), cursor=cursor, limit=limit, channel=Channel.MCP, request_id=_request_id()
+                await caller(), cursor=cursor, limit=limit, channel=Channel.MCP, request_id=_request_id()
             )
 
     @mcp.tool(annotations={"destructiveHint": True, "idempotentHint": True})
     async def delete_agent_result(task_id: TaskIdArg) -> dict[str, str]:
         """Erase a task and its result now (audited)."""
         with _mcp_errors():
-            await service.delete_result(_caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id())
+            await service.delete_result(
+                await caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id()
+            )
         return {"task_id": task_id, "status": "deleted"}
 
     @mcp.resource("agent-result://{task_id}", name="get_agent_result", mime_type="application/json")
@@ -176,7 +199,7 @@ def build_mcp(service: AgentService) -> FastMCP:
         """A task's result as JSON (audited)."""
         with _mcp_errors(ResourceError):
             result = await service.get_result(
-                _caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id()
+                await caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id()
             )
         return result.model_dump_json()
 

@@ -6,8 +6,10 @@ import re
 import uuid
 
 from opentelemetry import trace
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.observability import request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -49,3 +51,96 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+class BodySizeLimitMiddleware:
+    """413 `payload_too_large` for a body over `max_bytes`, on REST and MCP alike.
+
+    A declared Content-Length is checked before anything is read; a chunked body is
+    counted as it arrives and cut off at the limit (the app then sees a disconnect,
+    and its own answer is dropped in favour of the 413).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        received = 0
+        started = refused = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    if not started:
+                        await self._refuse(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413, "payload_too_large", f"the request body is larger than {self.max_bytes} bytes (MAX_REQUEST_BYTES)"
+        )
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+
+_GUARD_ERRORS = {
+    421: ("misdirected_request", "this Host is not served here; add it to MCP_ALLOWED_HOSTS"),
+    403: ("forbidden_origin", "requests from this Origin are refused; add it to MCP_ALLOWED_ORIGINS"),
+}
+
+
+class JsonGuardErrors:
+    """FastMCP's Host/Origin guard answers in plain text; give those answers our JSON error body.
+
+    (The MCP app's own 403s, e.g. for a missing scope, are JSON already and pass through.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        replacing: tuple[int, str, str] | None = None
+
+        async def send_json_errors(message: Message) -> None:
+            nonlocal replacing
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                status = message["status"]
+                if status in _GUARD_ERRORS and "json" not in headers.get("content-type", ""):
+                    code, text = _GUARD_ERRORS[status]
+                    replacing = (status, code, text)
+                    return
+            elif message["type"] == "http.response.body" and replacing is not None:
+                if message.get("more_body", False):
+                    return
+                status, code, text = replacing
+                await error_response(status, code, text)(scope, receive, send)
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_json_errors)

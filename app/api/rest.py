@@ -6,14 +6,14 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from app.api.deps import CurrentPrincipal, RequestId, ServiceDep
 from app.api.errors import ERROR_RESPONSES
 from app.models import Channel
-from app.schemas import AgentResult, AgentResultPage, AgentTask, AuditEventPage, ErrorBody
+from app.schemas import AgentResult, AgentResultPage, AgentTask, AuditEventPage, ErrorBody, ReadinessReport
 from app.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 router = APIRouter()
@@ -21,6 +21,12 @@ router = APIRouter()
 Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "unknown, expired, or another client's task"}}
 _FORBIDDEN: Responses = {403: {"model": ErrorBody, "description": "the key's role does not allow this"}}
+# What an operation behind a key can answer: 413 only where a request has a body to be too large.
+_KEYED: Responses = {status: answer for status, answer in ERROR_RESPONSES.items() if status != 413}
+_WITH_BODY: Responses = {
+    **ERROR_RESPONSES,
+    400: {"model": ErrorBody, "description": "`bad_request`: the body could not be read as JSON text (UTF-8)"},
+}
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")]
 
@@ -34,8 +40,12 @@ def _json(model: BaseModel, status_code: int = 200) -> Response:
     "/tools/run_agent_task",
     response_model=AgentResult,
     responses={
-        **ERROR_RESPONSES,
-        202: {"model": AgentResult, "description": "accepted (`wait=false`): poll the `Location`"},
+        **_WITH_BODY,
+        202: {
+            "model": AgentResult,
+            "description": "accepted (`wait=false`): poll the `Location`",
+            "headers": {"Location": {"description": "where the result will be", "schema": {"type": "string"}}},
+        },
         409: {"model": ErrorBody, "description": "`idempotency_conflict`: the key was used with another request"},
     },
     tags=["tasks"],
@@ -70,7 +80,7 @@ async def run_agent_task(
 @router.get(
     "/resources/get_agent_result/{task_id}",
     response_model=AgentResult,
-    responses={**ERROR_RESPONSES, **_NOT_FOUND},
+    responses={**_KEYED, **_NOT_FOUND},
     tags=["tasks"],
 )
 async def get_agent_result(
@@ -83,7 +93,7 @@ async def get_agent_result(
 @router.get(
     "/resources/agent_results",
     response_model=AgentResultPage,
-    responses=ERROR_RESPONSES,
+    responses=_KEYED,
     tags=["tasks"],
 )
 async def list_agent_results(
@@ -103,7 +113,7 @@ async def list_agent_results(
 @router.delete(
     "/resources/get_agent_result/{task_id}",
     status_code=204,
-    responses={**ERROR_RESPONSES, **_NOT_FOUND, **_FORBIDDEN},
+    responses={**_KEYED, **_NOT_FOUND, **_FORBIDDEN},
     tags=["tasks"],
 )
 async def delete_agent_result(
@@ -117,7 +127,7 @@ async def delete_agent_result(
 @router.get(
     "/audit/events",
     response_model=AuditEventPage,
-    responses={**ERROR_RESPONSES, **_FORBIDDEN},
+    responses={**_KEYED, **_FORBIDDEN},
     tags=["audit"],
 )
 async def list_audit_events(
@@ -141,7 +151,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/retention", tags=["health"], responses=ERROR_RESPONSES)
+@router.get("/retention", tags=["health"], responses=_KEYED)
 async def retention(_: CurrentPrincipal, service: ServiceDep) -> dict[str, Any]:
     """The effective retention policy: how long results and audit events are kept, and the purge schedule."""
     return service.retention.as_dict()
@@ -150,14 +160,24 @@ async def retention(_: CurrentPrincipal, service: ServiceDep) -> dict[str, Any]:
 @router.get(
     "/metrics",
     tags=["health"],
-    responses={**ERROR_RESPONSES, 200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    response_class=PlainTextResponse,  # documents text/plain, not FastAPI's default application/json
+    responses={
+        **_KEYED,
+        **_FORBIDDEN,
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
+    },
 )
-async def metrics(_: CurrentPrincipal) -> Response:
-    """Metrics in Prometheus text format (any valid key; give the scraper a key of its own)."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def metrics(principal: CurrentPrincipal, service: ServiceDep) -> Response:
+    """Metrics in Prometheus text format (auditor and admin keys: they count every client's tasks)."""
+    return Response(service.metrics_text(principal), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/readyz", tags=["health"], responses={503: {"description": "a check failed; see `checks`"}})
+@router.get(
+    "/readyz",
+    tags=["health"],
+    response_model=ReadinessReport,
+    responses={503: {"model": ReadinessReport, "description": "a check failed; see `checks`"}},
+)
 async def readyz(service: ServiceDep) -> JSONResponse:
     """Readiness: the database answers and is at the head migration."""
     readiness = await service.readiness()
