@@ -4,6 +4,7 @@ request size limits, DNS-rebinding protection on /mcp, CORS off unless configure
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -15,8 +16,9 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.models import Role
-from tests.conftest import Caller, count_rows, make_settings, running
+from tests.conftest import TEST_HASH_KEY, Caller, count_rows, make_settings, running
 from tests.fake_openai import FakeOpenAI, Reply, completion
+from tests.test_e2e import cli, environment
 from tests.test_mcp import error_of, mcp_as
 
 RUN = "/tools/run_agent_task"
@@ -297,3 +299,22 @@ async def test_cors_allows_exactly_the_configured_origins(database_url):
     assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
     assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
     assert "access-control-allow-origin" not in other.headers
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def test_keys_are_created_with_limits_and_their_limits_can_be_changed(empty_database_url):
+    env = environment(DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    cli("migrate", env=env)
+    created = cli("keys", "create", "batch-job", "--rate-limit", "120", "--max-running", "4", env=env).stdout
+    key_id = re.search(r"id:\s+(\S+)", created).group(1)  # type: ignore[union-attr]
+    assert "limits: rate/min=120 running=4" in created
+
+    changed = cli("keys", "limits", key_id, "--max-running", "0", env=env).stdout
+    listed = cli("keys", "list", env=env).stdout
+
+    assert "rate/min=default running=none" in changed  # a limit left out goes back to the default
+    assert "rate/min=default running=none" in listed
+    refused = cli("keys", "create", "x", "--rate-limit", "-1", env=env, check=False)
+    assert refused.returncode != 0

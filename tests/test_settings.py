@@ -61,3 +61,13 @@ def test_any_postgresql_url_works(url):
 def test_other_databases_are_refused():
     with pytest.raises(ValueError, match="postgresql://"):
         asyncpg_dsn("mysql://u:p@db/agents")
+
+
+def test_host_and_origin_lists_read_as_commas_or_json(monkeypatch):
+    monkeypatch.setenv("MCP_ALLOWED_HOSTS", "agents.example.com, *.internal")
+    monkeypatch.setenv("MCP_ALLOWED_ORIGINS", '["https://app.example.com"]')
+    monkeypatch.setenv("CORS_ALLOW_ORIGINS", "")
+    configured = settings()
+    assert configured.mcp_allowed_hosts == ["agents.example.com", "*.internal"]
+    assert configured.mcp_allowed_origins == ["https://app.example.com"]
+    assert configured.cors_allow_origins == []
