@@ -190,6 +190,7 @@ class Database:
                 self._dsn,
                 timeout=s.db_connect_timeout_seconds,
                 command_timeout=s.db_command_timeout_seconds,
+                statement_cache_size=s.db_statement_cache_size,  # 0 behind a transaction pooler, as the pool
                 server_settings={"application_name": "agent-service"},
             )
         except OUTAGE_ERRORS as exc:

@@ -13,6 +13,8 @@ from app.models import TaskStatus
 from app.records import AuditEventRecord, TaskRecord
 
 MAX_CONTEXT_BYTES = 16 * 1024
+# Deeper JSON could be stored but not answered: pydantic stops serializing at ~255 levels.
+MAX_CONTEXT_DEPTH = 32
 # The configured MAX_PROMPT_CHARS (default 32000) is enforced by the service; this
 # ceiling only bounds what a request body can make the server hold in memory.
 PROMPT_HARD_LIMIT = 1_000_000
@@ -44,7 +46,8 @@ PromptText = Annotated[
 ContextObject = Annotated[
     dict[str, Any],
     Field(
-        description="Metadata stored with the task and returned with it (at most 16 KiB as JSON). "
+        description="Metadata stored with the task and returned with it (at most 16 KiB as JSON, "
+        f"{MAX_CONTEXT_DEPTH} levels deep, no U+0000 in its text). "
         "Not for secrets: it is kept in plain form until the task expires.",
     ),
 ]
@@ -54,7 +57,10 @@ TemplateName = Annotated[
 ]
 ModelName = Annotated[
     str | None,
-    Field(max_length=200, description="`provider:model` or a configured alias; default from settings."),
+    Field(
+        max_length=200,
+        description="`provider:model` or a configured alias (printable characters); default from settings.",
+    ),
 ]
 RetentionDays = Annotated[
     float | None,
@@ -82,14 +88,25 @@ class AgentTask(BaseModel):
             raise ValueError("prompt must not be blank")
         return value
 
+    @field_validator("model")
+    @classmethod
+    def _printable_model(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("model must not contain control or other non-printable characters")
+        return value
+
     @field_validator("context")
     @classmethod
-    def _small_context(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    def _storable_context(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Messages name the rule broken, never the offending text.
+        if (problem := _unstorable(value)) is not None:
+            raise ValueError(f"context {problem}")
+        try:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
+        except ValueError:  # NaN or Infinity (Python's JSON reader takes them), or a lone surrogate
+            raise ValueError("context must be standard JSON: no NaN or Infinity, no lone surrogates") from None
         if size > MAX_CONTEXT_BYTES:
             raise ValueError(f"context is {size} bytes as JSON; the limit is {MAX_CONTEXT_BYTES}")
-        if _holds_nul(value):
-            raise ValueError("context must not contain the NUL character (U+0000)")
         return value
 
 
@@ -224,20 +241,21 @@ class ErrorBody(BaseModel):
     details: list[ErrorDetail] | None = None
 
 
-def _holds_nul(value: Any) -> bool:
-    """Whether a JSON value has U+0000 in a key or a string: PostgreSQL's jsonb cannot store it."""
-    pending = [value]
-    while pending:  # a loop, not recursion: nesting depth is the caller's choice
-        item = pending.pop()
+def _unstorable(value: dict[str, Any]) -> str | None:
+    """Why a JSON object cannot be stored and answered back, if it cannot: too deep, or U+0000
+    in a key or string (PostgreSQL's jsonb cannot hold it)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:  # a loop, not recursion: the depth is the caller's choice
+        item, depth = pending.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
+                return "must not contain the NUL character (U+0000)"
+        elif isinstance(item, dict | list):
+            if depth > MAX_CONTEXT_DEPTH:
+                return f"is nested more than {MAX_CONTEXT_DEPTH} levels deep"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 def _error_of(task: TaskRecord) -> TaskError | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,11 +67,17 @@ class _QuietAboutDrops(logging.Filter):
         return "without completing response" not in record.getMessage()
 
 
-class FakeOpenAI:
-    """Answers /v1/chat/completions from a queue of replies (a normal completion when empty)."""
+# Chooses a reply from the request's JSON body (e.g. by its model or prompt); None: a normal completion.
+Responder = Callable[[dict[str, Any]], Reply | None]
 
-    def __init__(self) -> None:
+
+class FakeOpenAI:
+    """Answers /v1/chat/completions from a queue of replies; when it is empty, from `responder`
+    (when set), else with a normal completion."""
+
+    def __init__(self, responder: Responder | None = None) -> None:
         self.replies: deque[Reply] = deque()
+        self.responder = responder
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers (lower-case names)
         self.arrivals: list[float] = []  # each request's time.monotonic() on arrival
@@ -95,8 +103,12 @@ class FakeOpenAI:
     async def _chat(self, request: Request) -> Response:
         self.arrivals.append(time.monotonic())
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
-        self.requests.append(await request.json())
-        reply = self.replies.popleft() if self.replies else Reply()
+        body = await request.json()
+        self.requests.append(body)
+        reply = self.replies.popleft() if self.replies else None
+        if reply is None and self.responder is not None:
+            reply = self.responder(body)
+        reply = reply or Reply()
         deadline = time.monotonic() + reply.delay
         while time.monotonic() < deadline and not self._stopping:  # a hanging reply ends with the server
             await asyncio.sleep(min(0.05, deadline - time.monotonic()))
@@ -137,3 +149,83 @@ class FakeOpenAI:
             server.should_exit = True
             thread.join(timeout=10)
             logging.getLogger("uvicorn.error").removeFilter(quiet)
+
+
+class TcpFault:
+    """A provider endpoint that fails below HTTP, on loopback.
+
+    - `hang`: accepts the connection, reads the request, never answers;
+    - `reset`: reads the request, then resets the connection (TCP RST);
+    - `garbage`: reads the request, answers bytes that are not HTTP, and closes.
+    """
+
+    MODES = ("hang", "reset", "garbage")
+
+    def __init__(self, mode: str) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}")
+        self.mode = mode
+        self.connections = 0  # how many connections were accepted
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _accept(self) -> None:
+        self._listener.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _read_request(self, conn: socket.socket) -> None:
+        """Up to the end of the headers (the body does not matter), or 2 s."""
+        seen = b""
+        deadline = time.monotonic() + 2
+        while b"\r\n\r\n" not in seen and time.monotonic() < deadline and not self._stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            seen += chunk
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.05)
+            try:
+                self._read_request(conn)
+                if self.mode == "garbage":
+                    conn.sendall(b"\x00\x01\x02 this is not HTTP at all \xff\xfe\r\n\r\n")
+                elif self.mode == "reset":
+                    # Linger on, zero seconds: close() sends RST instead of FIN.
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                else:  # hang: hold the connection open, silent, until the client gives up or we stop
+                    while not self._stop.is_set():
+                        try:
+                            if not conn.recv(65536):
+                                return
+                        except TimeoutError:
+                            continue
+            except OSError:
+                return
+
+    @contextmanager
+    def running(self) -> Iterator[TcpFault]:
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(timeout=5)
+            self._listener.close()

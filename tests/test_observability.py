@@ -36,15 +36,15 @@ async def test_metrics_need_a_key(client):
     assert (await client.get("/metrics")).status_code == 401
 
 
-async def test_metrics_move_after_real_requests(client, alice, app_service, db):
-    before = await scrape(client, alice)
+async def test_metrics_move_after_real_requests(client, alice, auditor, app_service, db):
+    before = await scrape(client, auditor)
     created = (await client.post(RUN, json={"prompt": "metrics please"}, headers=alice.headers)).json()
     await client.post(RUN, json={"prompt": "metrics please"}, headers=alice.headers)  # a cache hit
     await client.get(f"/resources/get_agent_result/{created['task_id']}", headers=alice.headers)
     await client.get(f"/resources/get_agent_result/{uuid.uuid4()}", headers=alice.headers)
     await db.execute("UPDATE agent_task SET expires_at = now() - interval '1 second'")
     await app_service.purger.run()
-    after = await scrape(client, alice)
+    after = await scrape(client, auditor)
 
     def moved(name: str, **labels: str) -> float:
         return total(after, name, **labels) - total(before, name, **labels)

@@ -69,6 +69,12 @@ async def gateway(
                 yield http, Caller(record.id, plain, Role.CLIENT), fake, app.state.service
 
 
+async def scraper_headers(service) -> dict[str, str]:
+    """A key that may read /metrics (auditor or admin only)."""
+    _, plain = await service.keys.create("scraper", Role.AUDITOR)
+    return {"Authorization": f"Bearer {plain}"}
+
+
 def span_text(spans) -> str:
     """Every span and logfire log: names, attributes, events, status messages."""
     parts = []
@@ -120,7 +126,7 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, s
     await db.execute("UPDATE agent_task SET expires_at = now() WHERE id = $1", uuid.UUID(task_id))
     purged = await service.purger.run()  # type: ignore[attr-defined]
     assert purged.deleted["agent_task"] == 1
-    metrics_text = (await http.get("/metrics", headers=caller.headers)).text
+    metrics_text = (await http.get("/metrics", headers=await scraper_headers(service))).text
 
     traced = span_text(spans)
     assert "agent task" in traced
@@ -144,12 +150,12 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, s
 
 async def test_secrets_are_never_logged_traced_or_stored(gateway, db, caplog, capfd, spans):
     caplog.set_level(logging.DEBUG)
-    http, caller, _fake, _service = gateway
+    http, caller, _fake, service = gateway
     await http.post(RUN, json={"prompt": "hello", "model": "openai:gpt-test"}, headers=caller.headers)
     await http.post(RUN, json={"prompt": "hello", "model": "offline:echo"}, headers=caller.headers)
     await http.get("/resources/agent_results", headers=caller.headers)
     await http.get("/resources/agent_results", headers={"Authorization": "Bearer ask_" + "W" * 43})
-    metrics_text = (await http.get("/metrics", headers=caller.headers)).text
+    metrics_text = (await http.get("/metrics", headers=await scraper_headers(service))).text
 
     secrets = {
         "OPENAI_API_KEY": "sk-test-not-a-real-key",
