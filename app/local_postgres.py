@@ -13,6 +13,7 @@ import fcntl
 import glob
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 SERVICE_USER = "postgres"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 SUPERUSER = "postgres"
 
 
@@ -157,6 +159,8 @@ class LocalPostgres:
 
     def create_database(self, port: int, dbname: str) -> None:
         """Create `dbname` unless it exists."""
+        if not _IDENTIFIER.fullmatch(dbname):
+            raise ValueError("a database name here is letters, digits and underscores")
         env = {**os.environ, "PGPASSWORD": self.password}
         query = f"SELECT 1 FROM pg_database WHERE datname = '{dbname}'"
         base = ["-h", "127.0.0.1", "-p", str(port), "-U", SUPERUSER]

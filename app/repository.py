@@ -433,13 +433,15 @@ async def complete_task(
 
 # The verdict of an audited lookup, shared by read and delete. $1 task id, $2 the owner
 # the caller is limited to (NULL: any owner). Another client's task is 'denied' in the
-# audit trail but looks exactly like an unknown one to the caller.
+# audit trail but looks exactly like an unknown one to the caller. An expired task is gone
+# for everyone, before ownership is considered (so nobody, auditors included, learns it is
+# still awaiting the purge).
 _VERDICT = f"""
 verdict AS (
     SELECT CASE
         WHEN found.id IS NULL THEN '{AuditOutcome.NOT_FOUND}'
-        WHEN $2::uuid IS NOT NULL AND found.owner_id <> $2::uuid THEN '{AuditOutcome.DENIED}'
         WHEN found.expires_at <= now() THEN '{AuditOutcome.EXPIRED}'
+        WHEN $2::uuid IS NOT NULL AND found.owner_id <> $2::uuid THEN '{AuditOutcome.DENIED}'
         ELSE '{AuditOutcome.OK}'
     END AS outcome
     FROM (SELECT 1) AS one LEFT JOIN found ON true

@@ -180,6 +180,17 @@ async def test_an_admin_may_erase_any_task_an_auditor_may_not(client, alice, aud
 # -- isolation between clients -----------------------------------------------------------------
 
 
+async def test_an_expired_task_is_gone_for_everyone_even_an_auditor_erasing_it(client, alice, bob, auditor, db):
+    task_id = (await client.post(RUN, json={"prompt": "soon gone"}, headers=alice.headers)).json()["task_id"]
+    await db.execute("UPDATE agent_task SET expires_at = now() - interval '1 second'")
+
+    for caller in (alice, bob, auditor):
+        assert (await client.get(GET.format(task_id), headers=caller.headers)).status_code == 404
+        assert (await client.delete(GET.format(task_id), headers=caller.headers)).status_code == 404
+    outcomes = await db.fetch("SELECT DISTINCT outcome FROM audit_event WHERE action IN ('read', 'delete')")
+    assert {r["outcome"] for r in outcomes} == {"expired"}
+
+
 async def test_another_clients_task_is_indistinguishable_from_an_unknown_one(client, alice, bob, db):
     created = await run(client, alice)
     theirs = await client.get(GET.format(created["task_id"]), headers=bob.headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from fastmcp.server.dependencies import get_access_token, get_http_request
 from pydantic import Field, ValidationError
 
 from app.api.errors import safe_details
-from app.errors import InvalidInput, ServiceError, Throttled, Unauthenticated
+from app.errors import DatabaseUnavailable, InvalidInput, ServiceError, Throttled, Unauthenticated
 from app.models import Channel, Role
 from app.schemas import (
     AgentResult,
@@ -93,11 +94,13 @@ def _mcp_errors(error: type[ToolError | ResourceError] = ToolError) -> Iterator[
     try:
         yield
     except ServiceError as exc:
-        raise error(_error_text(exc)) from None
+        # A caller's mistake is routine (FastMCP would log it at ERROR); an outage is worth a warning.
+        level = logging.WARNING if isinstance(exc, DatabaseUnavailable) else logging.INFO
+        raise error(_error_text(exc), log_level=level) from None
     except ValidationError as exc:
         details = safe_details(exc.errors())
         message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
-        raise error(_error_text(InvalidInput(message), details)) from None
+        raise error(_error_text(InvalidInput(message), details), log_level=logging.INFO) from None
 
 
 def _task_id(value: str) -> uuid.UUID:
