@@ -1,18 +1,29 @@
 """Benchmark the hot paths against the physical limit, in one run.
 
     uv run python scripts/bench.py [--rows 100000] [--seconds 5] [--repeat 3] [--workers 1]
+                                   [--phases cases,workers[,size]] [--large-rows 10000000]
 
 Loopback only; bounded in time; stops everything it starts. Brings up a throwaway
 PostgreSQL, migrates it, seeds ROWS task rows, starts the service (offline, zero-latency
-provider) and measures at --concurrency connections (wrk for HTTP: a C load generator):
+provider) and measures at --concurrency connections (wrk for HTTP: a C load generator).
+
+Phase `cases` (the hot paths against their limits):
   (a) the audited-read SQL from a bare asyncpg loop        (the raw baseline)
   (b) a bare FastAPI endpoint running that SQL             (the framework's limit)
   (c) GET /resources/get_agent_result/{task_id}, real key  (our hot path)
   (d) the MCP resource agent-result://{task_id}            (through a FastMCP client)
   (e) POST /tools/run_agent_task, cache off
   (f) POST /tools/run_agent_task, cache hits
-Each figure is the median of --repeat runs. Prints req/s, p50, p99 and the ratios;
-writes bench-results/bench.json.
+Phase `workers` (scaling out on one machine): (c) and (e) against `agent-service serve
+  --workers 1` and `--workers 2`, both running, measured alternately; ratios w2/w1.
+Phase `size` (does the read path stay flat as the table grows?): (c) at ROWS rows, then the
+  table grown to --large-rows (bulk insert, indexes rebuilt, VACUUM ANALYZE) and (c) again,
+  each reading --read-ids task ids sampled uniformly from the whole table; ratios large/small.
+
+Each figure is the median of --repeat runs. The default (`cases,workers`) takes about 4
+minutes on a 2-core machine; `size` adds the growth (about 5 minutes for 10,000,000 rows,
+~5 GB on disk in a temporary folder) and two more read measurements. Prints req/s, p50,
+p99 and the ratios; writes bench-results/bench.json.
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from benchlib import (
@@ -48,25 +61,26 @@ from app.local_postgres import free_port
 from app.repository import _READ_TASK_AUDITED
 
 SEED_CHUNK = 200_000
+GROW_CHUNK = 500_000
+PHASES = ("cases", "workers", "size")
+POOL_MIN_SIZE = 2
+
+_SEED_ROWS = """
+INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, context,
+                        output, prompt_tokens, completion_tokens, total_tokens,
+                        created_at, completed_at, expires_at)
+SELECT gen_random_uuid(), $1, 'succeeded', 'offline:echo', md5(random()::text) || md5(random()::text),
+       'bench', '{"source": "bench"}'::jsonb, repeat('answer ', 30), 10, 30, 40,
+       now() - random() * interval '1 day', now(), now() + interval '30 days'
+FROM generate_series(1, $2)
+"""
 
 
 async def seed(url: str, owner: uuid.UUID, rows: int) -> list[uuid.UUID]:
     conn = await asyncpg.connect(url)
     try:
         for start in range(0, rows, SEED_CHUNK):
-            await conn.execute(
-                """
-                INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, context,
-                                        output, prompt_tokens, completion_tokens, total_tokens,
-                                        created_at, completed_at, expires_at)
-                SELECT gen_random_uuid(), $1, 'succeeded', 'offline:echo', md5(random()::text) || md5(random()::text),
-                       'bench', '{"source": "bench"}'::jsonb, repeat('answer ', 30), 10, 30, 40,
-                       now() - random() * interval '1 day', now(), now() + interval '30 days'
-                FROM generate_series(1, $2)
-                """,
-                owner,
-                min(SEED_CHUNK, rows - start),
-            )
+            await conn.execute(_SEED_ROWS, owner, min(SEED_CHUNK, rows - start))
         await conn.execute("VACUUM ANALYZE agent_task")
         rows_ = await conn.fetch("SELECT id FROM agent_task TABLESAMPLE SYSTEM (1) LIMIT 2000")
         if len(rows_) < 100:
@@ -74,6 +88,86 @@ async def seed(url: str, owner: uuid.UUID, rows: int) -> list[uuid.UUID]:
         return [r["id"] for r in rows_]
     finally:
         await conn.close()
+
+
+async def sample_ids(url: str, count: int) -> list[uuid.UUID]:
+    """`count` task ids drawn uniformly from the whole table (row sampling, not block sampling)."""
+    conn = await asyncpg.connect(url)
+    try:
+        total = await conn.fetchval("SELECT reltuples::bigint FROM pg_class WHERE relname = 'agent_task'")
+        percent = min(100.0, 100.0 * 3 * count / max(int(total), 1))
+        rows = await conn.fetch(f"SELECT id FROM agent_task TABLESAMPLE BERNOULLI ({percent:.6f})")
+        ids = [r["id"] for r in rows]
+        return random.sample(ids, min(count, len(ids)))
+    finally:
+        await conn.close()
+
+
+async def grow(url: str, owner: uuid.UUID, target_rows: int) -> dict[str, Any]:
+    """Grow agent_task to `target_rows` rows the fast way: drop its indexes and keys, bulk insert
+    from two connections, rebuild them (sorted, so the rebuilt indexes are compact), VACUUM
+    ANALYZE, CHECKPOINT. A throwaway cluster: its WAL limit is raised so no checkpoint storms."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("ALTER SYSTEM SET max_wal_size = '32GB'")
+        await conn.execute("ALTER SYSTEM SET checkpoint_timeout = '1h'")
+        await conn.execute("SELECT pg_reload_conf()")
+        have = int(await conn.fetchval("SELECT count(*) FROM agent_task"))
+        constraints = await conn.fetch(
+            "SELECT conname, pg_get_constraintdef(oid) AS def, contype FROM pg_constraint "
+            "WHERE conrelid = 'agent_task'::regclass AND contype IN ('p', 'u', 'f')"
+        )
+        indexes = await conn.fetch(
+            "SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def FROM pg_index "
+            "WHERE indrelid = 'agent_task'::regclass AND indexrelid NOT IN "
+            "(SELECT conindid FROM pg_constraint WHERE conrelid = 'agent_task'::regclass)"
+        )
+        for index in indexes:
+            await conn.execute(f"DROP INDEX {index['name']}")
+        for constraint in constraints:
+            await conn.execute(f"ALTER TABLE agent_task DROP CONSTRAINT {constraint['conname']}")
+    finally:
+        await conn.close()
+
+    missing = max(0, target_rows - have)
+    chunks = [min(GROW_CHUNK, missing - start) for start in range(0, missing, GROW_CHUNK)]
+
+    async def inserter(mine: list[int]) -> None:
+        worker = await asyncpg.connect(url)
+        try:
+            await worker.execute("SET synchronous_commit = off")
+            for size in mine:
+                await worker.execute(_SEED_ROWS, owner, size)
+        finally:
+            await worker.close()
+
+    await asyncio.gather(inserter(chunks[0::2]), inserter(chunks[1::2]))
+    inserted_at = time.perf_counter()
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET maintenance_work_mem = '1GB'")
+        for constraint in sorted(constraints, key=lambda c: c["contype"] == "f"):  # keys first, references last
+            await conn.execute(f"ALTER TABLE agent_task ADD CONSTRAINT {constraint['conname']} {constraint['def']}")
+        for index in indexes:
+            await conn.execute(index["def"])
+        indexed_at = time.perf_counter()
+        await conn.execute("VACUUM ANALYZE agent_task")
+        await conn.execute("CHECKPOINT")
+        size = await conn.fetchval("SELECT pg_size_pretty(pg_total_relation_size('agent_task'))")
+        rows = int(await conn.fetchval("SELECT count(*) FROM agent_task"))
+    finally:
+        await conn.close()
+    done = time.perf_counter()
+    return {
+        "rows": rows,
+        "table_size": size,
+        "insert_s": round(inserted_at - started, 1),
+        "index_s": round(indexed_at - inserted_at, 1),
+        "vacuum_analyze_checkpoint_s": round(done - indexed_at, 1),
+        "total_s": round(done - started, 1),
+    }
 
 
 async def raw_loop(url: str, owner: uuid.UUID, ids: list[uuid.UUID], concurrency: int, seconds: float) -> Stats:
@@ -113,8 +207,29 @@ async def mcp_reads(base: str, key: str, ids: list[uuid.UUID], concurrency: int,
             await client.__aexit__(None, None, None)
 
 
-def ids_lua(ids: list[uuid.UUID], path: str) -> str:
-    listed = ",".join(f'"{i}"' for i in ids[:1000])
+async def _backends(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'agent-service'")
+        )
+    finally:
+        await conn.close()
+
+
+def wait_for_backends(url: str, count: int, timeout: float = 60) -> None:
+    """Until `count` service connections are open: every worker of a `--workers N` server has
+    opened its pool (DB_POOL_MIN_SIZE each), so load is not measured against half a server."""
+    deadline = time.monotonic() + timeout
+    while asyncio.run(_backends(url)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fewer than {count} service connections after {timeout} s")
+        time.sleep(0.2)
+    time.sleep(1)  # the pool opens in the lifespan, just before the worker accepts requests
+
+
+def ids_lua(ids: list[uuid.UUID], path: str, limit: int = 1000) -> str:
+    listed = ",".join(f'"{i}"' for i in ids[:limit])
     return (
         f"local ids = {{{listed}}}\n"
         "request = function()\n"
@@ -129,39 +244,45 @@ def median_stats(runs: list[Stats]) -> Stats:
     return ordered[len(ordered) // 2]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--skip-mcp", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
-    args = parser.parse_args()
-    if not wrk_available():
-        sys.exit("bench.py needs wrk (apt-get install wrk): a Python load generator saturates before the service")
+def ratio(x: float, y: float, digits: int = 3) -> float | None:
+    return round(x / y, digits) if y else None
 
-    port, bare_port = free_port(), free_port()
-    base, bare = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
-    results: dict[str, Stats] = {}
-    t0 = time.perf_counter()
-    with throwaway_postgres() as url:
-        env = service_env(
-            url, DB_POOL_MAX_SIZE=str(args.concurrency), DEFAULT_MODEL="offline:echo", AUTH_CACHE_SECONDS="60"
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, url: str, env: dict[str, str], key: str, owner: uuid.UUID) -> None:
+        self.args = args
+        self.url = url
+        self.env = env
+        self.auth = {"Authorization": f"Bearer {key}"}
+        self.key = key
+        self.owner = owner
+        self.common: dict[str, Any] = {"connections": args.concurrency, "seconds": args.seconds}
+
+    def repeat(self, fn: Callable[[], Stats]) -> Stats:
+        return median_stats([fn() for _ in range(self.args.repeat)])
+
+    def read(self, name: str, base: str, ids: list[uuid.UUID], limit: int = 1000) -> Stats:
+        lua = ids_lua(ids, "/resources/get_agent_result/", limit)
+        return wrk(name, f"{base}/", headers=self.auth, lua=lua, **self.common)
+
+    def submit(self, name: str, base: str) -> Stats:
+        lua = post_json_lua('{"prompt": "PROMPT", "cache": false}', unique_prompt=True)
+        return wrk(name, f"{base}/tools/run_agent_task", headers=self.auth, lua=lua, **self.common)
+
+    def warm_up(self, base: str, ids: list[uuid.UUID], limit: int = 1000) -> None:
+        lua = ids_lua(ids, "/resources/get_agent_result/", limit)
+        wrk("warm-up", f"{base}/", headers=self.auth, lua=lua, connections=self.args.concurrency, seconds=2)
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def cases(self, ids: list[uuid.UUID]) -> dict[str, Stats]:
+        args, results = self.args, {}
+        results["a"] = self.repeat(
+            lambda: asyncio.run(raw_loop(self.url, self.owner, ids, args.concurrency, args.seconds))
         )
-        key = create_key(env)
-        owner = asyncio.run(_owner(url))
-        ids = asyncio.run(seed(url, owner, args.rows))
-        print(f"seeded {args.rows:,} tasks in {time.perf_counter() - t0:.1f} s", flush=True)
-        auth = {"Authorization": f"Bearer {key}"}
-        common = {"connections": args.concurrency, "seconds": args.seconds}
-
-        def repeat(fn) -> Stats:  # type: ignore[no-untyped-def]
-            return median_stats([fn() for _ in range(args.repeat)])
-
-        results["a"] = repeat(lambda: asyncio.run(raw_loop(url, owner, ids, args.concurrency, args.seconds)))
-        bare_env = env | {"OWNER_ID": str(owner), "POOL_SIZE": str(args.concurrency)}
+        bare_port = free_port()
+        bare = f"http://127.0.0.1:{bare_port}"
+        bare_env = self.env | {"OWNER_ID": str(self.owner), "POOL_SIZE": str(args.concurrency)}
         bare_cmd = [
             str(BIN / "uvicorn"),
             "bare_app:app",
@@ -174,71 +295,195 @@ def main() -> None:
             "--no-access-log",
         ]
         with process(bare_cmd, bare_env, f"{bare}/healthz"):
-            results["b"] = repeat(
-                lambda: wrk("(b) bare FastAPI + same SQL", f"{bare}/", lua=ids_lua(ids, "/read/"), **common)
+            results["b"] = self.repeat(
+                lambda: wrk("(b) bare FastAPI + same SQL", f"{bare}/", lua=ids_lua(ids, "/read/"), **self.common)
             )
-        with serve(env, port, workers=args.workers):
-            results["c"] = repeat(
-                lambda: wrk(
-                    "(c) GET get_agent_result",
-                    f"{base}/",
-                    headers=auth,
-                    lua=ids_lua(ids, "/resources/get_agent_result/"),
-                    **common,
-                )
-            )
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with serve(self.env, port, workers=args.workers):
+            wait_for_backends(self.url, args.workers * POOL_MIN_SIZE)
+            results["c"] = self.repeat(lambda: self.read("(c) GET get_agent_result", base, ids))
             if not args.skip_mcp:
-                results["d"] = repeat(lambda: asyncio.run(mcp_reads(base, key, ids, args.concurrency, args.seconds)))
-            results["e"] = repeat(
-                lambda: wrk(
-                    "(e) POST run_agent_task, no cache",
-                    f"{base}/tools/run_agent_task",
-                    headers=auth,
-                    lua=post_json_lua('{"prompt": "PROMPT", "cache": false}', unique_prompt=True),
-                    **common,
+                results["d"] = self.repeat(
+                    lambda: asyncio.run(mcp_reads(base, self.key, ids, args.concurrency, args.seconds))
                 )
-            )
-            results["f"] = repeat(
+            results["e"] = self.repeat(lambda: self.submit("(e) POST run_agent_task, no cache", base))
+            results["f"] = self.repeat(
                 lambda: wrk(
                     "(f) POST run_agent_task, cache hit",
                     f"{base}/tools/run_agent_task",
-                    headers=auth,
+                    headers=self.auth,
                     lua=post_json_lua('{"prompt": "the same question"}'),
-                    **common,
+                    **self.common,
                 )
             )
+        return results
 
-    print_table(list(results.values()))
-    a, b, c, e, f = (results[k] for k in "abcef")
-    ratios = {
-        "c/a": round(c.rps / a.rps, 3),
-        "c/b": round(c.rps / b.rps, 3),
-        "e/a": round(e.rps / a.rps, 3),
-        "e/c": round(e.rps / c.rps, 3),
-        "f/c": round(f.rps / c.rps, 3),
-        "p99 c/b": round(c.p99_ms / b.p99_ms, 2),
-    }
-    if "d" in results:
-        ratios["d/c"] = round(results["d"].rps / c.rps, 3)
-    targets = {"c/b": ">= 0.7", "c/a": ">= 0.35", "p99 c/b": "<= 2", "e/c": ">= 0.5", "f/c": ">= 0.8"}
-    print()
-    for name, value in ratios.items():
-        print(f"{name:10} {value:8}   {('target ' + targets[name]) if name in targets else ''}")
-    out = {
+    def workers(self, ids: list[uuid.UUID]) -> dict[str, Stats]:
+        """(c) and (e) against one worker and two, both servers up, measured alternately so
+        that drift on a shared machine hits both alike."""
+        ports = {1: free_port(), 2: free_port()}
+        bases = {n: f"http://127.0.0.1:{port}" for n, port in ports.items()}
+        runs: dict[str, list[Stats]] = {"c_w1": [], "c_w2": [], "e_w1": [], "e_w2": []}
+        with serve(self.env, ports[2], workers=2):
+            wait_for_backends(self.url, 2 * POOL_MIN_SIZE)
+            with serve(self.env, ports[1], workers=1):
+                wait_for_backends(self.url, 3 * POOL_MIN_SIZE)
+                for n in (1, 2):
+                    self.warm_up(bases[n], ids)
+                for _ in range(self.args.repeat):
+                    for n in (1, 2):
+                        runs[f"c_w{n}"].append(self.read(f"(c) GET, --workers {n}", bases[n], ids))
+                for _ in range(self.args.repeat):
+                    for n in (1, 2):
+                        runs[f"e_w{n}"].append(self.submit(f"(e) POST no cache, --workers {n}", bases[n]))
+        return {name: median_stats(stats) for name, stats in runs.items()}
+
+    def size(self) -> tuple[dict[str, Stats], dict[str, Any]]:
+        """(c) at the seeded size, then at --large-rows, each on a fresh server with ids drawn
+        uniformly from the whole table."""
+        args, results = self.args, {}
+        small_rows = asyncio.run(_count(self.url))
+        small_ids = asyncio.run(sample_ids(self.url, args.read_ids))
+        results["c_small"] = self._read_on_fresh_server(f"(c) GET at {small_rows:,} rows", small_ids)
+        print(f"growing agent_task to {args.large_rows:,} rows ...", flush=True)
+        growth = asyncio.run(grow(self.url, self.owner, args.large_rows))
+        print(f"grown: {growth}", flush=True)
+        large_ids = asyncio.run(sample_ids(self.url, args.read_ids))
+        results["c_large"] = self._read_on_fresh_server(f"(c) GET at {growth['rows']:,} rows", large_ids)
+        return results, {"small_rows": small_rows, "read_ids": len(large_ids)} | growth
+
+    def _read_on_fresh_server(self, name: str, ids: list[uuid.UUID]) -> Stats:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with serve(self.env, port, workers=self.args.workers):
+            wait_for_backends(self.url, self.args.workers * POOL_MIN_SIZE)
+            self.warm_up(base, ids, limit=len(ids))
+            return self.repeat(lambda: self.read(name, base, ids, limit=len(ids)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for the `cases` and `size` phases")
+    parser.add_argument("--skip-mcp", action="store_true")
+    parser.add_argument(
+        "--phases", default="cases,workers", help=f"comma-separated, of {', '.join(PHASES)} (default: cases,workers)"
+    )
+    parser.add_argument("--large-rows", type=int, default=10_000_000, help="the `size` phase grows the table to this")
+    parser.add_argument("--read-ids", type=int, default=10_000, help="distinct task ids read in the `size` phase")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
+    args = parser.parse_args()
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if unknown := set(phases) - set(PHASES):
+        sys.exit(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
+    if not wrk_available():
+        sys.exit("bench.py needs wrk (apt-get install wrk): a Python load generator saturates before the service")
+
+    results: dict[str, Stats] = {}
+    out: dict[str, Any] = {
         "rows": args.rows,
         "concurrency": args.concurrency,
         "workers": args.workers,
         "repeat": args.repeat,
         "seconds": args.seconds,
-        "results": {k: v.as_dict() for k, v in results.items()},
-        "ratios": ratios,
-        "medians_of": args.repeat,
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "p50_ms": {k: v.p50_ms for k, v in results.items()},
+        "phases": phases,
     }
+    t0 = time.perf_counter()
+    with throwaway_postgres() as url:
+        env = service_env(
+            url,
+            DB_POOL_MAX_SIZE=str(args.concurrency),
+            DB_POOL_MIN_SIZE=str(POOL_MIN_SIZE),
+            DEFAULT_MODEL="offline:echo",
+            AUTH_CACHE_SECONDS="60",
+        )
+        key = create_key(env)
+        owner = asyncio.run(_owner(url))
+        ids = asyncio.run(seed(url, owner, args.rows))
+        print(f"seeded {args.rows:,} tasks in {time.perf_counter() - t0:.1f} s", flush=True)
+        bench = Bench(args, url, env, key, owner)
+        if "cases" in phases:
+            results = bench.cases(ids)
+            out |= _report_cases(results, args.repeat)
+        if "workers" in phases:
+            started = time.perf_counter()
+            by_workers = bench.workers(ids)
+            out["workers_phase"] = _report_workers(by_workers) | {"seconds": round(time.perf_counter() - started)}
+        if "size" in phases:
+            started = time.perf_counter()
+            by_size, growth = bench.size()
+            out["size_phase"] = _report_size(by_size, growth) | {"seconds": round(time.perf_counter() - started)}
+    out["total_seconds"] = round(time.perf_counter() - t0)
+    out["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print(f"\ntotal {out['total_seconds']} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
-    print(f"\nwritten to {args.out}")
+    print(f"written to {args.out}")
+
+
+def _print_ratios(ratios: dict[str, float | None], targets: dict[str, str]) -> None:
+    print()
+    for name, value in ratios.items():
+        print(f"{name:18} {value!s:>8}   {('target ' + targets[name]) if name in targets else ''}")
+
+
+def _report_cases(results: dict[str, Stats], repeat: int) -> dict[str, Any]:
+    print_table(list(results.values()))
+    a, b, c, e, f = (results[k] for k in "abcef")
+    ratios = {
+        "c/a": ratio(c.rps, a.rps),
+        "c/b": ratio(c.rps, b.rps),
+        "e/a": ratio(e.rps, a.rps),
+        "e/c": ratio(e.rps, c.rps),
+        "f/c": ratio(f.rps, c.rps),
+        "p99 c/b": ratio(c.p99_ms, b.p99_ms, 2),
+    }
+    if "d" in results:
+        ratios["d/c"] = ratio(results["d"].rps, c.rps)
+    _print_ratios(ratios, {"c/b": ">= 0.7", "c/a": ">= 0.35", "p99 c/b": "<= 2", "e/c": ">= 0.5", "f/c": ">= 0.8"})
+    return {
+        "results": {k: v.as_dict() for k, v in results.items()},
+        "ratios": ratios,
+        "medians_of": repeat,
+        "p50_ms": {k: v.p50_ms for k, v in results.items()},
+    }
+
+
+def _report_workers(results: dict[str, Stats]) -> dict[str, Any]:
+    print_table(list(results.values()))
+    c1, c2, e1, e2 = (results[k] for k in ("c_w1", "c_w2", "e_w1", "e_w2"))
+    ratios = {
+        "c rps w2/w1": ratio(c2.rps, c1.rps),
+        "c p99 w2/w1": ratio(c2.p99_ms, c1.p99_ms),
+        "e rps w2/w1": ratio(e2.rps, e1.rps),
+        "e p99 w2/w1": ratio(e2.p99_ms, e1.p99_ms),
+    }
+    _print_ratios(ratios, {})
+    return {"results": {k: v.as_dict() for k, v in results.items()}, "ratios": ratios}
+
+
+def _report_size(results: dict[str, Stats], growth: dict[str, Any]) -> dict[str, Any]:
+    print_table(list(results.values()))
+    small, large = results["c_small"], results["c_large"]
+    ratios = {
+        "p50 large/small": ratio(large.p50_ms, small.p50_ms),
+        "p99 large/small": ratio(large.p99_ms, small.p99_ms),
+        "rps large/small": ratio(large.rps, small.rps),
+    }
+    _print_ratios(ratios, {"p50 large/small": "<= 1.2", "p99 large/small": "<= 1.2"})
+    return {"results": {k: v.as_dict() for k, v in results.items()}, "ratios": ratios, "growth": growth}
+
+
+async def _count(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM agent_task"))
+    finally:
+        await conn.close()
 
 
 async def _owner(url: str) -> uuid.UUID:

@@ -207,14 +207,23 @@ def wrk(
         args += ["-s", script.name]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     Path(script.name).unlink()
+    return parse_wrk(name, out)
+
+
+def parse_wrk(name: str, out: str) -> Stats:
+    """wrk's report as Stats: answers that were not 2xx/3xx, and socket errors (timeouts
+    included), count as errors; a run with no latency distribution (nothing answered) is
+    reported, with wrk's output, instead of ending the benchmark."""
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = int(bad.group(1)) if bad else 0
-    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx = int(bad.group(1)) if bad else 0
+    socket_errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     measured = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
-    return Stats(name, total - errors, errors, measured, p50, p99)
+    dist = re.search(r"Latency Distribution\s+50%\s+(\S+)\s+75%\s+\S+\s+90%\s+\S+\s+99%\s+(\S+)", out)
+    if dist is None:
+        print(f"wrk gave no latency distribution for {name}:\n{out}", file=sys.stderr, flush=True)
+        return Stats(name, total - non_2xx, non_2xx + socket_errors, measured, 0.0, 0.0)
+    return Stats(name, total - non_2xx, non_2xx + socket_errors, measured, _ms(dist.group(1)), _ms(dist.group(2)))
 
 
 def post_json_lua(body: str, *, unique_prompt: bool = False) -> str:

@@ -56,6 +56,9 @@ class RequestIdMiddleware:
 class BodySizeLimitMiddleware:
     """413 `payload_too_large` for a body over `max_bytes`, on REST and MCP alike.
 
+    Not FastAPI's `max_body_size`: Starlette's limiter answers in plain text from outside
+    the app's error handlers, and the MCP SDK may swallow the error it raises mid-body.
+
     A declared Content-Length is checked before anything is read; a chunked body is
     counted as it arrives and cut off at the limit (the app then sees a disconnect,
     and its own answer is dropped in favour of the 413).
