@@ -54,8 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # DNS-rebinding protection: /mcp answers only Hosts that are loopback, the address it
     # listens on, or listed in MCP_ALLOWED_HOSTS; and browser Origins that are same-origin,
     # loopback, or listed.
+    # Stateless: every MCP request stands alone, so any replica (or worker) answers any request
+    # with no session affinity; the tools and the resource need no session.
     mcp_app = build_mcp(service).http_app(
         path="/mcp",
+        stateless_http=True,
         host_origin_protection=True,
         allowed_hosts=settings.mcp_allowed_hosts,
         allowed_origins=[*settings.mcp_allowed_origins, *settings.cors_allow_origins],

@@ -20,10 +20,10 @@ Phase `size` (does the read path stay flat as the table grows?): (c) at ROWS row
   table grown to --large-rows (bulk insert, indexes rebuilt, VACUUM ANALYZE) and (c) again,
   each reading --read-ids task ids sampled uniformly from the whole table; ratios large/small.
 
-Each figure is the median of --repeat runs. The default (`cases,workers`) takes about 4
-minutes on a 2-core machine; `size` adds the growth (about 5 minutes for 10,000,000 rows,
-~5 GB on disk in a temporary folder) and two more read measurements. Prints req/s, p50,
-p99 and the ratios; writes bench-results/bench.json.
+Each figure is the median of --repeat runs. The default (`cases,workers`) takes about 3.5
+minutes on a 2-core machine; `size` adds 3 to 4 minutes for 10,000,000 rows (the growth
+itself 2 to 3.5 minutes; 6.2 GB on disk, in a temporary folder removed afterwards).
+Prints req/s, p50, p99 and the ratios; writes bench-results/bench.json.
 """
 
 from __future__ import annotations
