@@ -276,10 +276,10 @@ class Bench:
     # -- phases -------------------------------------------------------------------------------
 
     def cases(self, ids: list[uuid.UUID]) -> dict[str, Stats]:
-        args, results = self.args, {}
-        results["a"] = self.repeat(
-            lambda: asyncio.run(raw_loop(self.url, self.owner, ids, args.concurrency, args.seconds))
-        )
+        """a-f with every server up at once, measured in interleaved rounds (a, b, c, d, e, f;
+        then again), so that drift on a shared machine (autovacuum, checkpoints, neighbours)
+        hits every case alike; each figure is the median of its rounds."""
+        args = self.args
         bare_port = free_port()
         bare = f"http://127.0.0.1:{bare_port}"
         bare_env = self.env | {"OWNER_ID": str(self.owner), "POOL_SIZE": str(args.concurrency)}
@@ -294,30 +294,33 @@ class Bench:
             "warning",
             "--no-access-log",
         ]
-        with process(bare_cmd, bare_env, f"{bare}/healthz"):
-            results["b"] = self.repeat(
-                lambda: wrk("(b) bare FastAPI + same SQL", f"{bare}/", lua=ids_lua(ids, "/read/"), **self.common)
-            )
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        with serve(self.env, port, workers=args.workers):
+        same = post_json_lua('{"prompt": "the same question"}')
+        measures: dict[str, Callable[[], Stats]] = {
+            "a": lambda: asyncio.run(raw_loop(self.url, self.owner, ids, args.concurrency, args.seconds)),
+            "b": lambda: wrk("(b) bare FastAPI + same SQL", f"{bare}/", lua=ids_lua(ids, "/read/"), **self.common),
+            "c": lambda: self.read("(c) GET get_agent_result", base, ids),
+            "d": lambda: asyncio.run(mcp_reads(base, self.key, ids, args.concurrency, args.seconds)),
+            "e": lambda: self.submit("(e) POST run_agent_task, no cache", base),
+            "f": lambda: wrk(
+                "(f) POST run_agent_task, cache hit",
+                f"{base}/tools/run_agent_task",
+                headers=self.auth,
+                lua=same,
+                **self.common,
+            ),
+        }
+        if args.skip_mcp:
+            del measures["d"]
+        runs: dict[str, list[Stats]] = {name: [] for name in measures}
+        with process(bare_cmd, bare_env, f"{bare}/healthz"), serve(self.env, port, workers=args.workers):
             wait_for_backends(self.url, args.workers * POOL_MIN_SIZE)
-            results["c"] = self.repeat(lambda: self.read("(c) GET get_agent_result", base, ids))
-            if not args.skip_mcp:
-                results["d"] = self.repeat(
-                    lambda: asyncio.run(mcp_reads(base, self.key, ids, args.concurrency, args.seconds))
-                )
-            results["e"] = self.repeat(lambda: self.submit("(e) POST run_agent_task, no cache", base))
-            results["f"] = self.repeat(
-                lambda: wrk(
-                    "(f) POST run_agent_task, cache hit",
-                    f"{base}/tools/run_agent_task",
-                    headers=self.auth,
-                    lua=post_json_lua('{"prompt": "the same question"}'),
-                    **self.common,
-                )
-            )
-        return results
+            self.warm_up(base, ids)
+            for _ in range(args.repeat):
+                for name, measure in measures.items():
+                    runs[name].append(measure())
+        return {name: median_stats(stats) for name, stats in runs.items()}
 
     def workers(self, ids: list[uuid.UUID]) -> dict[str, Stats]:
         """(c) and (e) against one worker and two, both servers up, measured alternately so
