@@ -318,3 +318,20 @@ def test_keys_are_created_with_limits_and_their_limits_can_be_changed(empty_data
     assert "rate/min=default running=none" in listed
     refused = cli("keys", "create", "x", "--rate-limit", "-1", env=env, check=False)
     assert refused.returncode != 0
+
+
+async def test_absurdly_nested_json_on_mcp_is_refused_without_a_5xx(database_url, db):
+    async with replica(database_url) as (app, http):
+        alice = await key(app)
+        depth = 100_000
+        body = (
+            '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "run_agent_task", '
+            '"arguments": {"prompt": "x", "context": {"a": ' + "[" * depth + "]" * depth + "}}}}"
+        )
+        answer = await http.post("/mcp", content=body, headers={**alice.headers, **MCP_HEADERS})
+        healthy = await http.get(LIST, headers=alice.headers)
+
+    assert answer.status_code < 500
+    assert answer.text  # an answer (a JSON-RPC or tool error), not a dropped connection
+    assert healthy.status_code == 200
+    assert await count_rows(db, "agent_task") == 0

@@ -201,3 +201,11 @@ async def test_context_as_deep_as_allowed_is_stored_and_read_back(client, alice)
     assert read.json()["context"] == context
     assert listed.status_code == 200
     assert listed.json()["items"][0]["context"] == context
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+async def test_absurdly_nested_json_is_a_4xx_and_writes_nothing(client, alice, db, depth):
+    body = '{"prompt": "x", "context": {"a": ' + "[" * depth + "]" * depth + "}}"
+    answer = await client.post(RUN, content=body, headers={**alice.headers, "Content-Type": "application/json"})
+    assert 400 <= answer.status_code < 500
+    assert await count_rows(db, "agent_task") == 0
