@@ -8,6 +8,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.local_postgres import LocalPostgres
 
 
 def docker_answers() -> bool:
@@ -52,6 +56,33 @@ def postgres_server() -> Iterator[str]:
     port = cluster.start()
     try:
         yield cluster.url(port)
+    finally:
+        cluster.stop()
+        _remove(root)
+
+
+@contextmanager
+def stoppable_cluster(dbname: str) -> Iterator[tuple[LocalPostgres, int, str]]:
+    """A migrated cluster of the test's own, which it may stop and start (the shared test
+    server must stay up): the cluster, its port and the database's URL."""
+    import pytest
+
+    from app import migration
+    from app.local_postgres import LocalPostgres, PostgresNotFoundError, find_bin_dir, free_port
+
+    try:
+        find_bin_dir()
+    except PostgresNotFoundError:
+        pytest.skip("needs local PostgreSQL server binaries")
+    root = Path(tempfile.mkdtemp(prefix=f"agent-service-{dbname}-"))
+    cluster = LocalPostgres(root)
+    cluster.ensure_initialized()
+    port = cluster.start(free_port())
+    cluster.create_database(port, dbname)
+    url = cluster.url(port, dbname)
+    migration.upgrade(url)
+    try:
+        yield cluster, port, url
     finally:
         cluster.stop()
         _remove(root)

@@ -30,11 +30,10 @@ import asyncpg
 import httpx
 import pytest
 
-from app import migration
 from app.db import Database
 from app.errors import DatabaseUnavailable
 from app.keys import KeyStore
-from app.local_postgres import LocalPostgres, PostgresNotFoundError, find_bin_dir, free_port
+from app.local_postgres import LocalPostgres, free_port
 from app.main import create_app
 from app.models import Role
 from app.observability import configure_observability
@@ -42,7 +41,7 @@ from app.retention import Purger, PurgeReport
 from app.settings import Settings
 from tests.conftest import TEST_HASH_KEY, Caller, make_settings, running
 from tests.fake_openai import FakeOpenAI, Reply, TcpFault, completion
-from tests.postgres import _remove
+from tests.postgres import stoppable_cluster
 
 RUN = "/tools/run_agent_task"
 GET = "/resources/get_agent_result/{}"
@@ -318,28 +317,14 @@ async def final_purge(settings: Settings, *, not_before: float) -> PurgeReport:
 
 
 @pytest.fixture
-def stoppable_cluster() -> Iterator[tuple[LocalPostgres, int, str]]:
+def own_cluster() -> Iterator[tuple[LocalPostgres, int, str]]:
     """A cluster of this test's own, which it may stop and start (the shared test server stays up)."""
-    try:
-        find_bin_dir()
-    except PostgresNotFoundError:
-        pytest.skip("needs local PostgreSQL server binaries")
-    root = Path(tempfile.mkdtemp(prefix="agent-service-faults-"))
-    cluster = LocalPostgres(root)
-    cluster.ensure_initialized()
-    port = cluster.start(free_port())
-    cluster.create_database(port, "faults")
-    url = cluster.url(port, "faults")
-    migration.upgrade(url)
-    try:
-        yield cluster, port, url
-    finally:
-        cluster.stop()
-        _remove(root)
+    with stoppable_cluster("faults") as cluster:
+        yield cluster
 
 
-async def test_postgres_stopping_under_load_answers_503_quickly_recovers_and_loses_nothing(stoppable_cluster):
-    cluster, port, url = stoppable_cluster
+async def test_postgres_stopping_under_load_answers_503_quickly_recovers_and_loses_nothing(own_cluster):
+    cluster, port, url = own_cluster
     settings = make_settings(
         url,
         **QUIET,

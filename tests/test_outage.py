@@ -3,40 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from app import migration
-from app.local_postgres import LocalPostgres, PostgresNotFoundError, find_bin_dir, free_port
+from app.local_postgres import LocalPostgres
 from app.main import create_app
 from app.models import Role
 from tests.conftest import make_settings, running
-from tests.postgres import _remove
+from tests.postgres import stoppable_cluster
 
 
 @pytest.fixture
 def own_cluster() -> Iterator[tuple[LocalPostgres, int]]:
     """A cluster this test may stop and start (the shared test server must stay up)."""
-    try:
-        find_bin_dir()
-    except PostgresNotFoundError:
-        pytest.skip("needs local PostgreSQL server binaries")
-    root = Path(tempfile.mkdtemp(prefix="agent-service-outage-"))
-    cluster = LocalPostgres(root)
-    cluster.ensure_initialized()
-    port = cluster.start(free_port())
-    cluster.create_database(port, "outage")
-    migration.upgrade(cluster.url(port, "outage"))
-    try:
+    with stoppable_cluster("outage") as (cluster, port, _):
         yield cluster, port
-    finally:
-        cluster.stop()
-        _remove(root)
 
 
 async def test_requests_during_an_outage_get_503_and_the_service_recovers(own_cluster):
