@@ -15,17 +15,16 @@ import typer
 from pydantic import SecretStr, ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from app import migration, repository
-from app.db import Database
-from app.embedded import development_hash_key, embedded_database
-from app.errors import DatabaseUnavailable, NotFound
-from app.keys import KeyStore
-from app.local_postgres import PostgresNotFoundError
-from app.models import Channel, Role
-from app.observability import configure_logging
-from app.records import ApiKeyRecord
-from app.retention import Purger, PurgeReport
+from app.access.keys import KeyStore
+from app.devdb.cluster import PostgresNotFoundError
+from app.devdb.embedded import development_hash_key, embedded_database
+from app.domain import ApiKeyRecord, Channel, DatabaseUnavailable, NotFound, Role
+from app.service.retention import Purger, PurgeReport
 from app.settings import Settings, get_settings
+from app.storage import migrations
+from app.storage.database import Database
+from app.storage.migrations import SchemaState
+from app.telemetry.logs import configure_logging
 
 app = typer.Typer(
     help="LLM Agent Service: run LLM tasks over REST and MCP, read results back, audited.",
@@ -52,7 +51,7 @@ def _load_settings() -> Settings:
 
 
 @contextmanager
-def _database_settings(*, keep_running: bool = False) -> Iterator[tuple[Settings, bool]]:
+def _database_settings() -> Iterator[tuple[Settings, bool]]:
     """The configured database, or (DATABASE_URL unset) the embedded one, started and migrated.
 
     Yields the settings to use and whether the database is the embedded one.
@@ -62,10 +61,10 @@ def _database_settings(*, keep_running: bool = False) -> Iterator[tuple[Settings
         yield settings, False
         return
     try:
-        with embedded_database(settings.data_dir, keep_running=keep_running) as embedded:
+        with embedded_database(settings.data_dir) as url:
             key = settings.prompt_hash_key or SecretStr(development_hash_key(settings.data_dir))
-            resolved = settings.model_copy(update={"database_url": embedded.url, "prompt_hash_key": key})
-            migration.upgrade(embedded.url)
+            resolved = settings.model_copy(update={"database_url": url, "prompt_hash_key": key})
+            migrations.upgrade(url)
             yield resolved, True
     except PostgresNotFoundError as exc:
         raise _fail(str(exc)) from None
@@ -82,27 +81,23 @@ def _command_database(settings: Settings, *, connections: int) -> Database:
     wait=wait_exponential(multiplier=0.2, max=3),
     reraise=True,
 )
-async def _revision(settings: Settings) -> str | None:
+async def _schema_state(settings: Settings) -> SchemaState:
     db = _command_database(settings, connections=1)
     await db.open()
     try:
         async with db.connection() as conn:
-            return await repository.schema_revision(conn)
+            return await migrations.schema_state(conn)
     finally:
         await db.close()
 
 
 def _require_head(settings: Settings) -> None:
     try:
-        revision = asyncio.run(_revision(settings))
+        schema = asyncio.run(_schema_state(settings))
     except DatabaseUnavailable:
         raise _fail(f"The database at DATABASE_URL did not answer within {STARTUP_WAIT_SECONDS} s.") from None
-    head = migration.head_revision()
-    if revision != head:
-        raise _fail(
-            f"The database is at revision {revision or '(none)'}, not at the head ({head}).\n"
-            "Run `agent-service migrate` first."
-        )
+    if not schema.at_head:
+        raise _fail(f"The database is not at the head migration: it is {schema.describe()}.")
 
 
 @contextmanager
@@ -179,10 +174,10 @@ def migrate() -> None:
     with _database_settings() as (settings, _):
         assert settings.database_url is not None
         try:
-            migration.upgrade(settings.database_url)
+            migrations.upgrade(settings.database_url)
         except OSError as exc:
             raise _fail(f"Could not reach the database: {type(exc).__name__}") from None
-        typer.echo(f"Database is at revision {migration.head_revision()} (head).")
+        typer.echo(f"Database is at revision {migrations.head_revision()} (head).")
 
 
 @app.command()

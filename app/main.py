@@ -17,9 +17,10 @@ from app.api import rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.middleware import BodySizeLimitMiddleware, JsonGuardErrors, RequestIdMiddleware
-from app.observability import configure_observability, keep_payloads_out_of_logs
-from app.service import AgentService
+from app.service.wiring import Components
 from app.settings import Settings, get_settings
+from app.telemetry.logs import keep_payloads_out_of_logs
+from app.telemetry.tracing import configure_observability
 
 __version__ = version("agent-service")
 
@@ -65,13 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sample_rate=settings.trace_sample_rate,
     )
     keep_payloads_out_of_logs()  # every time: a library may have been turned up since
-    service = AgentService(settings)
+    components = Components(settings)
     # DNS-rebinding protection: /mcp answers only Hosts that are loopback, the address it
     # listens on, or listed in MCP_ALLOWED_HOSTS; and browser Origins that are same-origin,
     # loopback, or listed.
     # Stateless: every MCP request stands alone, so any replica (or worker) answers any request
     # with no session affinity; the tools and the resource need no session.
-    mcp_app = build_mcp(service).http_app(
+    mcp_app = build_mcp(components.service).http_app(
         path="/mcp",
         stateless_http=True,
         host_origin_protection=True,
@@ -81,12 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.start()
+        await components.start()
         _freeze_startup_objects()
         try:
             yield
         finally:
-            await service.stop()
+            await components.stop()
 
     app = FastAPI(
         title="LLM Agent Service",
@@ -104,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "exclude": _untraced,
         },
     )
-    app.state.service = service
+    app.state.components = components  # for the lifespan's owner (and the tests)
+    app.state.service = components.service  # what the routes depend on (`app.api.deps`)
     install_error_handlers(app)
     app.include_router(rest.router)
     # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).

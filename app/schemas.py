@@ -9,8 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.models import TaskStatus
-from app.records import AuditEventRecord, TaskRecord
+from app.domain import AuditAction, AuditEventRecord, AuditOutcome, Channel, Role, TaskRecord, TaskStatus
 
 MAX_CONTEXT_BYTES = 16 * 1024
 # Deeper JSON could be stored but not answered: pydantic stops serializing at ~255 levels.
@@ -143,7 +142,7 @@ class AgentResult(BaseModel):
         # Rows come from our own database: construct without re-validating (hot path).
         return cls.model_construct(
             task_id=task.id,
-            status=TaskStatus(task.status),
+            status=task.status,
             output=task.output,
             error=_error_of(task),
             model=task.model,
@@ -178,7 +177,7 @@ class AgentResultSummary(BaseModel):
     def from_record(cls, task: TaskRecord) -> AgentResultSummary:
         return cls.model_construct(
             task_id=task.id,
-            status=TaskStatus(task.status),
+            status=task.status,
             error=_error_of(task),
             model=task.model,
             template=task.template,
@@ -198,16 +197,18 @@ class AgentResultPage(BaseModel):
 
 
 class AuditEvent(BaseModel):
+    """Who did what to which task, over which channel, with what outcome. Never a task's contents."""
+
     id: int
     occurred_at: datetime
-    actor_id: uuid.UUID | None
-    actor_role: str | None
-    channel: str
-    action: str
+    actor_id: uuid.UUID | None = Field(description="the API key that acted; null for the service itself")
+    actor_role: Role | None
+    channel: Channel
+    action: AuditAction
     task_id: uuid.UUID | None
-    outcome: str
+    outcome: AuditOutcome
     request_id: str | None
-    detail: dict[str, Any] | None
+    detail: dict[str, Any] | None = Field(description="a purge run's figures; null for other actions")
 
     @classmethod
     def from_record(cls, event: AuditEventRecord) -> AuditEvent:
@@ -219,12 +220,27 @@ class AuditEventPage(BaseModel):
     next_cursor: str | None
 
 
+class RetentionPolicy(BaseModel):
+    """How long results and audit events are kept, and when the purge runs."""
+
+    result_retention_days: float
+    failed_result_retention_days: float | None = Field(description="failed tasks kept at most this long, if set")
+    audit_retention_days: float
+    purge_cron: str | None = Field(description="the in-service purge's schedule (UTC); null: an external cron runs it")
+
+
 class ReadinessReport(BaseModel):
     """`/readyz`: each check by name, and the retention policy in force."""
 
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
-    retention: dict[str, Any]
+    retention: RetentionPolicy
+
+
+class Liveness(BaseModel):
+    """`/healthz`: the process lives."""
+
+    status: Literal["ok"]
 
 
 class ErrorDetail(BaseModel):

@@ -31,7 +31,8 @@ class ProviderEndpoint(BaseModel):
 class Settings(BaseSettings):
     """Every setting of the service; names match the environment variables."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # An empty variable (`OPENAI_API_KEY=` in a .env or a compose file) is the same as an unset one.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     database_url: str | None = None
     data_dir: Path = Path(".data")
@@ -117,21 +118,6 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"PURGE_CRON is not a crontab expression (minute hour day month weekday): {exc}") from None
         return value
-
-    @field_validator("failed_result_retention_days", "trace_requests", "trace_sql", mode="before")
-    @classmethod
-    def _empty_number_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("database_url", "openai_base_url", "default_model", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("openai_api_key", "prompt_hash_key", "logfire_token", mode="before")
-    @classmethod
-    def _empty_secret_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:

@@ -9,15 +9,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from app.db import sqlalchemy_url
-from app.embedded import embedded_database
+import app.storage.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from app.devdb.embedded import embedded_database
 from app.settings import get_settings
+from app.storage.database import sqlalchemy_url
 
 config = context.config
 
 # Called from `alembic` on the command line: log like Alembic does. Called from the
-# service (`app.migration`), leave the service's logging alone.
+# service (`app.storage.migrations`), leave the service's logging alone.
 if config.config_file_name is not None and not config.attributes.get("quiet"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
@@ -58,8 +58,8 @@ def run_migrations_online() -> None:
         asyncio.run(run_async_migrations(url))
         return
     # No DATABASE_URL: the same embedded development database `agent-service serve` uses.
-    with embedded_database(get_settings().data_dir) as embedded:
-        asyncio.run(run_async_migrations(embedded.url))
+    with embedded_database(get_settings().data_dir) as url:
+        asyncio.run(run_async_migrations(url))
 
 
 if context.is_offline_mode():

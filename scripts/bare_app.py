@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from benchlib import audited_read_args
 from fastapi import FastAPI, Response
 
-from app.db import init_connection
-from app.repository import _READ_TASK_AUDITED
+from app.storage.audit import READ_TASK_AUDITED
+from app.storage.database import init_connection
 
 pool: asyncpg.Pool | None = None
 OWNER = uuid.UUID(os.environ["OWNER_ID"])
@@ -44,5 +45,5 @@ async def healthz() -> dict[str, str]:
 async def read(task_id: uuid.UUID) -> Response:
     assert pool is not None
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(_READ_TASK_AUDITED, task_id, OWNER, OWNER, "client", "rest", None)
+        row = await conn.fetchrow(READ_TASK_AUDITED.sql, *audited_read_args(task_id, OWNER))
     return Response(json.dumps(dict(row), default=str), media_type="application/json")

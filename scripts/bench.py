@@ -43,6 +43,7 @@ import asyncpg
 from benchlib import (
     BIN,
     Stats,
+    audited_read_args,
     create_key,
     load,
     post_json_lua,
@@ -56,9 +57,9 @@ from benchlib import (
 )
 from fastmcp import Client
 
-from app.db import init_connection
-from app.local_postgres import free_port
-from app.repository import _READ_TASK_AUDITED
+from app.devdb.cluster import free_port
+from app.storage.audit import READ_TASK_AUDITED
+from app.storage.database import init_connection
 
 SEED_CHUNK = 200_000
 GROW_CHUNK = 500_000
@@ -175,7 +176,7 @@ async def raw_loop(url: str, owner: uuid.UUID, ids: list[uuid.UUID], concurrency
 
     async def call(_: int) -> bool:
         async with pool.acquire() as conn:
-            row = await conn.fetchrow(_READ_TASK_AUDITED, random.choice(ids), owner, owner, "client", "rest", None)
+            row = await conn.fetchrow(READ_TASK_AUDITED.sql, *audited_read_args(random.choice(ids), owner))
         return row is not None
 
     try:

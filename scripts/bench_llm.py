@@ -41,7 +41,7 @@ from benchlib import (
     wrk_available,
 )
 
-from app.local_postgres import free_port
+from app.devdb.cluster import free_port
 
 SAME_PROMPT = {"prompt": "the same question"}
 

@@ -6,7 +6,7 @@ Brings up a throwaway PostgreSQL from the local binaries (loopback only), migrat
 seeds ROWS tasks (half expired), and in one run measures:
   idle    audited reads by task_id with no purge running (the read baseline)
   delete  `DELETE FROM agent_task WHERE expires_at <= now()` under the same read load
-  purge   our purge (app.retention.Purger) under the same read load, after re-seeding
+  purge   our purge (app.service.retention.Purger) under the same read load, after re-seeding
 Prints time, read p50/p99/max for each, and the ratios the retention issue sets targets
 for; writes them to bench-results/purge.json. Stops everything it started.
 """
@@ -27,13 +27,13 @@ from typing import Any
 
 import asyncpg
 
-from app import migration, repository
-from app.db import Database, init_connection
-from app.local_postgres import LocalPostgres
-from app.models import Channel, Role
-from app.repository import Actor
-from app.retention import Purger
+from app.devdb.cluster import LocalPostgres
+from app.domain import Actor, Channel, Role
+from app.service.retention import Purger
 from app.settings import Settings
+from app.storage import audit, migrations
+from app.storage import keys as key_sql
+from app.storage.database import Database, init_connection
 
 SEED_CHUNK = 100_000
 
@@ -85,7 +85,7 @@ async def read_load(
             started = time.perf_counter()
             try:
                 async with pool.acquire() as conn:
-                    await repository.read_task_audited(conn, task_id, owner, actor)
+                    await audit.read_task_audited(conn, task_id, owner, actor)
                 reads.latencies.append(time.perf_counter() - started)
             except Exception:
                 reads.errors += 1
@@ -120,7 +120,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         cluster.create_database(port, "bench")
         url = cluster.url(port, "bench")
-        await asyncio.to_thread(migration.upgrade, url)
+        await asyncio.to_thread(migrations.upgrade, url)
         settings = Settings(
             _env_file=None,
             database_url=url,
@@ -131,7 +131,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         pool = await asyncpg.create_pool(url, min_size=args.readers, max_size=args.readers + 2, init=init_connection)
         async with pool.acquire() as conn:
             owner = (
-                await repository.insert_api_key(
+                await key_sql.insert_api_key(
                     conn, name="bench", role=Role.CLIENT, key_hash="f" * 64, key_prefix="ask_bench"
                 )
             ).id

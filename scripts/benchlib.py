@@ -19,10 +19,27 @@ from typing import Any
 
 import httpx
 
-from app import migration
-from app.local_postgres import LocalPostgres
+from app.devdb.cluster import LocalPostgres
+from app.storage import migrations
+from app.storage.audit import READ_TASK_AUDITED
 
 BIN = Path(sys.executable).parent
+
+
+def audited_read_args(task_id: Any, owner: Any) -> tuple[Any, ...]:
+    """READ_TASK_AUDITED's arguments for `owner` reading its own task over REST."""
+    return READ_TASK_AUDITED.args(
+        {
+            "task_id": task_id,
+            "owner": owner,
+            "actor_id": owner,
+            "actor_role": "client",
+            "channel": "rest",
+            "request_id": None,
+        }
+    )
+
+
 HASH_KEY = "bench-prompt-hash-key-" + "0" * 32
 
 
@@ -36,7 +53,7 @@ def throwaway_postgres(dbname: str = "bench") -> Iterator[str]:
     try:
         cluster.create_database(port, dbname)
         url = cluster.url(port, dbname)
-        migration.upgrade(url)
+        migrations.upgrade(url)
         yield url
     finally:
         cluster.stop()

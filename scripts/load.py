@@ -53,11 +53,11 @@ import asyncpg
 import httpx
 from benchlib import BIN, HASH_KEY, process, serve, service_env, throwaway_postgres
 
-from app.db import Database
-from app.keys import KeyStore
-from app.local_postgres import free_port
-from app.models import Role
+from app.access.keys import KeyStore
+from app.devdb.cluster import free_port
+from app.domain import Role
 from app.settings import Settings
+from app.storage.database import Database
 
 RUN = "/tools/run_agent_task"
 GET = "/resources/get_agent_result/{}"

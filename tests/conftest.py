@@ -19,13 +19,14 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app import migration
-from app.db import init_connection
+from app.domain import Role
 from app.main import create_app
-from app.models import Role
-from app.observability import configure_observability
-from app.service import AgentService
+from app.service.operations import AgentService
+from app.service.wiring import Components
 from app.settings import Settings
+from app.storage import migrations
+from app.storage.database import init_connection
+from app.telemetry.tracing import configure_observability
 from tests.postgres import postgres_server
 
 TEST_HASH_KEY = "test-prompt-hash-key-" + "0123456789abcdef" * 2
@@ -81,7 +82,7 @@ def template_database(pg_server: str) -> Iterator[str]:
     """A database migrated once by Alembic (never `create_all`); each test copies it."""
     name = f"agent_template_{uuid.uuid4().hex[:8]}"
     run_sync(admin_execute(pg_server, f'CREATE DATABASE "{name}"'))
-    migration.upgrade(url_for(pg_server, name))
+    migrations.upgrade(url_for(pg_server, name))
     yield name
     run_sync(admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -137,11 +138,12 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def service(settings: Settings) -> AsyncIterator[AgentService]:
-    svc = AgentService(settings)
-    await svc.start()
-    yield svc
-    await svc.stop()
+async def components(settings: Settings) -> AsyncIterator[Components]:
+    """The service's parts, started, without the HTTP app."""
+    built = Components(settings)
+    await built.start()
+    yield built
+    await built.stop()
 
 
 @asynccontextmanager
@@ -175,8 +177,16 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 def app_service(app: FastAPI) -> AgentService:
+    """The running app's operations (what REST and MCP call)."""
     service: AgentService = app.state.service
     return service
+
+
+@pytest.fixture
+def app_components(app: FastAPI) -> Components:
+    """The running app's parts: keys, runner, purger, schedule."""
+    components: Components = app.state.components
+    return components
 
 
 @pytest.fixture
@@ -202,9 +212,9 @@ MakeCaller = Callable[[Role], Awaitable[Caller]]
 
 
 @pytest.fixture
-def make_caller(app_service: AgentService) -> MakeCaller:
+def make_caller(app_components: Components) -> MakeCaller:
     async def make(role: Role = Role.CLIENT) -> Caller:
-        record, plain = await app_service.keys.create(f"{role.value}-{uuid.uuid4().hex[:6]}", role)
+        record, plain = await app_components.keys.create(f"{role.value}-{uuid.uuid4().hex[:6]}", role)
         return Caller(record.id, plain, role)
 
     return make

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.local_postgres import free_port
+from app.devdb.cluster import free_port
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.local_postgres import LocalPostgres
+    from app.devdb.cluster import LocalPostgres
 
 
 def docker_answers() -> bool:
@@ -48,7 +48,7 @@ def postgres_server() -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url()
         return
-    from app.local_postgres import LocalPostgres
+    from app.devdb.cluster import LocalPostgres
 
     root = Path(tempfile.mkdtemp(prefix="agent-service-tests-"))
     cluster = LocalPostgres(root)
@@ -67,8 +67,8 @@ def stoppable_cluster(dbname: str) -> Iterator[tuple[LocalPostgres, int, str]]:
     server must stay up): the cluster, its port and the database's URL."""
     import pytest
 
-    from app import migration
-    from app.local_postgres import LocalPostgres, PostgresNotFoundError, find_bin_dir, free_port
+    from app.devdb.cluster import LocalPostgres, PostgresNotFoundError, find_bin_dir, free_port
+    from app.storage import migrations
 
     try:
         find_bin_dir()
@@ -80,7 +80,7 @@ def stoppable_cluster(dbname: str) -> Iterator[tuple[LocalPostgres, int, str]]:
     port = cluster.start(free_port())
     cluster.create_database(port, dbname)
     url = cluster.url(port, dbname)
-    migration.upgrade(url)
+    migrations.upgrade(url)
     try:
         yield cluster, port, url
     finally:

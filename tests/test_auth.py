@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from app.models import Role
+from app.domain import Role
 from tests.conftest import count_rows
 
 TASK = str(uuid.uuid4())
@@ -40,27 +40,27 @@ async def test_protected_routes_refuse_missing_or_unknown_keys(client, db, metho
     assert await count_rows(db, "audit_event") == 0
 
 
-async def test_a_revoked_key_stops_working_at_once(client, app_service, alice):
+async def test_a_revoked_key_stops_working_at_once(client, app_components, alice):
     assert (await client.get("/resources/agent_results", headers=alice.headers)).status_code == 200
-    await app_service.keys.revoke(alice.key_id)
+    await app_components.keys.revoke(alice.key_id)
     assert (await client.get("/resources/agent_results", headers=alice.headers)).status_code == 401
 
 
-async def test_keys_are_stored_hashed_and_listed_without_the_key(app_service, db):
-    record, plain = await app_service.keys.create("reporting", Role.AUDITOR)
+async def test_keys_are_stored_hashed_and_listed_without_the_key(app_components, db):
+    record, plain = await app_components.keys.create("reporting", Role.AUDITOR)
 
     stored = await db.fetchrow("SELECT * FROM api_key WHERE id = $1", record.id)
     assert stored["key_hash"] == hashlib.sha256(plain.encode()).hexdigest()
     assert plain not in str(dict(stored))
     assert plain.startswith(stored["key_prefix"])
-    listed = await app_service.keys.list()
+    listed = await app_components.keys.list()
     assert [k.name for k in listed] == ["reporting"]
 
 
 async def test_a_cached_key_is_still_refused_after_revocation_in_the_same_process(settings):
-    from app.service import AgentService
+    from app.service.wiring import Components
 
-    service = AgentService(settings.model_copy(update={"auth_cache_seconds": 60}))
+    service = Components(settings.model_copy(update={"auth_cache_seconds": 60}))
     await service.start()
     try:
         record, plain = await service.keys.create("cached", Role.CLIENT)

@@ -30,9 +30,9 @@ from fastmcp.client.transports import StreamableHttpTransport
 from mcp.shared.exceptions import MCPError
 from mcp.types import TextContent
 
+from app.domain import Role
 from app.main import create_app
-from app.models import Role
-from app.service import AgentService
+from app.service.wiring import Components
 from tests.conftest import admin_execute, make_settings, run_sync, running, url_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -156,7 +156,7 @@ class World:
     """One server for the module; tests share it but each cell makes its own alice and task."""
 
     base: str
-    service: AgentService
+    service: Components
     http: httpx.AsyncClient
     db: asyncpg.Connection
     keys: dict[str, Key] = field(default_factory=dict)  # bob, auditor, admin
@@ -238,7 +238,7 @@ async def world(matrix_database_url: str) -> AsyncIterator[World]:
         conn = await asyncpg.connect(matrix_database_url)
         try:
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-                found = World(base, app.state.service, http, conn)
+                found = World(base, app.state.components, http, conn)
                 for column, role in ((BOB, Role.CLIENT), (AUDITOR, Role.AUDITOR), (ADMIN, Role.ADMIN)):
                     found.keys[column] = await found.new_key(role)
                 yield found

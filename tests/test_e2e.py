@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fastmcp import Client
 
-from app.local_postgres import LocalPostgres, free_port
+from app.devdb.cluster import LocalPostgres, free_port
 from tests.conftest import TEST_HASH_KEY
 
 CLI = str(Path(sys.executable).parent / "agent-service")

@@ -30,15 +30,14 @@ import asyncpg
 import httpx
 import pytest
 
-from app.db import Database
-from app.errors import DatabaseUnavailable
-from app.keys import KeyStore
-from app.local_postgres import LocalPostgres, free_port
+from app.access.keys import KeyStore
+from app.devdb.cluster import LocalPostgres, free_port
+from app.domain import DatabaseUnavailable, Role
 from app.main import create_app
-from app.models import Role
-from app.observability import configure_observability
-from app.retention import Purger, PurgeReport
+from app.service.retention import Purger, PurgeReport
 from app.settings import Settings
+from app.storage.database import Database
+from app.telemetry.tracing import configure_observability
 from tests.conftest import TEST_HASH_KEY, Caller, make_settings, running
 from tests.fake_openai import FakeOpenAI, Reply, TcpFault, completion
 from tests.postgres import stoppable_cluster
@@ -192,7 +191,6 @@ async def seed_retention(conn: asyncpg.Connection, owner: uuid.UUID, *, expiring
 
     Returns when (time.monotonic()) the last of them has expired: the final purge waits for it.
     """
-    all_expired_at = time.monotonic() + expiring_within
     insert = """
         INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, context, output,
                                 created_at, completed_at, expires_at)
@@ -213,6 +211,9 @@ async def seed_retention(conn: asyncpg.Connection, owner: uuid.UUID, *, expiring
         SEED_EXPIRING,
         expiring_within,
     )
+    # After that statement, not before the first: its now() is when it began, so its rows expire by
+    # now + expiring_within (measured before the inserts, the last rows could outlive the final purge).
+    all_expired_at = time.monotonic() + expiring_within
     await conn.execute(insert.format(expires="now() + interval '1 day'"), owner, "live", SEED_LIVE)
     events = """
         INSERT INTO audit_event (occurred_at, actor_id, actor_role, channel, action, task_id, outcome, request_id)
@@ -345,7 +346,7 @@ async def test_postgres_stopping_under_load_answers_503_quickly_recovers_and_los
     with FakeOpenAI(lambda _: Reply(delay=provider_delay)).running() as fake:
         settings = settings.model_copy(update={"openai_base_url": fake.base_url})
         async with running(create_app(settings)) as app:
-            service = app.state.service
+            service = app.state.components
             callers = [await _caller(service.keys) for _ in range(3)]
             seed_conn = await asyncpg.connect(url)
             try:
@@ -705,7 +706,7 @@ async def test_provider_faults_end_failed_with_the_right_code_in_bounded_time_an
         expected = {f"openai:{m}": code for m, (_, code) in HTTP_FAULTS.items()}
         expected |= {f"tcp-{mode}:any-model": code for mode, code in TCP_FAULTS.items()}
         async with running(create_app(settings)) as app:
-            service = app.state.service
+            service = app.state.components
             alice = await _caller(service.keys)
             conn = await asyncpg.connect(database_url)
             seeds_expired_at = await seed_retention(conn, alice.key_id, expiring_within=3)
@@ -805,7 +806,7 @@ async def test_purges_racing_each_other_and_the_load_delete_exactly_what_expired
     )
     short_days = 2.0 / 86_400  # these tasks expire two seconds after they are made, during the test
     async with running(create_app(settings)) as app:
-        service = app.state.service
+        service = app.state.components
         callers = [await _caller(service.keys) for _ in range(3)]
         conn = await asyncpg.connect(database_url)
         seeds_expired_at = await seed_retention(conn, callers[0].key_id, expiring_within=3)

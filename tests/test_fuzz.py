@@ -23,12 +23,12 @@ from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.core.result import Ok
 from schemathesis.python import asgi
 
+from app.access.keys import KeyStore
 from app.api import rest
-from app.db import Database
-from app.keys import KeyStore
+from app.domain import Role
 from app.main import create_app
-from app.models import Role
 from app.settings import Settings
+from app.storage.database import Database
 from tests.conftest import make_settings, run_sync
 
 # Per operation and generation mode. Derandomized: every run sends the same requests.

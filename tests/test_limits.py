@@ -14,8 +14,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.domain import Role
 from app.main import create_app
-from app.models import Role
 from tests.conftest import TEST_HASH_KEY, Caller, count_rows, make_settings, running
 from tests.fake_openai import FakeOpenAI, Reply, completion
 from tests.test_e2e import cli, environment
@@ -57,7 +57,7 @@ def provider(fake: FakeOpenAI) -> dict[str, Any]:
 
 
 async def key(app: FastAPI, **limits: int | None) -> Caller:
-    record, plain = await app.state.service.keys.create(f"k-{uuid.uuid4().hex[:6]}", Role.CLIENT, **limits)
+    record, plain = await app.state.components.keys.create(f"k-{uuid.uuid4().hex[:6]}", Role.CLIENT, **limits)
     return Caller(record.id, plain, Role.CLIENT)
 
 
@@ -145,7 +145,7 @@ async def test_a_key_at_its_running_task_cap_gets_429_and_nothing_is_written(dat
         third = await http.post(RUN, params={"wait": "false"}, json={"prompt": "three"}, headers=alice.headers)
         rows_at_cap = await count_rows(db, "agent_task")
         bobs = await http.post(RUN, params={"wait": "false"}, json={"prompt": "one"}, headers=bob.headers)
-        await app.state.service.runner.drain(10)
+        await app.state.components.runner.drain(10)
         after = await http.post(RUN, json={"prompt": "four"}, headers=alice.headers)
 
     assert (first.status_code, second.status_code, third.status_code) == (202, 202, 429)

@@ -15,7 +15,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.shared.exceptions import MCPError
 
 from app.api.mcp import ApiKeyVerifier, build_mcp
-from app.service import AgentService
+from app.service.operations import AgentService
 from tests.conftest import Caller, count_rows
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from alembic import command
 
-from app import migration
+from app.storage import migrations
 from tests.conftest import run_sync
 
 TABLES = {"agent_task", "api_key", "audit_event", "rate_limit"}
@@ -29,26 +29,26 @@ async def _revision(url: str) -> str | None:
 
 
 def test_upgrade_downgrade_upgrade(empty_database_url):
-    migration.upgrade(empty_database_url)
+    migrations.upgrade(empty_database_url)
     assert run_sync(_tables(empty_database_url)) == TABLES | {"alembic_version"}
-    assert run_sync(_revision(empty_database_url)) == migration.head_revision()
+    assert run_sync(_revision(empty_database_url)) == migrations.head_revision()
 
-    migration.downgrade(empty_database_url, "base")
+    migrations.downgrade(empty_database_url, "base")
     assert run_sync(_tables(empty_database_url)) == {"alembic_version"}
     assert run_sync(_revision(empty_database_url)) is None
 
-    migration.upgrade(empty_database_url)
+    migrations.upgrade(empty_database_url)
     assert run_sync(_tables(empty_database_url)) == TABLES | {"alembic_version"}
 
 
 def test_models_and_migrations_agree(empty_database_url):
     """What `alembic check` says in CI: autogenerate finds nothing to add."""
-    migration.upgrade(empty_database_url)
-    command.check(migration.alembic_config(empty_database_url))
+    migrations.upgrade(empty_database_url)
+    command.check(migrations.alembic_config(empty_database_url))
 
 
 def test_offline_sql_can_be_reviewed_without_a_database(capsys):
-    command.upgrade(migration.alembic_config("postgresql://nobody@127.0.0.1:1/none"), "head", sql=True)
+    command.upgrade(migrations.alembic_config("postgresql://nobody@127.0.0.1:1/none"), "head", sql=True)
     sql = capsys.readouterr().out
     assert "CREATE TABLE agent_task" in sql
     assert "CREATE TABLE audit_event" in sql

@@ -7,8 +7,8 @@ from dataclasses import fields
 import pytest
 from sqlmodel import SQLModel
 
-from app.models import ApiKeyRow, AuditEventRow, TaskRow
-from app.records import ApiKeyRecord, AuditEventRecord, TaskRecord
+from app.domain import ApiKeyRecord, AuditEventRecord, TaskRecord
+from app.storage.tables import ApiKeyRow, AuditEventRow, TaskRow
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.models import Role
+from app.domain import Role
 
 RUN = "/tools/run_agent_task"
 
@@ -36,14 +36,14 @@ async def test_metrics_need_a_key(client):
     assert (await client.get("/metrics")).status_code == 401
 
 
-async def test_metrics_move_after_real_requests(client, alice, auditor, app_service, db):
+async def test_metrics_move_after_real_requests(client, alice, auditor, app_components, db):
     before = await scrape(client, auditor)
     created = (await client.post(RUN, json={"prompt": "metrics please"}, headers=alice.headers)).json()
     await client.post(RUN, json={"prompt": "metrics please"}, headers=alice.headers)  # a cache hit
     await client.get(f"/resources/get_agent_result/{created['task_id']}", headers=alice.headers)
     await client.get(f"/resources/get_agent_result/{uuid.uuid4()}", headers=alice.headers)
     await db.execute("UPDATE agent_task SET expires_at = now() - interval '1 second'")
-    await app_service.purger.run()
+    await app_components.purger.run()
     after = await scrape(client, auditor)
 
     def moved(name: str, **labels: str) -> float:
@@ -77,8 +77,8 @@ async def test_a_task_gets_a_span_with_its_figures_and_no_prompt(client, alice, 
     assert "span this" not in str(attributes)
 
 
-async def test_a_purge_gets_a_span(app_service, spans):
-    await app_service.purger.run()
+async def test_a_purge_gets_a_span(app_components, spans):
+    await app_components.purger.run()
     [span] = [s for s in spans.get_finished_spans() if s.name == "retention purge"]
     assert span.attributes["outcome"] == "ok"
     assert span.attributes["deleted.agent_task"] == 0
@@ -105,7 +105,7 @@ async def test_one_request_id_ties_the_answer_the_audit_row_and_the_trace(client
 
 
 async def test_model_labels_are_bounded(client, make_caller):
-    from app import metrics
+    from app.telemetry import metrics
 
     assert metrics.model_label("offline:echo") == "offline:echo"
     for i in range(metrics.MAX_MODEL_LABELS + 5):
@@ -113,13 +113,13 @@ async def test_model_labels_are_bounded(client, make_caller):
     assert metrics.model_label(f"offline:new-{uuid.uuid4().hex}") == "other"
 
 
-async def test_the_purge_metric_counts_rows_deleted(client, auditor, app_service, db, make_caller):
+async def test_the_purge_metric_counts_rows_deleted(client, auditor, app_components, db, make_caller):
     caller = await make_caller(Role.CLIENT)
     for i in range(3):
         await client.post(RUN, json={"prompt": f"p{i}", "retention_days": 1e-6}, headers=caller.headers)
     before = await scrape(client, auditor)
     await db.execute("UPDATE agent_task SET expires_at = now() - $1::interval", timedelta(seconds=1))
-    await app_service.purger.run()
+    await app_components.purger.run()
     after = await scrape(client, auditor)
     deleted = total(after, "agent_purge_rows_deleted_total", table="agent_task") - total(
         before, "agent_purge_rows_deleted_total", table="agent_task"

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from app.domain import Role
 from app.main import create_app
-from app.models import Role
 from tests.conftest import Caller, make_settings, running
 from tests.fake_openai import FakeOpenAI, Reply, completion
 
@@ -31,7 +31,7 @@ async def gateway(database_url, fake_openai) -> AsyncIterator[tuple[httpx.AsyncC
         provider_timeout_seconds=1.5,
     )
     async with running(create_app(settings)) as app:
-        record, plain = await app.state.service.keys.create("tester", Role.CLIENT)
+        record, plain = await app.state.components.keys.create("tester", Role.CLIENT)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http, Caller(record.id, plain, Role.CLIENT)

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.local_postgres import LocalPostgres
+from app.devdb.cluster import LocalPostgres
+from app.domain import Role
 from app.main import create_app
-from app.models import Role
 from tests.conftest import make_settings, running
 from tests.postgres import stoppable_cluster
 
@@ -27,7 +27,7 @@ async def test_requests_during_an_outage_get_503_and_the_service_recovers(own_cl
     cluster, port = own_cluster
     settings = make_settings(cluster.url(port, "outage"), db_connect_timeout_seconds=1, db_command_timeout_seconds=2)
     async with running(create_app(settings)) as app:
-        _, key = await app.state.service.keys.create("c", Role.CLIENT)
+        _, key = await app.state.components.keys.create("c", Role.CLIENT)
         headers = {"Authorization": f"Bearer {key}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:

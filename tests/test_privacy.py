@@ -14,9 +14,9 @@ import asyncpg
 import httpx
 import pytest
 
+from app.domain import Role
 from app.main import create_app
-from app.models import Role
-from app.observability import PAYLOAD_LOGGERS
+from app.telemetry.logs import PAYLOAD_LOGGERS
 from tests.conftest import TEST_HASH_KEY, Caller, make_settings, running
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.test_mcp import mcp_as
@@ -63,10 +63,10 @@ async def gateway(
             log_level="DEBUG",
         )
         async with running(create_app(settings)) as app:
-            record, plain = await app.state.service.keys.create("privacy", Role.CLIENT)
+            record, plain = await app.state.components.keys.create("privacy", Role.CLIENT)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-                yield http, Caller(record.id, plain, Role.CLIENT), fake, app.state.service
+                yield http, Caller(record.id, plain, Role.CLIENT), fake, app.state.components
 
 
 async def scraper_headers(service) -> dict[str, str]:
@@ -113,7 +113,7 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, s
     answers.append((await http.get(f"/resources/get_agent_result/{task_id}", headers=caller.headers)).text)
     answers.append((await http.get("/resources/agent_results", headers=caller.headers)).text)
 
-    async with mcp_as(service, caller) as mcp:  # type: ignore[arg-type]
+    async with mcp_as(service.service, caller) as mcp:
         for arguments in (
             {"prompt": prompt},
             {"prompt": prompt * 2000},
@@ -124,7 +124,7 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, s
             answers.append(str(result.content))
 
     await db.execute("UPDATE agent_task SET expires_at = now() WHERE id = $1", uuid.UUID(task_id))
-    purged = await service.purger.run()  # type: ignore[attr-defined]
+    purged = await service.purger.run()
     assert purged.deleted["agent_task"] == 1
     metrics_text = (await http.get("/metrics", headers=await scraper_headers(service))).text
 

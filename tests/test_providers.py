@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from app.devdb.cluster import free_port
+from app.domain import Role
 from app.llm.plugins import ENTRY_POINT_GROUP
 from app.llm.registry import build_registry
-from app.local_postgres import free_port
 from app.main import create_app
-from app.models import Role
 from tests.conftest import Caller, make_settings, running
 from tests.fake_openai import FakeOpenAI, Reply, completion
 
@@ -54,7 +54,7 @@ async def serve(database_url: str, **overrides: Any) -> AsyncIterator[tuple[http
     """The service with these settings, its REST API, and a client key."""
     settings = make_settings(database_url, **(FAST | overrides))
     async with running(create_app(settings)) as app:
-        record, plain = await app.state.service.keys.create("provider-tests", Role.CLIENT)
+        record, plain = await app.state.components.keys.create("provider-tests", Role.CLIENT)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http, Caller(record.id, plain, Role.CLIENT)

@@ -28,11 +28,11 @@ import asyncpg
 import httpx
 import pytest
 
-from app.db import Database
-from app.keys import KeyStore
-from app.local_postgres import free_port
-from app.models import Role
-from app.repository import PURGE_LOCK_KEY
+from app.access.keys import KeyStore
+from app.devdb.cluster import free_port
+from app.domain import Role
+from app.storage.database import Database
+from app.storage.retention import PURGE_LOCK_KEY
 from tests.conftest import TEST_HASH_KEY, Caller, make_settings
 from tests.fake_openai import FakeOpenAI, Reply, completion
 

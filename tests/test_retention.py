@@ -12,23 +12,23 @@ import asyncpg
 import httpx
 import pytest
 
-from app import repository
-from app.db import Database
+from app.domain import Actor, Channel, NewTask, Principal, Role, TaskStatus
 from app.main import create_app
-from app.models import Channel, Role, TaskStatus
-from app.repository import Actor, NewTask
-from app.retention import Purger
-from app.scheduler import PURGE_JOB_ID
 from app.schemas import AgentTask
-from app.security import Principal
+from app.service.retention import Purger
+from app.service.schedule import PURGE_JOB_ID
 from app.settings import Settings
+from app.storage import keys as key_sql
+from app.storage import retention as purge_sql
+from app.storage import tasks as task_sql
+from app.storage.database import Database
 from tests.conftest import TEST_HASH_KEY, count_rows, make_settings, run_sync, running
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.test_e2e import CLI, cli, environment
 
 
 async def owner_key(db: asyncpg.Connection) -> uuid.UUID:
-    record = await repository.insert_api_key(
+    record = await key_sql.insert_api_key(
         db, name="owner", role=Role.CLIENT, key_hash=uuid.uuid4().hex * 2, key_prefix="ask_x"
     )
     return record.id
@@ -92,12 +92,12 @@ async def test_exactly_the_expired_rows_go(db, purge_db, settings):
 
 async def test_a_row_that_expires_after_the_run_started_is_left_whole(db):
     owner = await owner_key(db)
-    cutoff = await repository.database_now(db)
+    cutoff = await purge_sql.database_now(db)
     later = await add_tasks(db, owner, 1, expires_in=timedelta(milliseconds=1))
     await add_tasks(db, owner, 2, expires_in=-timedelta(seconds=5))
     await asyncio.sleep(0.01)  # now the first row has expired too, but after the cut-off
 
-    assert (await repository.delete_expired_tasks(db, expired_by=cutoff, limit=100)).deleted == 2
+    assert (await purge_sql.delete_expired_tasks(db, expired_by=cutoff, limit=100)).deleted == 2
     row = await db.fetchrow("SELECT output, prompt_hash FROM agent_task WHERE id = $1", later[0])
     assert row["output"].startswith("answer ")
     assert row["prompt_hash"]
@@ -134,13 +134,13 @@ async def test_every_run_is_recorded_with_its_figures_and_no_row_contents(db, pu
 async def test_a_purge_skips_quietly_while_another_process_holds_the_lock(db, purge_db, settings):
     owner = await owner_key(db)
     await add_tasks(db, owner, 3, expires_in=-timedelta(minutes=1))
-    assert await repository.try_purge_lock(db)  # another session, as another replica would
+    assert await purge_sql.try_purge_lock(db)  # another session, as another replica would
 
     report = await purger(purge_db, settings).run()
 
     assert report.skipped
     assert await count_rows(db, "agent_task") == 3
-    await repository.release_purge_lock(db)
+    await purge_sql.release_purge_lock(db)
     assert (await purger(purge_db, settings).run()).deleted["agent_task"] == 3
 
 
@@ -188,8 +188,8 @@ def test_two_purge_commands_at_once_delete_every_row_exactly_once(database_url):
     assert deleted == 3_000
 
 
-async def test_reads_and_writes_keep_working_during_a_large_purge(db, service, settings):
-    owner_record, _ = await service.keys.create("busy", Role.CLIENT)
+async def test_reads_and_writes_keep_working_during_a_large_purge(db, components, settings):
+    owner_record, _ = await components.keys.create("busy", Role.CLIENT)
     principal = Principal(owner_record.id, "busy", Role.CLIENT)
     await add_tasks(db, owner_record.id, 50_000, expires_in=-timedelta(minutes=1))
     keep = await add_tasks(db, owner_record.id, 1, expires_in=timedelta(hours=1))
@@ -199,12 +199,12 @@ async def test_reads_and_writes_keep_working_during_a_large_purge(db, service, s
     async def traffic() -> None:
         nonlocal served
         while not done.is_set():
-            await service.get_result(principal, keep[0], channel=Channel.REST)
-            await service.run_task(principal, AgentTask(prompt=f"still here {served}"), channel=Channel.REST)
+            await components.service.get_result(principal, keep[0], channel=Channel.REST)
+            await components.service.run_task(principal, AgentTask(prompt=f"still here {served}"), channel=Channel.REST)
             served += 1
 
     load = asyncio.create_task(traffic())
-    report = await purger(service.db, settings, purge_batch_size=1_000).run()
+    report = await purger(components.db, settings, purge_batch_size=1_000).run()
     done.set()
     await load
 
@@ -219,7 +219,7 @@ async def test_the_scheduler_really_fires_the_purge(database_url, db):
     await add_tasks(db, owner, 4, expires_in=-timedelta(minutes=1))
     settings = make_settings(database_url, purge_cron="0 3 * * *")  # not due for hours
     async with running(create_app(settings)) as app:
-        schedule = app.state.service.schedule
+        schedule = app.state.components.schedule
         job = schedule.scheduler.get_job(PURGE_JOB_ID)
         assert str(job.trigger).startswith("cron[")
         job.modify(next_run_time=datetime.now(UTC))  # due now, through APScheduler's own API
@@ -237,7 +237,7 @@ async def test_the_scheduler_really_fires_the_purge(database_url, db):
 
 async def test_the_schedule_can_be_switched_off(database_url):
     async with running(create_app(make_settings(database_url, purge_enabled=False))) as app:
-        assert app.state.service.schedule.scheduler.get_job(PURGE_JOB_ID) is None
+        assert app.state.components.schedule.scheduler.get_job(PURGE_JOB_ID) is None
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             ready = (await http.get("/readyz")).json()
@@ -286,7 +286,7 @@ async def test_failed_tasks_can_be_kept_for_less(database_url, db):
             database_url, openai_base_url=fake.base_url, default_model="openai:m", failed_result_retention_days=1
         )
         async with running(create_app(settings)) as app:
-            _, key = await app.state.service.keys.create("f", Role.CLIENT)
+            _, key = await app.state.components.keys.create("f", Role.CLIENT)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
                 failed = (
@@ -308,7 +308,7 @@ async def test_failed_tasks_can_be_kept_for_less(database_url, db):
 
 async def test_new_task_rows_need_an_owner(db):
     with pytest.raises(asyncpg.ForeignKeyViolationError):
-        await repository.insert_task(
+        await task_sql.insert_task(
             db,
             NewTask(uuid.uuid4(), uuid.uuid4(), TaskStatus.RUNNING, "offline:echo", None, "h", "k", {}, {}, 60),
             Actor(None, None, Channel.REST),

@@ -6,8 +6,8 @@ import hashlib
 import hmac
 import uuid
 
-from app.models import Role
-from app.security import Principal, PromptHasher, display_prefix, hash_api_key, new_api_key
+from app.access.hashing import PromptHasher, display_prefix, hash_api_key, new_api_key
+from app.domain import Principal, Role
 
 
 def test_the_prompt_hash_is_hmac_sha256_under_the_server_key():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.db import asyncpg_dsn, sqlalchemy_url
 from app.settings import Settings
+from app.storage.database import asyncpg_dsn, sqlalchemy_url
 
 URL = "postgresql://u:p@db:5432/agents"
 

@@ -16,11 +16,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app import repository
+from app.domain import Actor, Channel, NewTask, Role, TaskStatus
 from app.main import create_app
-from app.models import Channel, Role, TaskStatus
-from app.repository import Actor, NewTask
-from app.scheduler import SWEEP_JOB_ID
+from app.service.schedule import SWEEP_JOB_ID
+from app.storage import tasks as task_sql
 from tests.conftest import TEST_HASH_KEY, Caller, count_rows, make_settings, running
 from tests.fake_openai import FakeOpenAI, Reply, completion
 
@@ -53,7 +52,7 @@ async def gateway(
 
 
 async def key(app: FastAPI, role: Role = Role.CLIENT) -> Caller:
-    record, plain = await app.state.service.keys.create(f"k-{uuid.uuid4().hex[:6]}", role)
+    record, plain = await app.state.components.keys.create(f"k-{uuid.uuid4().hex[:6]}", role)
     return Caller(record.id, plain, role)
 
 
@@ -211,7 +210,7 @@ async def test_a_task_whose_runner_died_ends_interrupted(database_url, fake, db)
     """A dead runner stops renewing its lease; any replica's sweep then settles the task."""
     async with gateway(database_url, fake, task_lease_seconds=1) as (app, http):
         alice = await key(app)
-        service = app.state.service
+        service = app.state.components
         orphan = NewTask(
             uuid.uuid4(),
             alice.key_id,
@@ -226,7 +225,7 @@ async def test_a_task_whose_runner_died_ends_interrupted(database_url, fake, db)
             lease_seconds=0.2,  # what a runner that died 0.2 s after starting leaves behind
         )
         async with service.db.connection() as conn:
-            await repository.insert_task(conn, orphan, Actor(alice.key_id, Role.CLIENT, Channel.REST))
+            await task_sql.insert_task(conn, orphan, Actor(alice.key_id, Role.CLIENT, Channel.REST))
         await asyncio.sleep(0.3)
         service.schedule.scheduler.get_job(SWEEP_JOB_ID).modify(next_run_time=datetime.now(UTC))
         service.schedule.scheduler.wakeup()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.errors import InvalidInput
+from app.domain import InvalidInput
 from app.llm.base import Message
 from app.llm.templates import PromptTemplate, TemplateStore
 from app.settings import TEMPLATES_DIR

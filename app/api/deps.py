@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.security import Principal
-from app.service import AgentService
+from app.domain import Principal
+from app.service.operations import AgentService
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `agent-service keys create`.")
 
@@ -28,7 +28,10 @@ ServiceDep = Annotated[AgentService, Depends(get_service)]
 async def get_principal(
     service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    return await service.authenticate(credentials.credentials if credentials else None)
+    """The caller, with this request counted against its rate limit."""
+    principal = await service.authenticate(credentials.credentials if credentials else None)
+    await service.count_request(principal)
+    return principal
 
 
 async def get_request_id(request: Request) -> str | None:

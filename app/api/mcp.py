@@ -16,8 +16,16 @@ from fastmcp.server.dependencies import get_access_token, get_http_request
 from pydantic import Field, ValidationError
 
 from app.api.errors import safe_details
-from app.errors import DatabaseUnavailable, InvalidInput, ServiceError, Throttled, Unauthenticated
-from app.models import Channel, Role
+from app.domain import (
+    Channel,
+    DatabaseUnavailable,
+    InvalidInput,
+    Principal,
+    Role,
+    ServiceError,
+    Throttled,
+    Unauthenticated,
+)
 from app.schemas import (
     AgentResult,
     AgentResultPage,
@@ -28,8 +36,8 @@ from app.schemas import (
     TaskParams,
     TemplateName,
 )
-from app.security import Principal
-from app.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, AgentService
+from app.service.operations import AgentService
+from app.service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 
 class ApiKeyVerifier(TokenVerifier):
@@ -41,7 +49,7 @@ class ApiKeyVerifier(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         try:
-            principal = await self._service.keys.authenticate(token)
+            principal = await self._service.authenticate(token)
         except Unauthenticated:
             return None
         return AccessToken(
@@ -124,7 +132,7 @@ def build_mcp(service: AgentService) -> FastMCP:
     async def caller() -> Principal:
         """The caller, with this tool call or resource read counted against its rate limit."""
         principal = _caller()
-        await service.limits.throttle(principal)
+        await service.count_request(principal)
         return principal
 
     @mcp.tool(annotations={"openWorldHint": True})

@@ -6,15 +6,24 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from app.api.deps import CurrentPrincipal, RequestId, ServiceDep
 from app.api.errors import ERROR_RESPONSES
-from app.models import Channel
-from app.schemas import AgentResult, AgentResultPage, AgentTask, AuditEventPage, ErrorBody, ReadinessReport
-from app.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from app.domain import Channel
+from app.schemas import (
+    AgentResult,
+    AgentResultPage,
+    AgentTask,
+    AuditEventPage,
+    ErrorBody,
+    Liveness,
+    ReadinessReport,
+    RetentionPolicy,
+)
+from app.service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 router = APIRouter()
 
@@ -146,15 +155,15 @@ async def list_audit_events(
 
 
 @router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
+async def healthz() -> Liveness:
     """Liveness: 200 while the process lives."""
-    return {"status": "ok"}
+    return Liveness(status="ok")
 
 
 @router.get("/retention", tags=["health"], responses=_KEYED)
-async def retention(_: CurrentPrincipal, service: ServiceDep) -> dict[str, Any]:
+async def retention(_: CurrentPrincipal, service: ServiceDep) -> RetentionPolicy:
     """The effective retention policy: how long results and audit events are kept, and the purge schedule."""
-    return service.retention.as_dict()
+    return service.retention
 
 
 @router.get(
@@ -178,12 +187,7 @@ async def metrics(principal: CurrentPrincipal, service: ServiceDep) -> Response:
     response_model=ReadinessReport,
     responses={503: {"model": ReadinessReport, "description": "a check failed; see `checks`"}},
 )
-async def readyz(service: ServiceDep) -> JSONResponse:
+async def readyz(service: ServiceDep) -> Response:
     """Readiness: the database answers and is at the head migration."""
-    readiness = await service.readiness()
-    body = {
-        "status": "ok" if readiness.ready else "unavailable",
-        "checks": readiness.checks,
-        "retention": service.retention.as_dict(),
-    }
-    return JSONResponse(body, status_code=200 if readiness.ready else 503)
+    report = await service.readiness()
+    return _json(report, 200 if report.status == "ok" else 503)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import InvalidInput
+from app.domain import InvalidInput
 from app.llm.base import Provider
 from app.llm.offline import OfflineProvider
 from app.llm.plugins import load_plugins

@@ -31,7 +31,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from app.errors import InvalidInput
+from app.domain import InvalidInput
 from app.llm.base import Message
 
 __all__ = ["PROMPT_VARIABLE", "PromptTemplate", "TemplateStore"]

@@ -13,10 +13,10 @@ import math
 
 import asyncpg
 
-from app import metrics, repository
-from app.db import Database
-from app.errors import Throttled, TooManyRunningTasks
-from app.security import Principal
+from app.domain import Principal, Throttled, TooManyRunningTasks
+from app.storage import limits as storage
+from app.storage.database import Database
+from app.telemetry import metrics
 
 WINDOW_SECONDS = 60.0
 
@@ -32,7 +32,7 @@ class Limiter:
             return
         interval = WINDOW_SECONDS / limit
         async with self._db.connection() as conn:
-            wait = await repository.take_rate_slot(
+            wait = await storage.take_rate_slot(
                 conn, principal.key_id, interval_seconds=interval, tolerance_seconds=WINDOW_SECONDS - interval
             )
         if wait is not None:
@@ -42,13 +42,16 @@ class Limiter:
                 retry_after=math.ceil(wait),
             )
 
-    async def make_room(self, conn: asyncpg.Connection, principal: Principal) -> None:
-        """Inside the admitting transaction: refuse a new task when the key is at its cap."""
+    async def check_running_cap(self, conn: asyncpg.Connection, principal: Principal) -> None:
+        """Inside the admitting transaction: refuse a new task when the key is at its cap.
+
+        The per-key lock it takes lasts until that transaction ends, so a concurrent admission on
+        any replica counts this task too."""
         cap = principal.max_running_tasks
         if cap <= 0:
             return
-        await repository.lock_owner_tasks(conn, principal.key_id)
-        running = await repository.count_running_tasks(conn, principal.key_id)
+        await storage.lock_owner_tasks(conn, principal.key_id)
+        running = await storage.count_running_tasks(conn, principal.key_id)
         if running >= cap:
             metrics.THROTTLED.add(1, {"limit": "running_tasks"})
             raise TooManyRunningTasks(

@@ -1,14 +1,10 @@
-"""Prompt hashing, API keys, and the principal a request acts as."""
+"""Keyed hashes of prompts (HMAC-SHA-256), and API keys: making them and hashing them."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-import uuid
-from dataclasses import dataclass
-
-from app.models import Role
 
 API_KEY_PREFIX = "ask_"
 
@@ -29,28 +25,6 @@ class PromptHasher:
 
     def hash(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller: an API key's id, name and role."""
-
-    key_id: uuid.UUID
-    name: str
-    role: Role
-    # Effective per-key limits (the key's own, else the server's); 0 is no limit.
-    rate_limit_per_minute: int = 0
-    max_running_tasks: int = 0
-
-    @property
-    def sees_every_task(self) -> bool:
-        """Auditors and admins may read any task; clients only their own."""
-        return self.role in (Role.AUDITOR, Role.ADMIN)
-
-    @property
-    def owner_filter(self) -> uuid.UUID | None:
-        """The owner a query must be limited to, or None for no limit."""
-        return None if self.sees_every_task else self.key_id
 
 
 def new_api_key() -> str:

@@ -6,12 +6,10 @@ import uuid
 
 from cachetools import TTLCache
 
-from app import repository
-from app.db import Database
-from app.errors import NotFound, Unauthenticated
-from app.models import Role
-from app.records import ApiKeyRecord
-from app.security import API_KEY_PREFIX, Principal, display_prefix, hash_api_key, new_api_key
+from app.access.hashing import API_KEY_PREFIX, display_prefix, hash_api_key, new_api_key
+from app.domain import ApiKeyRecord, NotFound, Principal, Role, Unauthenticated
+from app.storage import keys as storage
+from app.storage.database import Database
 
 _MAX_KEY_CHARS = 256
 
@@ -41,13 +39,13 @@ class KeyStore:
         if self._cache is not None and (cached := self._cache.get(key_hash)) is not None:
             return cached
         async with self._db.connection() as conn:
-            record = await repository.find_active_key(conn, key_hash)
+            record = await storage.find_active_key(conn, key_hash)
         if record is None:
             raise Unauthenticated("the API key is unknown or revoked")
         principal = Principal(
             record.id,
             record.name,
-            Role(record.role),
+            record.role,
             rate_limit_per_minute=_or_default(record.rate_limit_per_minute, self._default_rate),
             max_running_tasks=_or_default(record.max_running_tasks, self._default_running),
         )
@@ -61,7 +59,7 @@ class KeyStore:
         """A new key; the plain key is returned here and never again."""
         plain = new_api_key()
         async with self._db.transaction() as conn:
-            record = await repository.insert_api_key(
+            record = await storage.insert_api_key(
                 conn,
                 name=name,
                 role=role,
@@ -77,7 +75,7 @@ class KeyStore:
     ) -> ApiKeyRecord:
         """Replace a key's own limits (None: the server's default)."""
         async with self._db.transaction() as conn:
-            record = await repository.set_key_limits(
+            record = await storage.set_key_limits(
                 conn, key_id, rate_limit_per_minute=rate_limit_per_minute, max_running_tasks=max_running_tasks
             )
         if record is None:
@@ -88,11 +86,11 @@ class KeyStore:
 
     async def list(self) -> list[ApiKeyRecord]:
         async with self._db.connection() as conn:
-            return await repository.list_api_keys(conn)
+            return await storage.list_api_keys(conn)
 
     async def revoke(self, key_id: uuid.UUID) -> ApiKeyRecord:
         async with self._db.transaction() as conn:
-            record = await repository.revoke_api_key(conn, key_id)
+            record = await storage.revoke_api_key(conn, key_id)
         if record is None:
             raise NotFound("no API key has that id")
         if self._cache is not None:
@@ -101,7 +99,7 @@ class KeyStore:
 
     async def count(self) -> int:
         async with self._db.connection() as conn:
-            return await repository.count_api_keys(conn)
+            return await storage.count_api_keys(conn)
 
 
 def _or_default(own: int | None, default: int) -> int:

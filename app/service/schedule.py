@@ -9,9 +9,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from app.models import Channel
-from app.retention import Purger
-from app.runner import TaskRunner
+from app.domain import Channel
+from app.service.retention import Purger
+from app.service.runner import TaskRunner
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ SWEEP_JOB_ID = "lease-sweep"
 
 
 class Scheduler:
+    """The purge on PURGE_CRON (unless PURGE_ENABLED is false), the lease heartbeat and the lease sweep."""
+
     def __init__(self, settings: Settings, purger: Purger, runner: TaskRunner) -> None:
         self._purger = purger
         self.scheduler = AsyncIOScheduler(timezone=UTC)

@@ -5,24 +5,17 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from app.local_postgres import LocalPostgres
+from app.devdb.cluster import LocalPostgres
 
 DATABASE_NAME = "agent_service"
 
 
-@dataclass(frozen=True, slots=True)
-class EmbeddedDatabase:
-    url: str
-    started_here: bool
-    cluster: LocalPostgres
-
-
 @contextmanager
-def embedded_database(data_dir: Path, *, keep_running: bool = False) -> Iterator[EmbeddedDatabase]:
-    """Start (or join) the embedded cluster; stop it afterwards if this call started it."""
+def embedded_database(data_dir: Path) -> Iterator[str]:
+    """Start (or join) the embedded cluster and yield its database's URL; stop it afterwards if
+    this call started it (a `migrate` or `keys` command next to a running `serve` leaves it up)."""
     cluster = LocalPostgres(data_dir.absolute() / "pg")
     with cluster.locked():
         cluster.ensure_initialized()
@@ -32,9 +25,9 @@ def embedded_database(data_dir: Path, *, keep_running: bool = False) -> Iterator
             port = cluster.start()
         cluster.create_database(port, DATABASE_NAME)
     try:
-        yield EmbeddedDatabase(cluster.url(port, DATABASE_NAME), started_here, cluster)
+        yield cluster.url(port, DATABASE_NAME)
     finally:
-        if started_here and not keep_running:
+        if started_here:
             cluster.stop()
 
 

@@ -16,20 +16,17 @@ from typing import Any
 
 import logfire
 
-from app import metrics, repository
-from app.db import Database
-from app.errors import DatabaseUnavailable
+from app.domain import DatabaseUnavailable, TaskOutcome, TaskRecord, TaskStatus
 from app.llm.base import CompletionRequest, Message, ProviderError
 from app.llm.registry import Route
-from app.models import TaskStatus
-from app.records import TaskRecord
-from app.repository import TaskOutcome
 from app.settings import Settings
+from app.storage import tasks as storage
+from app.storage.database import Database
+from app.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400
-FINISHED = frozenset({TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +43,8 @@ class Work:
 
 
 class TaskRunner:
+    """Runs stored tasks in the background of this process, and keeps their leases alive."""
+
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
@@ -88,7 +87,7 @@ class TaskRunner:
             if record is not None:
                 span.set_attributes(
                     {
-                        "status": record.status,
+                        "status": record.status.value,
                         "error_code": record.error_code or "",
                         "cached": record.cached,
                         "latency_s": round(seconds, 6),
@@ -104,20 +103,20 @@ class TaskRunner:
     ) -> TaskRecord | None:
         if pending:
             async with self._db.connection() as conn:
-                if not await repository.mark_running(conn, task_id, self.lease_seconds):
+                if not await storage.mark_running(conn, task_id, self.lease_seconds):
                     return await self._current(task_id)  # erased (or settled) before it started
         if follow is not None:
             # An identical request is being answered already: share its answer (single flight).
             source = await self.wait_for(follow)
             if source is not None and source.status == TaskStatus.SUCCEEDED:
                 async with self._db.connection() as conn:
-                    copied = await repository.complete_as_copy(conn, task_id, source.id)
+                    copied = await storage.complete_as_copy(conn, task_id, source.id)
                 if copied is not None:
                     return copied
         outcome = await self._call_provider(work)
         failed_days = self._settings.failed_result_retention_days
         async with self._db.connection() as conn:
-            return await repository.complete_task(
+            return await storage.complete_task(
                 conn,
                 task_id,
                 outcome,
@@ -170,7 +169,7 @@ class TaskRunner:
         delay = 0.02
         while True:
             record = await self._current(task_id)
-            if record is None or record.status in FINISHED:
+            if record is None or record.status.finished:
                 return record
             if asyncio.get_running_loop().time() > deadline:
                 return record
@@ -179,7 +178,7 @@ class TaskRunner:
 
     async def _current(self, task_id: uuid.UUID) -> TaskRecord | None:
         async with self._db.connection() as conn:
-            return await repository.get_task(conn, task_id)
+            return await storage.get_task(conn, task_id)
 
     # -- leases -------------------------------------------------------------------------
 
@@ -189,7 +188,7 @@ class TaskRunner:
             return
         try:
             async with self._db.connection() as conn:
-                await repository.renew_leases(conn, list(self._jobs), self.lease_seconds)
+                await storage.renew_leases(conn, list(self._jobs), self.lease_seconds)
         except DatabaseUnavailable:
             log.warning("could not renew task leases: database unreachable")
 
@@ -197,7 +196,7 @@ class TaskRunner:
         """Settle tasks whose runner is gone (lease expired) as failed/interrupted."""
         try:
             async with self._db.connection() as conn:
-                interrupted = await repository.interrupt_abandoned(conn)
+                interrupted = await storage.interrupt_abandoned(conn)
         except DatabaseUnavailable:
             return []
         if interrupted:
@@ -216,7 +215,7 @@ def _observe(record: TaskRecord | None, work: Work, seconds: float) -> None:
     metrics.task_finished(
         provider=work.route.provider.name,
         model=work.route.resolved,
-        status=record.status,
+        status=record.status.value,
         error_code=record.error_code,
         cached=record.cached,
         seconds=seconds,

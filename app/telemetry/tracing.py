@@ -1,57 +1,26 @@
-"""Logs, traces and metrics through logfire, private by default.
+"""logfire for the process (traces, and the meter provider behind /metrics), and SQL spans.
 
 Nothing leaves the machine without LOGFIRE_TOKEN (`send_to_logfire="if-token-present"`).
-Metrics are OpenTelemetry instruments on logfire's meter provider, read for `/metrics`
-by a Prometheus reader: one source of truth. No prompt, message, request body, tool
-argument or SQL parameter is ever put in a log record, span attribute or metric label.
+Metrics are OpenTelemetry instruments on logfire's meter provider, read for `/metrics` by a
+Prometheus reader: one source of truth.
 """
 
 from __future__ import annotations
 
-import contextvars
-import logging
+import functools
 import threading
+import time
 from typing import Any
 
 import logfire
 from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-# Libraries that log request payloads at DEBUG: FastMCP logs tool arguments, the MCP
-# SDK logs raw JSON-RPC messages, the OpenAI SDK logs request options (the messages).
-# They never go below INFO, whatever LOG_LEVEL says; tests/test_privacy.py proves it.
-PAYLOAD_LOGGERS = ("fastmcp", "mcp", "openai", "httpx", "httpx2", "httpcore", "httpcore2", "sse_starlette")
-
-# The current request's id (set by the API's middleware), for log records and audit rows.
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+from app.telemetry.logs import keep_payloads_out_of_logs
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _configured = threading.Lock()
 _done = False
-
-
-def keep_payloads_out_of_logs() -> None:
-    for name in PAYLOAD_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level == logging.NOTSET or logger.level < logging.INFO:
-            logger.setLevel(logging.INFO)
-
-
-class RequestIdFilter(logging.Filter):
-    """Puts the request id on every log record, so log lines, spans and audit rows line up."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get() or "-"
-        return True
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler, logfire.LogfireLoggingHandler()]
-    root.setLevel(level)
-    keep_payloads_out_of_logs()
 
 
 def configure_observability(
@@ -93,3 +62,27 @@ def _histogram_type() -> Any:
     from opentelemetry.metrics import Histogram
 
     return Histogram
+
+
+def trace_statement(record: Any) -> None:
+    """asyncpg's query logger: a client span per statement with its SQL text (the storage layer's
+    constant text), time and error type. Never its parameters. (OpenTelemetry's asyncpg
+    instrumentation does not install beside logfire and fastmcp's pinned OpenTelemetry, so
+    asyncpg's query logger feeds the spans instead.)"""
+    end = time.time_ns()
+    query = str(record.query)
+    operation = query.lstrip().split(None, 1)[0].upper() if query.strip() else "QUERY"
+    span = _tracer().start_span(
+        f"postgresql {operation}",
+        start_time=end - int(record.elapsed * 1e9),
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": "postgresql", "db.operation": operation, "db.statement": query[:4000]},
+    )
+    if record.exception is not None:
+        span.set_status(Status(StatusCode.ERROR, type(record.exception).__name__))
+    span.end(end_time=end)
+
+
+@functools.cache
+def _tracer() -> Tracer:
+    return logfire.DEFAULT_LOGFIRE_INSTANCE.config.get_tracer_provider().get_tracer("agent_service.db")

@@ -1,6 +1,6 @@
 """The retention purge: expired tasks and old audit events go, in short batches, one purge at a time.
 
-The same `Purger.run` serves the in-process schedule (`app.scheduler`, PURGE_CRON) and the
+The same `Purger.run` serves the in-process schedule (`app.service.schedule`, PURGE_CRON) and the
 `agent-service purge` command for external cron jobs. Every run is recorded as an audit
 event with its figures; a run that finds another replica purging skips quietly.
 """
@@ -9,42 +9,32 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import logfire
 
-from app import metrics, repository
-from app.db import Database
-from app.models import AuditOutcome, Channel
-from app.repository import Actor
+from app.domain import Actor, AuditOutcome, Channel
+from app.schemas import RetentionPolicy
 from app.settings import Settings
+from app.storage import audit
+from app.storage import retention as storage
+from app.storage.database import Database
+from app.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RetentionPolicy:
+def retention_policy(settings: Settings) -> RetentionPolicy:
     """The effective policy, as operators see it at /retention and /readyz."""
-
-    result_retention_days: float
-    failed_result_retention_days: float | None
-    audit_retention_days: float
-    purge_cron: str | None  # None: the in-process schedule is off (an external cron runs the purge)
-
-    @classmethod
-    def of(cls, settings: Settings) -> RetentionPolicy:
-        return cls(
-            result_retention_days=settings.result_retention_days,
-            failed_result_retention_days=settings.failed_result_retention_days,
-            audit_retention_days=settings.audit_retention_days,
-            purge_cron=settings.purge_cron if settings.purge_enabled else None,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    return RetentionPolicy(
+        result_retention_days=settings.result_retention_days,
+        failed_result_retention_days=settings.failed_result_retention_days,
+        audit_retention_days=settings.audit_retention_days,
+        purge_cron=settings.purge_cron if settings.purge_enabled else None,
+    )
 
 
 @dataclass(slots=True)
@@ -112,31 +102,31 @@ class Purger:
         started = time.monotonic()
         actor = Actor(None, None, channel)
         async with self._db.dedicated() as lock_conn:
-            if not await repository.try_purge_lock(lock_conn):
+            if not await storage.try_purge_lock(lock_conn):
                 log.info("retention purge skipped: another process is purging")
                 report.skipped = True
                 return report
             try:
-                report.started_at = await repository.database_now(lock_conn)
+                report.started_at = await storage.database_now(lock_conn)
                 report.expired_by = report.started_at
                 report.audit_before = report.started_at - timedelta(days=self._settings.audit_retention_days)
                 if dry_run:
-                    tasks, events = await repository.count_expired(
+                    tasks, events = await storage.count_expired(
                         lock_conn, expired_by=report.expired_by, audit_before=report.audit_before
                     )
                     report.deleted = {"agent_task": tasks, "audit_event": events}
                 else:
                     await self._delete_in_batches(report)
-                report.finished_at = await repository.database_now(lock_conn)
+                report.finished_at = await storage.database_now(lock_conn)
                 report.seconds = time.monotonic() - started
-                await repository.record_purge(lock_conn, actor, AuditOutcome.OK, report.detail())
+                await audit.record_purge(lock_conn, actor, AuditOutcome.OK, report.detail())
             except Exception as exc:
                 report.seconds = time.monotonic() - started
                 log.error("retention purge failed after %.1f s: %s", report.seconds, type(exc).__name__)
                 await _record_failure(lock_conn, actor, report, exc)
                 raise
             finally:
-                await repository.release_purge_lock(lock_conn)
+                await storage.release_purge_lock(lock_conn)
         log.info(
             "retention purge %s: %d tasks, %d audit events in %d batches, %.2f s",
             "(dry run) would delete" if dry_run else "deleted",
@@ -153,8 +143,8 @@ class Purger:
         assert report.audit_before is not None
         limit = self._settings.purge_batch_size
         deleters = {
-            "agent_task": partial(repository.delete_expired_tasks, expired_by=report.expired_by, limit=limit),
-            "audit_event": partial(repository.delete_audit_events_before, before=report.audit_before, limit=limit),
+            "agent_task": partial(storage.delete_expired_tasks, expired_by=report.expired_by, limit=limit),
+            "audit_event": partial(storage.delete_audit_events_before, before=report.audit_before, limit=limit),
         }
         for table, delete_batch in deleters.items():
             resume_from = None
@@ -171,6 +161,6 @@ class Purger:
 async def _record_failure(conn: Any, actor: Actor, report: PurgeReport, exc: Exception) -> None:
     detail = report.detail() | {"error": type(exc).__name__}
     try:
-        await repository.record_purge(conn, actor, AuditOutcome.ERROR, detail)
+        await audit.record_purge(conn, actor, AuditOutcome.ERROR, detail)
     except Exception:  # the database may be what failed; the log line above stands
         log.warning("could not record the failed purge run")

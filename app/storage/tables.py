@@ -1,7 +1,8 @@
-"""The tables, as SQLModel classes. The schema itself ships as Alembic migrations.
+"""The tables, as SQLModel classes: the source Alembic's migrations are checked against.
 
-These classes are the migration source and the repository's return types; the
-public payloads live in `app.schemas`, so a column never leaks into an answer.
+Nothing reads or writes through these classes (the statements in `app.storage` return the
+records of `app.domain`), and the public payloads live in `app.schemas`, so a column never
+leaks into an answer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Identity, 
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from app.domain import AuditAction, AuditOutcome, Channel, Role, TaskStatus
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -23,43 +26,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
-
-
-class Role(StrEnum):
-    CLIENT = "client"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
-
-
-class TaskStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-class Channel(StrEnum):
-    REST = "rest"
-    MCP = "mcp"
-    CLI = "cli"
-    SYSTEM = "system"
-
-
-class AuditAction(StrEnum):
-    CREATE = "create"
-    READ = "read"
-    LIST = "list"
-    DELETE = "delete"
-    AUDIT_READ = "audit_read"
-    PURGE = "purge"
-
-
-class AuditOutcome(StrEnum):
-    OK = "ok"
-    NOT_FOUND = "not_found"
-    EXPIRED = "expired"
-    DENIED = "denied"
-    ERROR = "error"
 
 
 def _in(column: str, values: type[StrEnum]) -> str:

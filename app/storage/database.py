@@ -1,29 +1,25 @@
-"""The connection pool and the one transaction scope that commits at the boundary.
+"""The connection pool, outage mapping, and the one transaction scope that commits at the boundary.
 
-The service talks to PostgreSQL through an asyncpg pool: the hot path (an
-audited read) is one prepared statement, and the ORM's per-row bookkeeping
-costs more than the query itself. SQLModel stays the schema's source
-(`app.models`, Alembic); `app.repository` holds every statement.
+The service talks to PostgreSQL through an asyncpg pool: the hot path (an audited read) is
+one prepared statement, and the ORM's per-row bookkeeping costs more than the query itself.
+SQLModel stays the schema's source (`app.storage.tables`, Alembic); the other modules of
+`app.storage` hold every statement.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import logfire
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from app.errors import DatabaseUnavailable
+from app.domain import DatabaseUnavailable
 from app.settings import Settings
+from app.telemetry.tracing import trace_statement
 
 log = logging.getLogger(__name__)
 
@@ -89,31 +85,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 async def init_traced_connection(conn: asyncpg.Connection) -> None:
     await init_connection(conn)
-    conn.add_query_logger(_trace_query)
-
-
-def _trace_query(record: Any) -> None:
-    """A client span per statement: its SQL text (the repository's constant text), time and
-    error type. Never its parameters. (OpenTelemetry's asyncpg instrumentation does not
-    install beside logfire and fastmcp's pinned OpenTelemetry, so asyncpg's query logger
-    feeds the spans instead.)"""
-    end = time.time_ns()
-    query = str(record.query)
-    operation = query.lstrip().split(None, 1)[0].upper() if query.strip() else "QUERY"
-    span = _tracer().start_span(
-        f"postgresql {operation}",
-        start_time=end - int(record.elapsed * 1e9),
-        kind=SpanKind.CLIENT,
-        attributes={"db.system": "postgresql", "db.operation": operation, "db.statement": query[:4000]},
-    )
-    if record.exception is not None:
-        span.set_status(Status(StatusCode.ERROR, type(record.exception).__name__))
-    span.end(end_time=end)
-
-
-@functools.cache
-def _tracer() -> Tracer:
-    return logfire.DEFAULT_LOGFIRE_INSTANCE.config.get_tracer_provider().get_tracer("agent_service.db")
+    conn.add_query_logger(trace_statement)
 
 
 class Database:

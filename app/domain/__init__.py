@@ -1,0 +1,45 @@
+"""The types of a task's life, one home each, with no I/O: statuses, roles, channels, the rows
+storage returns, what it is asked to write, and the errors the service raises.
+
+Every layer may import these; they import nothing of the service's own.
+"""
+
+from app.domain.audit import Actor, AuditAction, AuditEventRecord, AuditOutcome, Channel
+from app.domain.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    Throttled,
+    TooManyRunningTasks,
+    Unauthenticated,
+)
+from app.domain.keys import ApiKeyRecord, Principal, Role
+from app.domain.tasks import AuditedTask, NewTask, TaskOutcome, TaskRecord, TaskStatus
+
+__all__ = [
+    "Actor",
+    "ApiKeyRecord",
+    "AuditAction",
+    "AuditEventRecord",
+    "AuditOutcome",
+    "AuditedTask",
+    "Channel",
+    "Conflict",
+    "DatabaseUnavailable",
+    "Forbidden",
+    "InvalidInput",
+    "NewTask",
+    "NotFound",
+    "Principal",
+    "Role",
+    "ServiceError",
+    "TaskOutcome",
+    "TaskRecord",
+    "TaskStatus",
+    "Throttled",
+    "TooManyRunningTasks",
+    "Unauthenticated",
+]

@@ -1,0 +1,78 @@
+"""The audit trail's vocabulary: channels, actions, outcomes, who acted, and the event row."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from app.domain.keys import Role
+
+
+class Channel(StrEnum):
+    REST = "rest"
+    MCP = "mcp"
+    CLI = "cli"
+    SYSTEM = "system"
+
+
+class AuditAction(StrEnum):
+    CREATE = "create"
+    READ = "read"
+    LIST = "list"
+    DELETE = "delete"
+    AUDIT_READ = "audit_read"
+    PURGE = "purge"
+
+
+class AuditOutcome(StrEnum):
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    EXPIRED = "expired"
+    DENIED = "denied"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who an audit event is about: the caller (None for the service itself), the channel and the request."""
+
+    key_id: uuid.UUID | None
+    role: Role | None
+    channel: Channel
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEventRecord:
+    """One `audit_event` row, its columns in table order. Never a task's contents."""
+
+    id: int
+    occurred_at: datetime
+    actor_id: uuid.UUID | None
+    actor_role: Role | None
+    channel: Channel
+    action: AuditAction
+    task_id: uuid.UUID | None
+    outcome: AuditOutcome
+    request_id: str | None
+    detail: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> AuditEventRecord:
+        role = row[3]
+        return cls(
+            row[0],
+            row[1],
+            row[2],
+            None if role is None else Role(role),
+            Channel(row[4]),
+            AuditAction(row[5]),
+            row[6],
+            AuditOutcome(row[7]),
+            row[8],
+            row[9],
+        )

@@ -1,0 +1,57 @@
+"""API keys and the caller a request acts as."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """One `api_key` row, its columns in table order: the key's SHA-256, never the key."""
+
+    id: uuid.UUID
+    name: str
+    role: Role
+    key_hash: str
+    key_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    rate_limit_per_minute: int | None
+    max_running_tasks: int | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ApiKeyRecord:
+        return cls(row[0], row[1], Role(row[2]), *row[3:])
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller: an API key's id, name and role, with its effective limits."""
+
+    key_id: uuid.UUID
+    name: str
+    role: Role
+    # Effective per-key limits (the key's own, else the server's); 0 is no limit.
+    rate_limit_per_minute: int = 0
+    max_running_tasks: int = 0
+
+    @property
+    def sees_every_task(self) -> bool:
+        """Auditors and admins may read any task; clients only their own."""
+        return self.role in (Role.AUDITOR, Role.ADMIN)
+
+    @property
+    def owner_filter(self) -> uuid.UUID | None:
+        """The owner a query must be limited to, or None for no limit."""
+        return None if self.sees_every_task else self.key_id

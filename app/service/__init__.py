@@ -1,0 +1,1 @@
+"""The operations REST and MCP expose, written once, and the wiring that builds them."""

@@ -1,0 +1,214 @@
+"""The operations REST and MCP expose, written once: authenticate, run, read, list, erase, audit.
+
+Both faces call these methods with the caller's principal and their channel, so they behave
+and are audited identically. Nothing here knows about HTTP. The parts these operations use
+are built by `app.service.wiring`; the faces see only this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from app.access.keys import KeyStore
+from app.access.limits import Limiter
+from app.domain import Actor, AuditOutcome, Channel, Forbidden, NotFound, Principal, Role, TaskRecord
+from app.schemas import (
+    AgentResult,
+    AgentResultPage,
+    AgentResultSummary,
+    AgentTask,
+    AuditEvent,
+    AuditEventPage,
+    ReadinessReport,
+    RetentionPolicy,
+)
+from app.service.health import Health
+from app.service.pagination import (
+    DEFAULT_PAGE_SIZE,
+    decode_int_cursor,
+    decode_task_cursor,
+    encode_task_cursor,
+    page_size,
+)
+from app.service.runner import TaskRunner
+from app.service.submission import Admission, Planner, cache_hit_observed
+from app.storage import audit
+from app.storage.database import Database
+from app.telemetry import metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A submitted task: its result (final, or pending when not waited for), and how it came about."""
+
+    result: AgentResult
+    accepted: bool = False  # not waited for: 202, the caller polls
+    replayed: bool = False  # an Idempotency-Key replay of an earlier submission
+
+
+class AgentService:
+    """Every operation of the service, for REST and MCP alike."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        keys: KeyStore,
+        limits: Limiter,
+        planner: Planner,
+        admission: Admission,
+        runner: TaskRunner,
+        health: Health,
+        retention: RetentionPolicy,
+        traced: bool,
+    ) -> None:
+        self._db = db
+        self._keys = keys
+        self._limits = limits
+        self._planner = planner
+        self._admission = admission
+        self._runner = runner
+        self._health = health
+        self._traced = traced
+        self.retention = retention
+
+    # -- callers --------------------------------------------------------------------------
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The caller behind a bearer token; `Unauthenticated` for a missing, unknown or revoked key."""
+        return await self._keys.authenticate(token)
+
+    async def count_request(self, principal: Principal) -> None:
+        """Count one request against the caller's rate limit; `Throttled` when it is spent."""
+        await self._limits.throttle(principal)
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    async def run_task(
+        self,
+        principal: Principal,
+        task: AgentTask,
+        *,
+        channel: Channel,
+        request_id: str | None = None,
+        wait: bool = True,
+        idempotency_key: str | None = None,
+    ) -> Submission:
+        """Store the task, have it answered (from the cache, an identical task in flight, or the provider).
+
+        With `wait`, return once it is finished; without, at once with the pending task.
+        The provider call and the final write go on even if the caller goes away.
+        """
+        plan = self._planner.plan(principal, task, idempotency_key)
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        if idempotency_key is not None and (replay := await self._admission.replay(plan, actor, wait=wait)) is not None:
+            return _replayed(replay, wait)
+        try:
+            record, follow = await self._admission.admit(plan, actor, principal, pending=not wait)
+        except asyncpg.UniqueViolationError:  # the same Idempotency-Key, a moment earlier
+            if (replay := await self._admission.replay(plan, actor, wait=wait)) is not None:
+                return _replayed(replay, wait)
+            raise
+        if record.status.finished:  # a cache hit
+            cache_hit_observed(record, plan.work, traced=self._traced)
+            return Submission(AgentResult.from_record(record), accepted=not wait)
+        job = self._runner.launch(record.id, plan.work, pending=not wait, follow=follow)
+        if not wait:
+            return Submission(AgentResult.from_record(record), accepted=True)
+        final = await asyncio.shield(job)
+        if final is None:
+            raise NotFound("the task was erased while it ran")
+        return Submission(AgentResult.from_record(final))
+
+    async def get_result(
+        self, principal: Principal, task_id: uuid.UUID, *, channel: Channel, request_id: str | None = None
+    ) -> AgentResult:
+        """A task by id, audited; unknown, expired and other clients' tasks are all `NotFound`."""
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        async with self._db.connection() as conn:
+            found = await audit.read_task_audited(conn, task_id, principal.owner_filter, actor)
+        _audited_read(channel, found.outcome)
+        if found.task is None:
+            raise NotFound
+        return AgentResult.from_record(found.task)
+
+    async def delete_result(
+        self, principal: Principal, task_id: uuid.UUID, *, channel: Channel, request_id: str | None = None
+    ) -> None:
+        """Erase a task now, audited. Owners erase their own tasks; admins any."""
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        owner = None if principal.role is Role.ADMIN else principal.key_id
+        async with self._db.connection() as conn:
+            outcome = await audit.delete_task_audited(conn, task_id, owner, actor)
+        if outcome is AuditOutcome.DENIED and principal.role is Role.AUDITOR:
+            raise Forbidden("auditors may read any task but erase only their own")
+        if outcome is not AuditOutcome.OK:
+            raise NotFound
+
+    async def list_results(
+        self,
+        principal: Principal,
+        *,
+        cursor: str | None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        channel: Channel,
+        request_id: str | None = None,
+    ) -> AgentResultPage:
+        """The caller's own live tasks, newest first, without outputs."""
+        limit = page_size(limit)
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        async with self._db.connection() as conn:
+            rows = await audit.list_tasks_audited(
+                conn, principal.key_id, before=decode_task_cursor(cursor), limit=limit + 1, actor=actor
+            )
+        page = rows[:limit]
+        next_cursor = encode_task_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        return AgentResultPage(items=[AgentResultSummary.from_record(r) for r in page], next_cursor=next_cursor)
+
+    # -- the audit log ----------------------------------------------------------------------
+
+    async def list_audit_events(
+        self,
+        principal: Principal,
+        *,
+        task_id: uuid.UUID | None,
+        cursor: str | None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        channel: Channel,
+        request_id: str | None = None,
+    ) -> AuditEventPage:
+        """The audit log, newest first, for auditors and admins; reading it is audited too."""
+        if not principal.sees_every_task:
+            raise Forbidden("the audit log is for the auditor and admin roles")
+        limit = page_size(limit)
+        before_id = decode_int_cursor(cursor)
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        async with self._db.connection() as conn:
+            rows = await audit.list_audit_events_audited(
+                conn, task_id=task_id, before_id=before_id, limit=limit + 1, actor=actor
+            )
+        page = rows[:limit]
+        next_cursor = str(page[-1].id) if len(rows) > limit else None
+        return AuditEventPage(items=[AuditEvent.from_record(r) for r in page], next_cursor=next_cursor)
+
+    # -- health -----------------------------------------------------------------------------
+
+    async def readiness(self) -> ReadinessReport:
+        """Each check by name: the database answers, is at the head migration, the purge schedule runs."""
+        return await self._health.readiness()
+
+    def metrics_text(self, principal: Principal) -> bytes:
+        """The metrics in Prometheus text format, for auditors and admins only."""
+        return self._health.metrics_text(principal)
+
+
+def _replayed(record: TaskRecord, wait: bool) -> Submission:
+    return Submission(AgentResult.from_record(record), accepted=not wait, replayed=True)
+
+
+def _audited_read(channel: Channel, outcome: AuditOutcome) -> None:
+    metrics.AUDITED_READS.add(1, {"channel": channel.value, "outcome": outcome.value})

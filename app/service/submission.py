@@ -1,0 +1,215 @@
+"""Submitting a task: planning it (hashes, route, rendered messages) and admitting it.
+
+Admission stores the task, or answers it without a provider call: from the cache, from an
+identical task in flight (single flight), or as the replay of an `Idempotency-Key`. The
+prompt stays in memory (`Plan.work`); storage only ever sees its keyed hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+import logfire
+
+from app.access.hashing import PromptHasher
+from app.access.limits import Limiter
+from app.domain import Actor, Conflict, InvalidInput, NewTask, Principal, TaskRecord, TaskStatus
+from app.llm.base import Message
+from app.llm.registry import ProviderRegistry
+from app.llm.templates import TemplateStore
+from app.schemas import AgentTask
+from app.service.runner import SECONDS_PER_DAY, TaskRunner, Work
+from app.settings import Settings
+from app.storage import audit
+from app.storage import tasks as storage
+from app.storage.database import Database
+from app.telemetry import metrics
+
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated task, ready to store: hashes, route, rendered messages. Memory only."""
+
+    new: NewTask
+    work: Work
+    use_cache: bool
+
+
+class Planner:
+    """Turns a submitted task into a plan: the checks the schema cannot make, and every keyed hash."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        providers: ProviderRegistry,
+        templates: TemplateStore,
+        hasher: PromptHasher,
+        *,
+        lease_seconds: float,
+    ) -> None:
+        self._settings = settings
+        self._providers = providers
+        self._templates = templates
+        self._hasher = hasher
+        self._lease_seconds = lease_seconds
+
+    def plan(self, principal: Principal, task: AgentTask, idempotency_key: str | None) -> Plan:
+        route = self._providers.route(task.model)
+        self._check_prompt(task.prompt)
+        template = self._templates.resolve(task.template) if task.template is not None else None
+        if template is None:
+            messages: tuple[Message, ...] = (Message("user", task.prompt),)
+            prompt_hash = self._hasher.hash(task.prompt)
+        else:
+            messages = self._templates.render(template, task.prompt, task.context)
+            prompt_hash = self._hasher.hash(canonical([[m.role, m.content] for m in messages]))
+        params = task.params.model_dump(exclude_none=True)
+        cache_key = self._hasher.hash(
+            canonical(
+                {
+                    "owner": str(principal.key_id),
+                    "messages": [[m.role, m.content] for m in messages],
+                    "model": route.resolved,
+                    "params": params,
+                }
+            )
+        )
+        request_hash = (
+            self._hasher.hash(canonical(task.model_dump(mode="json"))) if idempotency_key is not None else None
+        )
+        new = NewTask(
+            id=uuid.uuid4(),
+            owner_id=principal.key_id,
+            status=TaskStatus.RUNNING,
+            model=route.resolved,
+            template=template.ref if template is not None else None,
+            prompt_hash=prompt_hash,
+            prompt_hash_key_id=self._hasher.key_id,
+            context=task.context,
+            params=params,
+            retention_seconds=self._retention_seconds(task.retention_days),
+            cache_key=cache_key,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            lease_seconds=self._lease_seconds,
+        )
+        return Plan(
+            new,
+            Work(route, messages, params, principal.key_id),
+            use_cache=task.cache and self._settings.cache_ttl_seconds > 0,
+        )
+
+    def _check_prompt(self, prompt: str) -> None:
+        limit = self._settings.max_prompt_chars
+        if len(prompt) > limit:
+            raise InvalidInput(f"prompt has {len(prompt)} characters; the limit is {limit}", code="prompt_too_long")
+
+    def _retention_seconds(self, retention_days: float | None) -> float:
+        limit = self._settings.result_retention_days
+        if retention_days is not None and retention_days > limit:
+            raise InvalidInput(
+                f"retention_days may be at most {limit:g} (the server's RESULT_RETENTION_DAYS)",
+                code="retention_too_long",
+            )
+        return (retention_days or limit) * SECONDS_PER_DAY
+
+
+class Admission:
+    """Stores a planned task, unless the cache or an earlier submission already answers it."""
+
+    def __init__(self, db: Database, limits: Limiter, runner: TaskRunner, *, cache_ttl_seconds: float) -> None:
+        self._db = db
+        self._limits = limits
+        self._runner = runner
+        self._ttl = cache_ttl_seconds
+
+    async def admit(
+        self, plan: Plan, actor: Actor, principal: Principal, *, pending: bool
+    ) -> tuple[TaskRecord, uuid.UUID | None]:
+        """Store the task. With the cache on: a fresh identical answer is copied (a finished
+        row comes back), or an identical task in flight is followed (its id comes back too).
+        The look-up and the insert hold a lock on the cache key, so across every replica
+        concurrent identical requests make one provider call. A task that will run counts
+        against the key's MAX_RUNNING_TASKS; a cache hit does not.
+        """
+        new = replace(plan.new, status=TaskStatus.PENDING if pending else TaskStatus.RUNNING)
+        if not plan.use_cache:
+            metrics.CACHE_LOOKUPS.add(1, {"result": "bypass"})
+            if principal.max_running_tasks <= 0:
+                async with self._db.connection() as conn:
+                    return await storage.insert_task(conn, new, actor), None
+            async with self._db.transaction() as conn:
+                await self._limits.check_running_cap(conn, principal)
+                return await storage.insert_task(conn, new, actor), None
+        assert new.cache_key is not None
+        hit = replace(new, status=TaskStatus.SUCCEEDED, lease_seconds=None)
+        async with self._db.connection() as conn:  # the common case, a hit: one statement, no lock
+            if (copy := await storage.insert_cache_hit(conn, hit, actor, max_age_seconds=self._ttl)) is not None:
+                metrics.CACHE_LOOKUPS.add(1, {"result": "hit"})
+                return copy, None
+        async with self._db.transaction() as conn:
+            await storage.lock_cache_key(conn, new.cache_key)
+            found = await storage.find_cached(conn, new.owner_id, new.cache_key, max_age_seconds=self._ttl)
+            if found is not None and found.status is TaskStatus.SUCCEEDED:
+                if (copy := await storage.insert_cached_copy(conn, hit, actor, found.id)) is not None:
+                    metrics.CACHE_LOOKUPS.add(1, {"result": "hit"})
+                    return copy, None
+            metrics.CACHE_LOOKUPS.add(1, {"result": "miss" if found is None else "in_flight"})
+            await self._limits.check_running_cap(conn, principal)
+            return await storage.insert_task(conn, new, actor), found.id if found is not None else None
+
+    async def replay(self, plan: Plan, actor: Actor, *, wait: bool) -> TaskRecord | None:
+        """The task an Idempotency-Key already made (within 24 hours), read as the caller's
+        audited read; None to make a new one."""
+        key, owner = plan.new.idempotency_key, plan.new.owner_id
+        assert key is not None
+        async with self._db.connection() as conn:
+            found = await storage.find_by_idempotency_key(conn, owner, key, window_seconds=IDEMPOTENCY_WINDOW)
+            if found is None:
+                return None
+            existing, fresh = found
+            if not fresh:
+                await storage.release_idempotency_key(conn, existing.id)
+                return None
+        if existing.request_hash != plan.new.request_hash:
+            raise Conflict(
+                "this Idempotency-Key was used with a different request in the last 24 hours",
+                code="idempotency_conflict",
+            )
+        if wait and not existing.status.finished:
+            await self._runner.wait_for(existing.id)
+        async with self._db.connection() as conn:  # the replay shows the caller a task: a read, audited
+            return (await audit.read_task_audited(conn, existing.id, owner, actor)).task
+
+
+def canonical(value: Any) -> str:
+    """One JSON text per value (sorted keys, no spaces): the input of keyed hashes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def cache_hit_observed(record: TaskRecord, work: Work, *, traced: bool) -> None:
+    """A cache hit gets its span (when tracing) and metrics like any other task."""
+    if traced:
+        logfire.info(
+            "agent task {task_id} answered from the cache",
+            task_id=str(record.id),
+            owner_key_id=str(record.owner_id),
+            model=record.model,
+            status=record.status.value,
+            cached=True,
+        )
+    metrics.task_finished(
+        provider=work.route.provider.name,
+        model=record.model,
+        status=record.status.value,
+        error_code=None,
+        cached=True,
+        seconds=0.0,
+        prompt_tokens=None,
+        completion_tokens=None,
+    )

@@ -1,0 +1,68 @@
+"""The composition root: every part of the service built from Settings, started and stopped in order.
+
+The API's lifespan (and the tests) hold a `Components`; the faces are handed only its
+`service`, the operations.
+"""
+
+from __future__ import annotations
+
+from app.access.hashing import PromptHasher
+from app.access.keys import KeyStore
+from app.access.limits import Limiter
+from app.llm.registry import ProviderRegistry, build_registry
+from app.llm.templates import TemplateStore
+from app.service.health import Health
+from app.service.operations import AgentService
+from app.service.retention import Purger, retention_policy
+from app.service.runner import TaskRunner
+from app.service.schedule import Scheduler
+from app.service.submission import Admission, Planner
+from app.settings import Settings
+from app.storage.database import Database
+from app.telemetry import metrics
+
+
+class Components:
+    """The database pool, keys, limits, providers, templates, the runner, the purge and its schedule."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.prompt_hash_key is None:
+            raise ValueError("PROMPT_HASH_KEY is not set")
+        self.settings = settings
+        self.db = Database(settings)
+        self.keys = KeyStore(
+            self.db,
+            settings.auth_cache_seconds,
+            rate_limit_per_minute=settings.rate_limit_per_minute,
+            max_running_tasks=settings.max_running_tasks,
+        )
+        self.limits = Limiter(self.db)
+        self.providers: ProviderRegistry = build_registry(settings)
+        self.templates = TemplateStore(settings.templates_dir)
+        self.runner = TaskRunner(self.db, settings)
+        self.purger = Purger(self.db, settings)
+        self.schedule = Scheduler(settings, self.purger, self.runner)
+        retention = retention_policy(settings)
+        hasher = PromptHasher(settings.prompt_hash_key.get_secret_value())
+        self.service = AgentService(
+            db=self.db,
+            keys=self.keys,
+            limits=self.limits,
+            planner=Planner(settings, self.providers, self.templates, hasher, lease_seconds=self.runner.lease_seconds),
+            admission=Admission(self.db, self.limits, self.runner, cache_ttl_seconds=settings.cache_ttl_seconds),
+            runner=self.runner,
+            health=Health(self.db, self.schedule, self.providers, retention),
+            retention=retention,
+            traced=settings.tracing_requests,
+        )
+        metrics.watch_pool(self.db)
+
+    async def start(self) -> None:
+        await self.db.open()
+        self.schedule.start()
+
+    async def stop(self) -> None:
+        self.schedule.stop()
+        await self.runner.drain(self.settings.provider_timeout_seconds)
+        await self.providers.aclose()
+        await self.db.close()

@@ -1,0 +1,183 @@
+"""A caller's reads and erasures of tasks, each one statement with its audit event, and the audit log.
+
+Each audited operation is a single statement whose CTE writes the audit event, so an
+operation can never succeed without its audit row, and the hot path is one round trip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app.domain import Actor, AuditAction, AuditedTask, AuditEventRecord, AuditOutcome, TaskRecord
+from app.storage.sql import Statement, column_list
+from app.storage.tasks import TASK_COLUMNS
+
+AUDIT_COLUMNS = column_list(AuditEventRecord)
+_MAX_TIME = "'infinity'::timestamptz"
+_MAX_UUID = "'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid"
+_MAX_BIGINT = "9223372036854775807"
+
+# The verdict of an audited lookup of the task `task_id`, shared by read and delete, for a
+# caller limited to the tasks of `owner` (NULL: any owner). Another client's task is 'denied'
+# in the audit trail but looks exactly like an unknown one to the caller. An expired task is
+# gone for everyone, before ownership is considered (so nobody, auditors included, learns it
+# is still awaiting the purge).
+_VERDICT = f"""
+verdict AS (
+    SELECT CASE
+        WHEN found.id IS NULL THEN '{AuditOutcome.NOT_FOUND}'
+        WHEN found.expires_at <= now() THEN '{AuditOutcome.EXPIRED}'
+        WHEN :owner::uuid IS NOT NULL AND found.owner_id <> :owner::uuid THEN '{AuditOutcome.DENIED}'
+        ELSE '{AuditOutcome.OK}'
+    END AS outcome
+    FROM (SELECT 1) AS one LEFT JOIN found ON true
+)"""
+
+_RECORD = """
+    INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)"""
+
+# The hot path: the task and the audit event of reading it, in one statement.
+READ_TASK_AUDITED = Statement(
+    "read_task_audited",
+    f"""
+WITH found AS (
+    SELECT {TASK_COLUMNS} FROM agent_task WHERE id = :task_id
+), {_VERDICT}, audit AS ({_RECORD}
+    SELECT :actor_id, :actor_role, :channel, '{AuditAction.READ}', :task_id, outcome, :request_id FROM verdict
+)
+SELECT verdict.outcome, found.* FROM verdict LEFT JOIN found ON verdict.outcome = '{AuditOutcome.OK}'
+""",
+)
+
+
+def _actor(actor: Actor) -> dict[str, Any]:
+    return {
+        "actor_id": actor.key_id,
+        "actor_role": actor.role,
+        "channel": actor.channel.value,
+        "request_id": actor.request_id,
+    }
+
+
+async def read_task_audited(
+    conn: asyncpg.Connection, task_id: uuid.UUID, owner: uuid.UUID | None, actor: Actor
+) -> AuditedTask:
+    """Fetch a task and record the read, in one statement and one round trip."""
+    row = await READ_TASK_AUDITED.fetchrow(conn, task_id=task_id, owner=owner, **_actor(actor))
+    assert row is not None  # the verdict CTE always yields exactly one row
+    outcome = AuditOutcome(row[0])
+    return AuditedTask(outcome, TaskRecord.from_row(row[1:]) if outcome is AuditOutcome.OK else None)
+
+
+DELETE_TASK_AUDITED = Statement(
+    "delete_task_audited",
+    f"""
+WITH found AS (
+    SELECT id, owner_id, expires_at FROM agent_task WHERE id = :task_id FOR UPDATE
+), {_VERDICT}, erased AS (
+    DELETE FROM agent_task USING verdict WHERE agent_task.id = :task_id AND verdict.outcome = '{AuditOutcome.OK}'
+    RETURNING agent_task.id
+), audit AS ({_RECORD}
+    SELECT :actor_id, :actor_role, :channel, '{AuditAction.DELETE}', :task_id, outcome, :request_id FROM verdict
+)
+SELECT outcome FROM verdict
+""",
+)
+
+
+async def delete_task_audited(
+    conn: asyncpg.Connection, task_id: uuid.UUID, owner: uuid.UUID | None, actor: Actor
+) -> AuditOutcome:
+    """Erase a task now and record the attempt, whatever its outcome."""
+    return AuditOutcome(await DELETE_TASK_AUDITED.fetchval(conn, task_id=task_id, owner=owner, **_actor(actor)))
+
+
+LIST_TASKS_AUDITED = Statement(
+    "list_tasks_audited",
+    f"""
+WITH audit AS ({_RECORD}
+    VALUES (:actor_id, :actor_role, :channel, '{AuditAction.LIST}', NULL, '{AuditOutcome.OK}', :request_id)
+)
+SELECT {TASK_COLUMNS} FROM agent_task
+WHERE owner_id = :owner_id AND expires_at > now()
+  AND (created_at, id) < (coalesce(:before_created_at::timestamptz, {_MAX_TIME}),
+                          coalesce(:before_id::uuid, {_MAX_UUID}))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit
+""",
+)
+
+
+async def list_tasks_audited(
+    conn: asyncpg.Connection,
+    owner: uuid.UUID,
+    *,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    actor: Actor,
+) -> list[TaskRecord]:
+    """An owner's live tasks, newest first, strictly before the `before` cursor."""
+    created_at, task_id = before if before is not None else (None, None)
+    rows = await LIST_TASKS_AUDITED.fetch(
+        conn, owner_id=owner, before_created_at=created_at, before_id=task_id, limit=limit, **_actor(actor)
+    )
+    return [TaskRecord.from_row(row) for row in rows]
+
+
+def _audit_read(task_id: str) -> str:
+    """The audit event of reading the audit log (of one task, or `NULL`: of all)."""
+    return f"""{_RECORD}
+    VALUES (:actor_id, :actor_role, :channel, '{AuditAction.AUDIT_READ}', {task_id}, '{AuditOutcome.OK}',
+            :request_id)"""
+
+
+LIST_EVENTS_FOR_TASK = Statement(
+    "list_events_for_task",
+    f"""
+WITH audit AS ({_audit_read(":task_id")})
+SELECT {AUDIT_COLUMNS} FROM audit_event
+WHERE task_id = :task_id AND id < coalesce(:before_id::bigint, {_MAX_BIGINT})
+ORDER BY id DESC LIMIT :limit
+""",
+)
+
+LIST_EVENTS = Statement(
+    "list_events",
+    f"""
+WITH audit AS ({_audit_read("NULL")})
+SELECT {AUDIT_COLUMNS} FROM audit_event
+WHERE id < coalesce(:before_id::bigint, {_MAX_BIGINT})
+ORDER BY id DESC LIMIT :limit
+""",
+)
+
+
+async def list_audit_events_audited(
+    conn: asyncpg.Connection, *, task_id: uuid.UUID | None, before_id: int | None, limit: int, actor: Actor
+) -> list[AuditEventRecord]:
+    """Audit events, newest first (all, or one task's); reading the audit log is itself audited."""
+    if task_id is None:
+        rows = await LIST_EVENTS.fetch(conn, before_id=before_id, limit=limit, **_actor(actor))
+    else:
+        rows = await LIST_EVENTS_FOR_TASK.fetch(
+            conn, task_id=task_id, before_id=before_id, limit=limit, **_actor(actor)
+        )
+    return [AuditEventRecord.from_row(row) for row in rows]
+
+
+RECORD_PURGE = Statement(
+    "record_purge",
+    f"""
+INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id, detail)
+VALUES (:actor_id, :actor_role, :channel, '{AuditAction.PURGE}', NULL, :outcome, :request_id, :detail)
+""",
+)
+
+
+async def record_purge(conn: asyncpg.Connection, actor: Actor, outcome: AuditOutcome, detail: dict[str, Any]) -> None:
+    """The purge run's audit event: figures only, never row contents."""
+    await RECORD_PURGE.execute(conn, outcome=outcome.value, detail=detail, **_actor(actor))

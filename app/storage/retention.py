@@ -1,0 +1,109 @@
+"""The retention purge's statements: one purge at a time, short batches through the time indexes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from app.storage.sql import Statement
+
+# One purge at a time across every replica sharing the database.
+PURGE_LOCK_KEY = 0x61676E74  # "agnt"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+TRY_PURGE_LOCK = Statement("try_purge_lock", "SELECT pg_try_advisory_lock(:lock_key)")
+RELEASE_PURGE_LOCK = Statement("release_purge_lock", "SELECT pg_advisory_unlock(:lock_key)")
+DATABASE_NOW = Statement("database_now", "SELECT now()")
+
+# A batch is chosen through the time index, resuming where the previous batch ended (so no
+# batch walks over the index entries of rows already deleted), and deleted by physical row id
+# (a TID scan). No row locks are taken first: the advisory lock keeps other purges out, and the
+# time condition is checked again at delete time, so a row changed in between is simply left
+# for the next run.
+DELETE_EXPIRED_TASKS = Statement(
+    "delete_expired_tasks",
+    """
+WITH doomed AS (
+    SELECT ctid FROM agent_task
+    WHERE expires_at <= :expired_by AND expires_at >= :resume_from
+    ORDER BY expires_at LIMIT :limit
+), gone AS (
+    DELETE FROM agent_task
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed)) AND expires_at <= :expired_by
+    RETURNING expires_at
+)
+SELECT count(*), max(expires_at) FROM gone
+""",
+)
+
+DELETE_AUDIT_EVENTS_BEFORE = Statement(
+    "delete_audit_events_before",
+    """
+WITH doomed AS (
+    SELECT ctid FROM audit_event
+    WHERE occurred_at < :before AND occurred_at >= :resume_from
+    ORDER BY occurred_at LIMIT :limit
+), gone AS (
+    DELETE FROM audit_event
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed)) AND occurred_at < :before
+    RETURNING occurred_at
+)
+SELECT count(*), max(occurred_at) FROM gone
+""",
+)
+
+COUNT_EXPIRED = Statement(
+    "count_expired",
+    """
+SELECT (SELECT count(*) FROM agent_task WHERE expires_at <= :expired_by),
+       (SELECT count(*) FROM audit_event WHERE occurred_at < :audit_before)
+""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeBatch:
+    deleted: int
+    resume_from: datetime  # where the next batch starts (the last deleted row's time)
+
+
+async def try_purge_lock(conn: asyncpg.Connection) -> bool:
+    """Take the cluster-wide purge lock for this session, if nobody holds it."""
+    return bool(await TRY_PURGE_LOCK.fetchval(conn, lock_key=PURGE_LOCK_KEY))
+
+
+async def release_purge_lock(conn: asyncpg.Connection) -> None:
+    await RELEASE_PURGE_LOCK.execute(conn, lock_key=PURGE_LOCK_KEY)
+
+
+async def database_now(conn: asyncpg.Connection) -> datetime:
+    now: datetime = await DATABASE_NOW.fetchval(conn)
+    return now
+
+
+async def delete_expired_tasks(
+    conn: asyncpg.Connection, *, expired_by: datetime, limit: int, resume_from: datetime | None = None
+) -> PurgeBatch:
+    """Delete up to `limit` tasks that expired by `expired_by`, oldest first."""
+    row = await DELETE_EXPIRED_TASKS.fetchrow(
+        conn, expired_by=expired_by, limit=limit, resume_from=resume_from or _EPOCH
+    )
+    assert row is not None
+    return PurgeBatch(int(row[0]), row[1] or resume_from or _EPOCH)
+
+
+async def delete_audit_events_before(
+    conn: asyncpg.Connection, *, before: datetime, limit: int, resume_from: datetime | None = None
+) -> PurgeBatch:
+    row = await DELETE_AUDIT_EVENTS_BEFORE.fetchrow(conn, before=before, limit=limit, resume_from=resume_from or _EPOCH)
+    assert row is not None
+    return PurgeBatch(int(row[0]), row[1] or resume_from or _EPOCH)
+
+
+async def count_expired(conn: asyncpg.Connection, *, expired_by: datetime, audit_before: datetime) -> tuple[int, int]:
+    """What a purge would delete now: (tasks, audit events)."""
+    row = await COUNT_EXPIRED.fetchrow(conn, expired_by=expired_by, audit_before=audit_before)
+    assert row is not None
+    return int(row[0]), int(row[1])
