@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastmcp.utilities.lifespan import combine_lifespans
 from starlette.routing import Route
 
@@ -57,6 +58,10 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the lifespan starts."""
     settings = settings or get_settings()
@@ -91,6 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="LLM Agent Service",
+        # Operation ids are the route functions' names (`run_agent_task`, not FastAPI's
+        # `run_agent_task_tools_run_agent_task_post`): generated clients read like the docs.
+        generate_unique_id_function=_operation_id,
         version=__version__,
         summary="Run LLM tasks over REST and MCP; read results back later by task_id, privately and audited.",
         lifespan=combine_lifespans(lifespan, mcp_app.lifespan),

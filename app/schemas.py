@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from app.domain import AuditAction, AuditEventRecord, AuditOutcome, Channel, Role, TaskRecord, TaskStatus
 
@@ -109,6 +109,12 @@ class AgentTask(BaseModel):
         return value
 
 
+# A nullable object's own title, so generated clients name it `AuditEventDetail` (not `..._type_0`).
+AuditDetail = Annotated[
+    dict[str, Any], WithJsonSchema({"type": "object", "title": "Detail", "additionalProperties": True})
+]
+
+
 class TaskError(BaseModel):
     code: str = Field(description="provider_error, rate_limited, timeout, quota_exceeded or interrupted")
     message: str
@@ -208,7 +214,7 @@ class AuditEvent(BaseModel):
     task_id: uuid.UUID | None
     outcome: AuditOutcome
     request_id: str | None
-    detail: dict[str, Any] | None = Field(description="a purge run's figures; null for other actions")
+    detail: AuditDetail | None = Field(description="a purge run's figures; null for other actions")
 
     @classmethod
     def from_record(cls, event: AuditEventRecord) -> AuditEvent:
@@ -233,7 +239,7 @@ class ReadinessReport(BaseModel):
     """`/readyz`: each check by name, and the retention policy in force."""
 
     status: Literal["ok", "unavailable"]
-    checks: dict[str, str]
+    checks: dict[str, str] = Field(description="each check by name: `ok`, or what is wrong")
     retention: RetentionPolicy
 
 

@@ -1,4 +1,8 @@
-"""REST routes: parse, authenticate, call one service method, shape the answer."""
+"""REST routes: parse, authenticate, call one service method, shape the answer.
+
+Each route's function name is its OpenAPI operation id (`app.main` says so), so a generated
+client's methods read like these names: `run_agent_task`, `get_agent_result`, ...
+"""
 
 from __future__ import annotations
 
@@ -155,13 +159,13 @@ async def list_audit_events(
 
 
 @router.get("/healthz", tags=["health"])
-async def healthz() -> Liveness:
+async def check_liveness() -> Liveness:
     """Liveness: 200 while the process lives."""
     return Liveness(status="ok")
 
 
 @router.get("/retention", tags=["health"], responses=_KEYED)
-async def retention(_: CurrentPrincipal, service: ServiceDep) -> RetentionPolicy:
+async def get_retention_policy(_: CurrentPrincipal, service: ServiceDep) -> RetentionPolicy:
     """The effective retention policy: how long results and audit events are kept, and the purge schedule."""
     return service.retention
 
@@ -176,7 +180,7 @@ async def retention(_: CurrentPrincipal, service: ServiceDep) -> RetentionPolicy
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
     },
 )
-async def metrics(principal: CurrentPrincipal, service: ServiceDep) -> Response:
+async def get_metrics(principal: CurrentPrincipal, service: ServiceDep) -> Response:
     """Metrics in Prometheus text format (auditor and admin keys: they count every client's tasks)."""
     return Response(service.metrics_text(principal), media_type=CONTENT_TYPE_LATEST)
 
@@ -187,7 +191,7 @@ async def metrics(principal: CurrentPrincipal, service: ServiceDep) -> Response:
     response_model=ReadinessReport,
     responses={503: {"model": ReadinessReport, "description": "a check failed; see `checks`"}},
 )
-async def readyz(service: ServiceDep) -> Response:
+async def check_readiness(service: ServiceDep) -> Response:
     """Readiness: the database answers and is at the head migration."""
     report = await service.readiness()
     return _json(report, 200 if report.status == "ok" else 503)
