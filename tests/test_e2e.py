@@ -43,12 +43,14 @@ def cli(
 
 
 @contextmanager
-def serving(env: dict[str, str], cwd: Path | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serving(
+    env: dict[str, str], cwd: Path | None = None, command: str = CLI
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """`agent-service serve` on a free port, until it answers /healthz; SIGTERM afterwards."""
     port = free_port()
     log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(
-        [CLI, "serve", "--port", str(port)], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True
+        [command, "serve", "--port", str(port)], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True
     )
     base = f"http://127.0.0.1:{port}"
     try:
