@@ -1,15 +1,14 @@
-"""Fixtures: a real PostgreSQL, a fresh database per test (from a migrated template), the app, keys."""
+"""The shared fixtures: a real PostgreSQL, a fresh database per test (from a migrated template), the
+settings, the app and its parts, callers holding keys, the spans, a fake provider.
+
+Every test is marked by its folder: `unit`, `integration` or `system` (`pytest -m unit`).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -27,32 +26,24 @@ from app.settings import Settings
 from app.storage import migrations
 from app.storage.database import init_connection
 from app.telemetry.tracing import configure_observability
-from tests.postgres import postgres_server
+from tests.support.app import Caller, MakeCaller, running
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.postgres import admin_execute, postgres_server, run_sync, url_for
+from tests.support.settings import make_settings
 
-TEST_HASH_KEY = "test-prompt-hash-key-" + "0123456789abcdef" * 2
-
-
-def run_sync[T](coro: Awaitable[T]) -> T:
-    """Run a coroutine to completion off the test's event loop (for sync fixtures)."""
-
-    async def wrapper() -> T:
-        return await coro
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, wrapper()).result()
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("unit", "integration", "system")
 
 
-def url_for(server_url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{dbname}"))
-
-
-async def admin_execute(server_url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer, the first folder under tests/."""
+    for item in items:
+        try:
+            layer = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
 
 
 @pytest.fixture(scope="session")
@@ -105,24 +96,6 @@ def database_url(pg_server: str, template_database: str) -> Iterator[str]:
     run_sync(admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "prompt_hash_key": TEST_HASH_KEY,
-        "openai_api_key": None,
-        "openai_base_url": None,
-        "default_model": None,
-        "auth_cache_seconds": 0,
-        "db_pool_min_size": 1,
-        "db_pool_max_size": 5,
-        "db_connect_timeout_seconds": 2,
-        "trace_requests": True,  # the tests read the spans
-        "trace_sql": True,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url)
@@ -144,29 +117,6 @@ async def components(settings: Settings) -> AsyncIterator[Components]:
     await built.start()
     yield built
     await built.stop()
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[FastAPI]:
-    """Run the app's lifespan in one task of its own (anyio scopes must exit where they entered)."""
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def lifespan() -> None:
-        async with app.router.lifespan_context(app):
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(lifespan())
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        waiter.cancel()
-        task.result()  # raises the start-up error
-    try:
-        yield app
-    finally:
-        stop.set()
-        await task
 
 
 @pytest.fixture
@@ -193,22 +143,6 @@ def app_components(app: FastAPI) -> Components:
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
         yield http
-
-
-@dataclass(frozen=True)
-class Caller:
-    """An API key as a test holds it."""
-
-    key_id: uuid.UUID
-    key: str
-    role: Role
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
-MakeCaller = Callable[[Role], Awaitable[Caller]]
 
 
 @pytest.fixture
@@ -240,5 +174,14 @@ async def admin(make_caller: MakeCaller) -> Caller:
     return await make_caller(Role.ADMIN)
 
 
-async def count_rows(conn: asyncpg.Connection, table: str) -> int:
-    return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A local OpenAI-compatible server (tests/support/fake_openai.py): queued replies, else normal completions."""
+    with FakeOpenAI().running() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    """The same server, by the short name the task, limit and replica tests give it."""
+    return fake_openai

@@ -1,0 +1,1 @@
+"""Integration tests of app/access: per-key limits shared through PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Integration tests of app/api: REST and MCP, authentication and authorization, input, fuzzing."""

@@ -1,0 +1,1 @@
+"""Integration tests of app/llm: providers over real HTTP, routing, plugins."""

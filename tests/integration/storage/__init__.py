@@ -1,0 +1,1 @@
+"""Integration tests of app/storage: statements, tasks, audit, keys, migrations, outages."""

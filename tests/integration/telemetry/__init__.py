@@ -1,0 +1,1 @@
+"""Integration tests of app/telemetry: metrics and traces."""

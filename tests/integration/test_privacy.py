@@ -1,0 +1,177 @@
+"""Prompt privacy, proved: a unique marker sent as the prompt is found nowhere afterwards.
+
+Not in any column of any table, not in any log record (every logger at DEBUG), not
+on stdout or stderr, and not in any answer (success, validation error, provider error).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from app.domain import Role
+from app.main import create_app
+from app.telemetry.logs import PAYLOAD_LOGGERS
+from tests.support.app import Caller, running
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.mcp import mcp_as
+from tests.support.routes import RUN
+from tests.support.settings import TEST_HASH_KEY, make_settings
+
+
+@pytest.fixture
+def marker() -> str:
+    return f"PRIVATE-MARKER-{uuid.uuid4().hex}"
+
+
+async def everything_stored(conn: asyncpg.Connection) -> str:
+    """Every row of every table in the database, as text."""
+    tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    dumps = []
+    for table in tables:
+        rows = await conn.fetch(f'SELECT t::text AS row FROM "{table["tablename"]}" t')
+        dumps += [r["row"] for r in rows]
+    return "\n".join(dumps)
+
+
+@pytest.fixture
+def chatty_libraries() -> Iterator[None]:
+    """The worst case: every library that can log payloads set to DEBUG before the app starts."""
+    saved = {name: logging.getLogger(name).level for name in PAYLOAD_LOGGERS}
+    for name in PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.fixture
+async def gateway(
+    database_url, chatty_libraries
+) -> AsyncIterator[tuple[httpx.AsyncClient, Caller, FakeOpenAI, object]]:
+    with FakeOpenAI().running() as fake:
+        settings = make_settings(
+            database_url,
+            openai_api_key="sk-test-not-a-real-key",
+            openai_base_url=fake.base_url,
+            provider_timeout_seconds=2,
+            log_level="DEBUG",
+        )
+        async with running(create_app(settings)) as app:
+            record, plain = await app.state.components.keys.create("privacy", Role.CLIENT)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                yield http, Caller(record.id, plain, Role.CLIENT), fake, app.state.components
+
+
+async def scraper_headers(service) -> dict[str, str]:
+    """A key that may read /metrics (auditor or admin only)."""
+    _, plain = await service.keys.create("scraper", Role.AUDITOR)
+    return {"Authorization": f"Bearer {plain}"}
+
+
+def span_text(spans) -> str:
+    """Every span and logfire log: names, attributes, events, status messages."""
+    parts = []
+    for span in spans.get_finished_spans():
+        parts += [span.name, repr(dict(span.attributes or {})), repr(span.status.description)]
+        parts += [f"{event.name} {dict(event.attributes or {})!r}" for event in span.events]
+    return "\n".join(parts)
+
+
+async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, spans):
+    caplog.set_level(logging.DEBUG)  # what LOG_LEVEL=DEBUG does: the root logger at DEBUG
+    http, caller, fake, service = gateway
+    prompt = f"Please keep this secret: {marker}"
+    answers: list[str] = []
+
+    async def post(body: dict[str, object]) -> httpx.Response:
+        response = await http.post(RUN, json=body, headers=caller.headers)
+        answers.append(response.text.replace(response.json().get("prompt_hash", "-"), ""))
+        return response
+
+    ok = await post({"prompt": prompt, "model": "offline:echo"})
+    assert ok.json()["status"] == "succeeded"
+    hit = await post({"prompt": prompt, "model": "offline:echo"})
+    assert hit.json()["cached"] is True
+    via_openai = await post({"prompt": prompt, "model": "openai:gpt-test"})
+    assert via_openai.json()["status"] == "succeeded"
+    fake.enqueue(Reply(400, {"error": {"message": f"cannot process {marker}", "code": "bad_request"}}))
+    failed = await post({"prompt": prompt, "model": "openai:gpt-test", "cache": False})
+    assert failed.json()["status"] == "failed"
+    assert (await post({"prompt": prompt * 2000})).status_code == 422
+    assert (await post({"prompt": prompt, "params": {"temperature": 9}})).status_code == 422
+    assert (await post({"prompt": prompt, "model": "nowhere:x"})).status_code == 422
+    assert (await post({"prompt": prompt, "retention_days": 999})).status_code == 422
+
+    task_id = ok.json()["task_id"]
+    answers.append((await http.get(f"/resources/get_agent_result/{task_id}", headers=caller.headers)).text)
+    answers.append((await http.get("/resources/agent_results", headers=caller.headers)).text)
+
+    async with mcp_as(service.service, caller) as mcp:
+        for arguments in (
+            {"prompt": prompt},
+            {"prompt": prompt * 2000},
+            {"prompt": prompt, "params": {"temperature": 9}},
+            {"prompt": prompt, "context": {"blob": "x" * 17_000}},
+        ):
+            result = await mcp.call_tool("run_agent_task", arguments, raise_on_error=False)
+            answers.append(str(result.content))
+
+    await db.execute("UPDATE agent_task SET expires_at = now() WHERE id = $1", uuid.UUID(task_id))
+    purged = await service.purger.run()
+    assert purged.deleted["agent_task"] == 1
+    metrics_text = (await http.get("/metrics", headers=await scraper_headers(service))).text
+
+    traced = span_text(spans)
+    assert "agent task" in traced
+    assert "retention purge" in traced
+    assert "provider call" in traced  # the outgoing calls, including the one that failed
+    assert marker not in traced
+    assert "agent_tasks_total" in metrics_text
+    assert marker not in metrics_text
+    stored = await everything_stored(db)
+    assert stored, "the database should hold tasks and audit events"
+    assert marker not in stored
+    assert all(marker not in answer for answer in answers)
+    assert fake.requests, "the provider really was called"
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    assert logged, "logging at DEBUG should have produced records"
+    assert marker not in logged
+    out, err = capfd.readouterr()
+    assert marker not in out
+    assert marker not in err
+
+
+async def test_secrets_are_never_logged_traced_or_stored(gateway, db, caplog, capfd, spans):
+    caplog.set_level(logging.DEBUG)
+    http, caller, _fake, service = gateway
+    await http.post(RUN, json={"prompt": "hello", "model": "openai:gpt-test"}, headers=caller.headers)
+    await http.post(RUN, json={"prompt": "hello", "model": "offline:echo"}, headers=caller.headers)
+    await http.get("/resources/agent_results", headers=caller.headers)
+    await http.get("/resources/agent_results", headers={"Authorization": "Bearer ask_" + "W" * 43})
+    metrics_text = (await http.get("/metrics", headers=await scraper_headers(service))).text
+
+    secrets = {
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "PROMPT_HASH_KEY": TEST_HASH_KEY,
+        "API key": caller.key,
+        "wrong API key": "ask_" + "W" * 43,
+    }
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    out, err = capfd.readouterr()
+    stored = await everything_stored(db)
+    for name, secret in secrets.items():
+        for where, text in (
+            ("logs", logged),
+            ("output", out + err),
+            ("spans", span_text(spans)),
+            ("metrics", metrics_text),
+            ("database", stored),
+        ):
+            assert secret not in text, f"{name} found in {where}"

@@ -1,0 +1,29 @@
+"""The settings the tests run the service with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.settings import Settings
+
+TEST_HASH_KEY = "test-prompt-hash-key-" + "0123456789abcdef" * 2
+# Nobody connects to this database: the settings of tests that stop at start-up need one.
+UNUSED_DB = "postgresql://nobody:nothing@127.0.0.1:9/none"
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "prompt_hash_key": TEST_HASH_KEY,
+        "openai_api_key": None,
+        "openai_base_url": None,
+        "default_model": None,
+        "auth_cache_seconds": 0,
+        "db_pool_min_size": 1,
+        "db_pool_max_size": 5,
+        "db_connect_timeout_seconds": 2,
+        "trace_requests": True,  # the tests read the spans
+        "trace_sql": True,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]

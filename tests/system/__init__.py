@@ -1,0 +1,1 @@
+"""System tests: real processes (`agent-service` commands, `serve` subprocesses, built wheels)."""

@@ -1,0 +1,1 @@
+"""Faults, with nothing lost: one module per fault; the machinery is in tests/support/faults.py."""

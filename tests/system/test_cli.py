@@ -1,0 +1,59 @@
+"""The `agent-service` command line on a real database: keys are created with limits that can be
+changed later, and two `purge` commands at once delete every expired row exactly once."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import timedelta
+
+import asyncpg
+
+from tests.support.postgres import run_sync
+from tests.support.retention import add_tasks, owner_key
+from tests.support.service_process import CLI, cli, environment
+from tests.support.settings import TEST_HASH_KEY
+
+
+def test_keys_are_created_with_limits_and_their_limits_can_be_changed(empty_database_url):
+    env = environment(DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    cli("migrate", env=env)
+    created = cli("keys", "create", "batch-job", "--rate-limit", "120", "--max-running", "4", env=env).stdout
+    key_id = re.search(r"id:\s+(\S+)", created).group(1)  # type: ignore[union-attr]
+    assert "limits: rate/min=120 running=4" in created
+
+    changed = cli("keys", "limits", key_id, "--max-running", "0", env=env).stdout
+    listed = cli("keys", "list", env=env).stdout
+
+    assert "rate/min=default running=none" in changed  # a limit left out goes back to the default
+    assert "rate/min=default running=none" in listed
+    refused = cli("keys", "create", "x", "--rate-limit", "-1", env=env, check=False)
+    assert refused.returncode != 0
+
+
+def test_two_purge_commands_at_once_delete_every_row_exactly_once(database_url):
+    async def seed() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await add_tasks(conn, await owner_key(conn), 3_000, expires_in=-timedelta(minutes=1))
+        finally:
+            await conn.close()
+
+    run_sync(seed())
+    env = environment(DATABASE_URL=database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, PURGE_BATCH_SIZE="100")
+    dry = cli("purge", "--dry-run", env=env).stdout
+    assert "would delete: 3000 expired tasks" in dry
+    runs = [
+        subprocess.Popen([CLI, "purge"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    deleted = 0
+    for out, _ in outputs:
+        if match := re.search(r"deleted: (\d+) expired tasks", out):
+            deleted += int(match.group(1))
+        else:
+            assert "Another process is purging" in out
+    assert deleted == 3_000

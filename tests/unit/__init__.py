@@ -1,0 +1,1 @@
+"""Unit tests: no PostgreSQL, no subprocess; seconds in all."""

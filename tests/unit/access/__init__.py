@@ -1,0 +1,1 @@
+"""Unit tests of app/access: hashing of prompts and API keys."""

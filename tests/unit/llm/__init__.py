@@ -1,0 +1,1 @@
+"""Unit tests of app/llm: templates, the provider registry, plugins."""

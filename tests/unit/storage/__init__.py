@@ -1,0 +1,1 @@
+"""Unit tests of app/storage: tables and records, named statements compiled."""
