@@ -23,8 +23,11 @@ class ProviderEndpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,31}$")
-    base_url: str
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_\-]{0,31}$",
+        description="the provider's name, as in `name:model`: lower-case letters, digits, `-` and `_`, at most 32",
+    )
+    base_url: str = Field(description="the endpoint's OpenAI-compatible base URL, e.g. `http://localhost:11434/v1`")
     api_key_env: str | None = Field(default=None, description="the environment variable holding its key, if any")
 
 
@@ -34,64 +37,171 @@ class Settings(BaseSettings):
     # An empty variable (`OPENAI_API_KEY=` in a .env or a compose file) is the same as an unset one.
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
-    database_url: str | None = None
-    data_dir: Path = Path(".data")
+    database_url: str | None = Field(
+        default=None,
+        description="The PostgreSQL database: any `postgresql://` URL (the driver is the service's business). "
+        "Unset: the commands start an embedded development PostgreSQL under `DATA_DIR`.",
+    )
+    data_dir: Path = Field(
+        default=Path(".data"),
+        description="Where the embedded development database and its development prompt hash key live "
+        "(used only while `DATABASE_URL` is unset).",
+    )
 
-    openai_api_key: SecretStr | None = None
-    openai_base_url: str | None = None
-    default_model: str | None = None
-    # The whole provider call, retries included; and one attempt of it.
-    provider_timeout_seconds: PositiveFloat = 60.0
-    provider_request_timeout_seconds: PositiveFloat = 30.0
-    provider_max_retries: int = Field(default=3, ge=0, le=10)
-    provider_retry_max_seconds: PositiveFloat = 30.0
-    # JSON, e.g. [{"name": "ollama", "base_url": "http://localhost:11434/v1"}]
-    provider_endpoints: list[ProviderEndpoint] = Field(default_factory=list)
-    # JSON, e.g. {"fast": "openai:gpt-4o-mini", "smart": "openai:gpt-4o"}
-    model_aliases: dict[str, str] = Field(default_factory=dict)
-    templates_dir: Path = TEMPLATES_DIR
-    cache_ttl_seconds: float = Field(default=3600.0, ge=0)
-    task_lease_seconds: PositiveFloat = 30.0
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="The OpenAI API key; setting it enables the `openai` provider."
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        description="Any OpenAI-compatible endpoint for the `openai` provider (Ollama, vLLM, ...); unset: OpenAI "
+        "itself. Setting it enables the `openai` provider too.",
+    )
+    default_model: str | None = Field(
+        default=None,
+        description="The model when a task names none: `provider:model` or an alias. Unset: `openai:gpt-4o-mini` "
+        "when OpenAI is configured (`OPENAI_API_KEY` or `OPENAI_BASE_URL`), else `offline:echo`.",
+    )
+    provider_timeout_seconds: PositiveFloat = Field(
+        default=60.0,
+        description="The most a whole provider call may take, retries and waits included; past it the task fails "
+        "with `timeout`.",
+    )
+    provider_request_timeout_seconds: PositiveFloat = Field(
+        default=30.0, description="The most one attempt of a provider call may take (a slower attempt is retried)."
+    )
+    provider_max_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries after a failed attempt of a provider call."
+    )
+    provider_retry_max_seconds: PositiveFloat = Field(
+        default=30.0, description="No retry of a provider call starts later than this after its first attempt began."
+    )
+    provider_endpoints: list[ProviderEndpoint] = Field(
+        default_factory=list,
+        description="More OpenAI-compatible endpoints, each a provider of its own, as a JSON list: "
+        '`[{"name": "ollama", "base_url": "http://localhost:11434/v1"}]` '
+        "(fields `name`, `base_url`, optional `api_key_env`).",
+    )
+    model_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description='Model aliases as a JSON object, alias to `provider:model`: `{"fast": "openai:gpt-4o-mini"}`.',
+    )
+    templates_dir: Path = Field(
+        default=TEMPLATES_DIR,
+        description="Where the prompt templates live: one `<name>/<version>.toml` file per template version.",
+    )
+    cache_ttl_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long a succeeded answer may serve the same caller's identical requests (0: no cache).",
+    )
+    task_lease_seconds: PositiveFloat = Field(
+        default=30.0,
+        description="A runner's lease on a task, renewed while it runs; a task whose lease runs out ends "
+        "`failed` with `interrupted`.",
+    )
 
-    prompt_hash_key: SecretStr | None = None
-    max_prompt_chars: int = Field(default=32_000, ge=1, le=1_000_000)
+    prompt_hash_key: SecretStr | None = Field(
+        default=None,
+        description="The HMAC-SHA-256 key for prompt hashes, at least 32 characters (`openssl rand -hex 32`); "
+        "required when `DATABASE_URL` is set. Changing it rotates the key: old hashes keep their key id.",
+    )
+    max_prompt_chars: int = Field(
+        default=32_000, ge=1, le=1_000_000, description="The longest prompt accepted, in characters."
+    )
 
-    result_retention_days: PositiveFloat = 30
-    failed_result_retention_days: PositiveFloat | None = None
-    audit_retention_days: PositiveFloat = 365
-    purge_cron: str = "0 * * * *"
-    purge_enabled: bool = True
-    purge_batch_size: int = Field(default=20_000, ge=1, le=200_000)
+    result_retention_days: PositiveFloat = Field(
+        default=30,
+        description="How long a task and its result are kept, in days; also the most a task may ask for "
+        "(`retention_days`).",
+    )
+    failed_result_retention_days: PositiveFloat | None = Field(
+        default=None, description="Keep failed tasks at most this many days; unset: as long as any other task."
+    )
+    audit_retention_days: PositiveFloat = Field(default=365, description="How long audit events are kept, in days.")
+    purge_cron: str = Field(
+        default="0 * * * *",
+        description="When the in-service retention purge runs: a crontab expression (minute hour day month "
+        "weekday), in UTC; write weekdays as names (`mon-fri`).",
+    )
+    purge_enabled: bool = Field(
+        default=True,
+        description="`false`: no in-service purge schedule (run `agent-service purge` from an external cron).",
+    )
+    purge_batch_size: int = Field(
+        default=20_000, ge=1, le=200_000, description="Rows the purge deletes per transaction."
+    )
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    logfire_token: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="The level of the service's logs (on stderr); any case."
+    )
+    logfire_token: SecretStr | None = Field(
+        default=None,
+        description="Sends traces, logs and metrics to logfire; without it no telemetry leaves the machine.",
+    )
 
-    db_pool_min_size: int = Field(default=2, ge=0)
-    db_pool_max_size: int = Field(default=20, ge=1)
-    db_connect_timeout_seconds: PositiveFloat = 5.0
-    db_command_timeout_seconds: PositiveFloat = 10.0
-    db_statement_cache_size: int = Field(default=256, ge=0)
-    auth_cache_seconds: float = Field(default=10.0, ge=0)
+    db_pool_min_size: int = Field(default=2, ge=0, description="Database connections each process keeps open.")
+    db_pool_max_size: int = Field(
+        default=20, ge=1, description="The most database connections each process opens (its pool's size)."
+    )
+    db_connect_timeout_seconds: PositiveFloat = Field(
+        default=5.0,
+        description="How long a request waits for a database connection before answering 503 `database_unavailable`.",
+    )
+    db_command_timeout_seconds: PositiveFloat = Field(default=10.0, description="The longest a SQL statement may run.")
+    db_statement_cache_size: int = Field(
+        default=256,
+        ge=0,
+        description="Prepared statements cached per connection; 0 behind PgBouncer in transaction pooling mode.",
+    )
+    auth_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a verified API key is remembered in-process: a revocation reaches other processes "
+        "within this time.",
+    )
 
-    # Per API key, across every replica (kept in PostgreSQL); 0 is no limit. A key's own
-    # limits (`keys create --rate-limit/--max-running`) take precedence.
-    rate_limit_per_minute: int = Field(default=0, ge=0)
-    max_running_tasks: int = Field(default=0, ge=0)
-    # Largest request body on REST and MCP (413 above it).
-    max_request_bytes: int = Field(default=1_048_576, ge=1024)
-    # Host headers /mcp accepts besides localhost and the address it listens on (DNS-rebinding
-    # protection); "name", "name:port" or patterns such as "*.example.com". Comma-separated or JSON.
-    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # Browser origins /mcp accepts besides same-origin and localhost.
-    mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # CORS is off unless origins are listed here.
-    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # A span per HTTP request, and per SQL statement (text only, never parameters). Unset:
-    # on when LOGFIRE_TOKEN is set. Spans with nowhere to go cost the hot path ~60% of its
-    # throughput (scripts/bench.py), so they are off when nothing would receive them.
-    trace_requests: bool | None = None
-    trace_sql: bool | None = None
-    trace_sample_rate: float = Field(default=1.0, ge=0, le=1)  # share of requests traced (head sampling)
+    rate_limit_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Requests a minute per API key, across every replica (kept in PostgreSQL); over it 429 "
+        "`too_many_requests`. 0: no limit. A key's own limit (`keys create/limits --rate-limit`) takes precedence.",
+    )
+    max_running_tasks: int = Field(
+        default=0,
+        ge=0,
+        description="Unfinished (pending or running) tasks per API key at once, across every replica; over it 429 "
+        "`too_many_running_tasks`. 0: no limit. A key's own cap (`--max-running`) takes precedence.",
+    )
+    max_request_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="The largest request body on REST and MCP, in bytes; over it 413 `payload_too_large`.",
+    )
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host headers `/mcp` accepts besides loopback and the address it listens on (DNS-rebinding "
+        "protection): `name`, `name:port` or patterns such as `*.example.com`.",
+    )
+    mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins `/mcp` accepts besides same-origin and loopback.",
+    )
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS); none: CORS is off.",
+    )
+    # Spans with nowhere to go cost the hot path ~60% of its throughput (scripts/bench.py), so they
+    # are off unless something would receive them.
+    trace_requests: bool | None = Field(
+        default=None, description="A span per HTTP request. Unset: on when `LOGFIRE_TOKEN` is set."
+    )
+    trace_sql: bool | None = Field(
+        default=None,
+        description="A span per SQL statement (its text, never its parameters). Unset: on when `LOGFIRE_TOKEN` is set.",
+    )
+    trace_sample_rate: float = Field(
+        default=1.0, ge=0, le=1, description="The share of requests traced (head sampling)."
+    )
 
     @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", "cors_allow_origins", mode="before")
     @classmethod
