@@ -6,8 +6,8 @@ import uuid
 
 import asyncpg
 
-from app.domain import TaskStatus
-from app.storage.sql import Statement
+from app.domain.tasks import UNFINISHED
+from app.storage.sql import Statement, sql_values
 
 # GCRA: a request is allowed while the key's next_allowed_at is at most `tolerance_seconds`
 # ahead of now; each allowed request moves it `interval_seconds` on. A refused request changes
@@ -60,7 +60,7 @@ COUNT_RUNNING_TASKS = Statement(
     "count_running_tasks",
     f"""
 SELECT count(*) FROM agent_task
-WHERE owner_id = :owner_id AND status IN ('{TaskStatus.PENDING}', '{TaskStatus.RUNNING}')
+WHERE owner_id = :owner_id AND status IN ({sql_values(UNFINISHED)})
   AND lease_expires_at > now() AND expires_at > now()
 """,
 )

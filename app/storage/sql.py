@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -63,6 +64,11 @@ class Statement:
 
     def __repr__(self) -> str:
         return f"Statement({self.name!r}, params={self.params})"
+
+
+def sql_values(values: tuple[StrEnum, ...]) -> str:
+    """`'a', 'b'`: enum values as SQL literals, for `IN (...)` lists written once."""
+    return ", ".join(f"'{value}'" for value in values)
 
 
 def column_list(record: type[Any], prefix: str = "") -> str:

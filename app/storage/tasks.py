@@ -13,10 +13,11 @@ from typing import Any
 import asyncpg
 
 from app.domain import Actor, AuditAction, AuditOutcome, NewTask, TaskOutcome, TaskRecord, TaskStatus
-from app.storage.sql import Statement, column_list
+from app.domain.tasks import UNFINISHED
+from app.storage.sql import Statement, column_list, sql_values
 
 TASK_COLUMNS = column_list(TaskRecord)
-_LIVE = f"'{TaskStatus.PENDING}', '{TaskStatus.RUNNING}'"  # a runner vouches for these (a lease)
+_LIVE = sql_values(UNFINISHED)  # a runner vouches for these (a lease)
 
 _NEW_TASK_COLUMNS = """id, owner_id, status, model, template, prompt_hash, prompt_hash_key_id, context, params,
     expires_at, cache_key, idempotency_key, request_hash"""
