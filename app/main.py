@@ -17,7 +17,8 @@ from starlette.routing import Route
 from app.api import rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
-from app.api.middleware import BodySizeLimitMiddleware, JsonGuardErrors, RequestIdMiddleware
+from app.api.mcp_errors import TransportErrors
+from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.service.wiring import Components
 from app.settings import Settings, get_settings
 from app.telemetry.logs import keep_payloads_out_of_logs
@@ -96,6 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="LLM Agent Service",
+        # No redirect to add or drop a trailing slash: Starlette builds its Location from the
+        # Host header, so `Host: evil.example` would send callers there. A wrong path is a 404.
+        redirect_slashes=False,
         # Operation ids are the route functions' names (`run_agent_task`, not FastAPI's
         # `run_agent_task_tools_run_agent_task_post`): generated clients read like the docs.
         generate_unique_id_function=_operation_id,
@@ -119,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rest.router)
     # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).
     app.router.routes.append(
-        Route("/mcp", endpoint=JsonGuardErrors(mcp_app), methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        Route("/mcp", endpoint=TransportErrors(mcp_app), methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.cors_allow_origins:  # off unless configured

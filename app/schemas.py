@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 from app.domain import AuditAction, AuditEventRecord, AuditOutcome, Channel, Role, TaskRecord, TaskStatus
 
@@ -20,6 +21,22 @@ PROMPT_HARD_LIMIT = 1_000_000
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(@[A-Za-z0-9_.\-]+)?$"
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def null_is_default(value_type: Any, default: Callable[[], Any]) -> BeforeValidator:
+    """`null` for an optional field or argument means its default, and the schema says it may be null.
+
+    Strict-mode agent frameworks (openai-agents' strict function tools) send every argument,
+    with null for the ones they leave unset.
+    """
+    return BeforeValidator(lambda v: default() if v is None else v, json_schema_input_type=value_type | None)
+
+
+def _true() -> bool:
+    return True
+
+
+NullMeansTrue = null_is_default(bool, _true)
 
 
 class TaskParams(BaseModel):
@@ -73,11 +90,16 @@ class AgentTask(BaseModel):
     model_config = _STRICT
 
     prompt: PromptText
-    context: ContextObject = Field(default_factory=dict)
+    # `type: [object, null]` rather than anyOf: generated clients keep one plain mapping type.
+    context: Annotated[
+        ContextObject,
+        null_is_default(dict[str, Any], dict),
+        WithJsonSchema({"type": ["object", "null"], "additionalProperties": True}, mode="validation"),
+    ] = Field(default_factory=dict)
     template: TemplateName = None
     model: ModelName = None
-    params: TaskParams = Field(default_factory=TaskParams)
-    cache: bool = Field(default=True, description="false bypasses the response cache")
+    params: Annotated[TaskParams, null_is_default(TaskParams, dict)] = Field(default_factory=TaskParams)
+    cache: Annotated[bool, NullMeansTrue] = Field(default=True, description="false bypasses the response cache")
     retention_days: RetentionDays = None
 
     @field_validator("prompt")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,7 +15,80 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Values people paste from examples; refusing them beats running with a known secret.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me", "xxx", "example"})
+# Words that give a secret away wherever they stand in it (compared without case or punctuation).
+# Five letters or more: a random key contains one by chance with a probability below one in a million.
+PLACEHOLDER_WORDS = (
+    "changeme",
+    "secret",
+    "example",
+    "password",
+    "passwd",
+    "placeholder",
+    "default",
+    "dummy",
+    "sample",
+    "insecure",
+    "replaceme",
+    "qwerty",
+    "letmein",
+)
 MIN_HASH_KEY_CHARS = 32
+MIN_SECRET_DISTINCT_CHARS = 8
+# A character-frequency (Shannon) estimate: `openssl rand -hex 16`, the weakest generated key
+# we accept, never came under 92 bits in 100,000 draws; a key of one character repeated is 0.
+MIN_SECRET_ESTIMATED_BITS = 64
+GOOD_SECRET_HINT = "generate one with `openssl rand -hex 32`"
+_NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
+
+
+def secret_weakness(value: str, *, min_chars: int = MIN_HASH_KEY_CHARS) -> str | None:
+    """Why `value` is too guessable to be a key, or None when it is not.
+
+    Length alone let `"a" * 32` and `changemechangemechangemechangeme` through (issue 12):
+    a key also needs variety (distinct characters, no short pattern repeated, a plausible
+    entropy estimate) and no placeholder word. The reason names the rule, never the value.
+    For any secret the service takes: the prompt hash key now, an encryption key later.
+    """
+    if value.strip().lower() in PLACEHOLDER_SECRETS:
+        return "is a placeholder"
+    if len(value) < min_chars:
+        return f"must be at least {min_chars} characters"
+    words = _NOT_ALPHANUMERIC.sub("", value.lower())
+    if found := next((word for word in PLACEHOLDER_WORDS if word in words), None):
+        return f"contains the placeholder word {found!r}"
+    distinct = len(set(value))
+    if distinct < MIN_SECRET_DISTINCT_CHARS:
+        return f"has too little variety: {distinct} distinct characters (at least {MIN_SECRET_DISTINCT_CHARS})"
+    period = _period(value)
+    if period <= len(value) // 2:
+        return f"repeats a pattern of {period} characters"
+    bits = _estimated_bits(value)
+    if bits < MIN_SECRET_ESTIMATED_BITS:
+        return (
+            f"is too predictable: about {bits:.0f} bits by its character frequencies "
+            f"(at least {MIN_SECRET_ESTIMATED_BITS})"
+        )
+    return None
+
+
+def _period(value: str) -> int:
+    """The length of the shortest pattern that `value` repeats (its own length when none)."""
+    n = len(value)
+    border = [0] * n  # Knuth-Morris-Pratt failure function: the longest proper prefix that is also a suffix
+    for i in range(1, n):
+        k = border[i - 1]
+        while k and value[i] != value[k]:
+            k = border[k - 1]
+        border[i] = k + 1 if value[i] == value[k] else k
+    period = n - border[-1] if n else 0
+    return period if period and n % period == 0 else n
+
+
+def _estimated_bits(value: str) -> float:
+    """Shannon entropy of the character frequencies, times the length: a ceiling, never a proof."""
+    n = len(value)
+    return -sum(count * math.log2(count / n) for count in Counter(value).values())
+
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 TEMPLATES_DIR = Path(__file__).resolve().parent / "prompt_templates"
@@ -234,11 +310,8 @@ class Settings(BaseSettings):
         key = self.prompt_hash_key.get_secret_value() if self.prompt_hash_key else None
         if self.database_url is not None and key is None:
             raise ValueError("PROMPT_HASH_KEY is required when DATABASE_URL is set")
-        if key is not None:
-            if key.strip().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError("PROMPT_HASH_KEY is a placeholder; generate one with `openssl rand -hex 32`")
-            if len(key) < MIN_HASH_KEY_CHARS:
-                raise ValueError(f"PROMPT_HASH_KEY must be at least {MIN_HASH_KEY_CHARS} characters")
+        if key is not None and (weakness := secret_weakness(key)) is not None:
+            raise ValueError(f"PROMPT_HASH_KEY {weakness}; {GOOD_SECRET_HINT}")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         return self

@@ -75,23 +75,37 @@ def _service_error(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-def safe_details(errors: list[Any]) -> list[dict[str, Any]]:
-    """Validation errors without the offending input: it may be the prompt."""
-    return [
-        {
-            "loc": [p for p in e.get("loc", ()) if isinstance(p, str | int)],
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
-        }
-        for e in errors
-    ]
+# Errors about a name the caller made up: the name is theirs, so it is not repeated either.
+_UNKNOWN_NAME_ERRORS = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+MAX_ERROR_DETAILS = 20
+
+
+def safe_details(errors: list[Any], *, unknown: str = "field") -> list[dict[str, Any]]:
+    """Validation errors that name the field and the rule, never a value (it may be the prompt).
+
+    `unknown` is what an invented name is called ("field" in a body, "argument" of a tool):
+    such an error points at the object that held it, not at the name.
+    """
+    details = []
+    for e in errors[:MAX_ERROR_DETAILS]:
+        loc = [p for p in e.get("loc", ()) if isinstance(p, str | int)]
+        kind = str(e.get("type", ""))
+        message = str(e.get("msg", ""))
+        if kind in _UNKNOWN_NAME_ERRORS:
+            loc, message = loc[:-1], f"an unknown {unknown} is not allowed"
+        details.append({"loc": loc, "msg": message, "type": kind})
+    return details
+
+
+def summary(details: list[dict[str, Any]]) -> str:
+    """The first few details as one line: `loc: rule; loc: rule`."""
+    return "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" if d["loc"] else d["msg"] for d in details[:5])
 
 
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = safe_details(list(exc.errors()))
-    summary = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details[:5])
-    return error_response(422, "validation_error", summary or "the request is not valid", details)
+    return error_response(422, "validation_error", summary(details) or "the request is not valid", details)
 
 
 def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any
+from importlib.metadata import version
+from typing import Annotated
 
 from fastmcp import FastMCP
-from fastmcp.exceptions import ResourceError, ToolError
+from fastmcp.exceptions import ResourceError
 from fastmcp.server.auth import AccessToken, TokenVerifier
 from fastmcp.server.dependencies import get_access_token, get_http_request
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from app.api.errors import safe_details
-from app.domain import (
-    Channel,
-    DatabaseUnavailable,
-    InvalidInput,
-    Principal,
-    Role,
-    ServiceError,
-    Throttled,
-    Unauthenticated,
-)
+from app.api.mcp_errors import ArgumentErrors
+from app.api.mcp_errors import mcp_errors as _mcp_errors
+from app.domain import Channel, InvalidInput, Principal, Role, Unauthenticated
 from app.schemas import (
     AgentResult,
     AgentResultPage,
     AgentTask,
     ContextObject,
     ModelName,
+    NullMeansTrue,
     RetentionDays,
     TaskParams,
     TemplateName,
+    null_is_default,
 )
 from app.service.operations import AgentService
 from app.service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -86,31 +77,6 @@ def _request_id() -> str | None:
     return request_id if isinstance(request_id, str) else None
 
 
-def _error_text(exc: ServiceError, details: list[dict[str, Any]] | None = None) -> str:
-    """The same `{code, message}` body as REST errors, as the MCP error's text."""
-    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
-    if isinstance(exc, Throttled):
-        body["retry_after"] = exc.retry_after
-    if details:
-        body["details"] = details
-    return json.dumps(body)
-
-
-@contextmanager
-def _mcp_errors(error: type[ToolError | ResourceError] = ToolError) -> Iterator[None]:
-    """Service errors become MCP errors carrying their stable code."""
-    try:
-        yield
-    except ServiceError as exc:
-        # A caller's mistake is routine (FastMCP would log it at ERROR); an outage is worth a warning.
-        level = logging.WARNING if isinstance(exc, DatabaseUnavailable) else logging.INFO
-        raise error(_error_text(exc), log_level=level) from None
-    except ValidationError as exc:
-        details = safe_details(exc.errors())
-        message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
-        raise error(_error_text(InvalidInput(message), details), log_level=logging.INFO) from None
-
-
 def _task_id(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -118,6 +84,11 @@ def _task_id(value: str) -> uuid.UUID:
         raise InvalidInput("task_id must be a UUID") from None
 
 
+def _default_page_size() -> int:
+    return DEFAULT_PAGE_SIZE
+
+
+_DefaultPageSize = null_is_default(int, _default_page_size)
 TaskIdArg = Annotated[str, Field(description="The task_id returned by run_agent_task.")]
 
 
@@ -125,8 +96,10 @@ def build_mcp(service: AgentService) -> FastMCP:
     mcp = FastMCP(
         "agent-service",
         instructions="Run LLM tasks and read their results back later by task_id. Every read is audited.",
+        version=version("agent-service"),  # serverInfo.version: the service's, not FastMCP's
         auth=ApiKeyVerifier(service),
         mask_error_details=True,
+        middleware=[ArgumentErrors()],
     )
 
     async def caller() -> Principal:
@@ -144,7 +117,7 @@ def build_mcp(service: AgentService) -> FastMCP:
         template: TemplateName = None,
         model: ModelName = None,
         params: TaskParams | None = None,
-        cache: Annotated[bool, Field(description="false bypasses the response cache")] = True,
+        cache: Annotated[bool, NullMeansTrue, Field(description="false bypasses the response cache")] = True,
         retention_days: RetentionDays = None,
         idempotency_key: Annotated[
             str | None,
@@ -153,7 +126,9 @@ def build_mcp(service: AgentService) -> FastMCP:
                 description="The same key from the same caller within 24 hours returns the same task.",
             ),
         ] = None,
-        wait: Annotated[bool, Field(description="false: return the pending task at once; read it later")] = True,
+        wait: Annotated[
+            bool, NullMeansTrue, Field(description="false: return the pending task at once; read it later")
+        ] = True,
     ) -> AgentResult:
         """Run an agent task and return its result."""
         with _mcp_errors():
@@ -188,7 +163,7 @@ def build_mcp(service: AgentService) -> FastMCP:
     @mcp.tool(annotations={"readOnlyHint": True})
     async def list_agent_results(
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+        limit: Annotated[int, _DefaultPageSize, Field(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     ) -> AgentResultPage:
         """List your tasks, newest first, without outputs."""
         with _mcp_errors():

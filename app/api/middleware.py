@@ -6,7 +6,6 @@ import re
 import uuid
 
 from opentelemetry import trace
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
@@ -109,41 +108,3 @@ class BodySizeLimitMiddleware:
         )
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
-
-
-_GUARD_ERRORS = {
-    421: ("misdirected_request", "this Host is not served here; add it to MCP_ALLOWED_HOSTS"),
-    403: ("forbidden_origin", "requests from this Origin are refused; add it to MCP_ALLOWED_ORIGINS"),
-}
-
-
-class JsonGuardErrors:
-    """FastMCP's Host/Origin guard answers in plain text; give those answers our JSON error body.
-
-    (The MCP app's own 403s, e.g. for a missing scope, are JSON already and pass through.)
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        replacing: tuple[int, str, str] | None = None
-
-        async def send_json_errors(message: Message) -> None:
-            nonlocal replacing
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                status = message["status"]
-                if status in _GUARD_ERRORS and "json" not in headers.get("content-type", ""):
-                    code, text = _GUARD_ERRORS[status]
-                    replacing = (status, code, text)
-                    return
-            elif message["type"] == "http.response.body" and replacing is not None:
-                if message.get("more_body", False):
-                    return
-                status, code, text = replacing
-                await error_response(status, code, text)(scope, receive, send)
-                return
-            await send(message)
-
-        await self.app(scope, receive, send_json_errors)

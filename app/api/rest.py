@@ -9,12 +9,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from app.api.deps import CurrentPrincipal, RequestId, ServiceDep
+from app.api.deps import CurrentPrincipal, RequestId, ServiceDep, reject_unknown_query
 from app.api.errors import ERROR_RESPONSES
 from app.domain import Channel
 from app.schemas import (
@@ -29,7 +29,7 @@ from app.schemas import (
 )
 from app.service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(reject_unknown_query)])
 
 Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "unknown, expired, or another client's task"}}

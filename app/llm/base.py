@@ -1,7 +1,8 @@
 """The provider protocol: take a rendered request, return text and usage, or raise a typed error.
 
 Error messages never carry prompt text or the provider's free-text answer (which
-may quote the prompt): only status codes and the provider's short error codes.
+may quote the prompt): only status codes and the provider's documented error codes
+(`app.llm.error_codes`; a code not on that list says `other`).
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class ProviderError(Exception):
 
     `retryable`: another attempt may succeed (a connection error, a timeout, HTTP 408/409/429/5xx).
     `retry_after`: seconds the provider asked us to wait (`Retry-After`), when it said so.
-    The message is stored on the task and returned to callers: status codes and short
-    error codes only, never prompt text or the provider's own words.
+    The message is stored on the task and returned to callers: status codes and documented
+    error codes only (`app.llm.error_codes.safe_error_code`), never prompt text or the
+    provider's own words.
     """
 
     code: ClassVar[str] = "provider_error"

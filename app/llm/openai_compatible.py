@@ -15,7 +15,8 @@ written once with tenacity, governs every endpoint:
   not JSON or not a chat completion.
 
 The caller (the service) bounds the whole call, retries included, with its own timeout.
-Error messages carry the HTTP status and the provider's short error code, never its text.
+Error messages carry the HTTP status and the provider's error code when it is a documented one
+(`app.llm.error_codes`; any other code says `other`), never its text.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from app.llm.base import (
     RateLimited,
     Usage,
 )
+from app.llm.error_codes import safe_error_code
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +218,13 @@ def _status_error(name: str, exc: openai.APIStatusError) -> ProviderError:
 
 
 def _describe_status(name: str, exc: openai.APIStatusError) -> str:
-    """Status and the provider's short error code, never its free-text message (it may quote the prompt)."""
-    detail = f" ({exc.code})" if isinstance(exc.code, str) and exc.code.isidentifier() and len(exc.code) <= 64 else ""
-    return f"{name} answered HTTP {exc.status_code}{detail}"
+    """Status and the provider's error code, never its free-text message (it may quote the prompt).
+
+    The code is repeated only when it is a documented one (`app.llm.error_codes`): a provider
+    may put a word of the prompt where the code goes. Any other code says `other`.
+    """
+    code = safe_error_code(exc.code, getattr(exc, "type", None))
+    return f"{name} answered HTTP {exc.status_code}" + (f" ({code})" if code is not None else "")
 
 
 def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

@@ -5,12 +5,21 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.domain import InvalidInput
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# What PostgreSQL's bigint (the audit log's ids) can hold.
+MAX_EVENT_ID = 2**63 - 1
+# Cursors are dated by rows this service wrote: anything outside these years is forged, and
+# near the ends of Python's calendar a time-zone shift would overflow (a 500, not a 422).
+_CURSOR_YEARS = range(1970, 9000)
+
+
+def _forged() -> InvalidInput:
+    return InvalidInput("cursor is not one this service issued", code="invalid_cursor")
 
 
 def page_size(limit: int) -> int:
@@ -30,16 +39,17 @@ def decode_task_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, task_id = raw.split("|")
         when = datetime.fromisoformat(created_at)
-        if when.tzinfo is None:
-            raise ValueError("naive timestamp")
-        return when, uuid.UUID(task_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("cursor is not one this service issued", code="invalid_cursor") from None
+        if when.tzinfo is None or when.year not in _CURSOR_YEARS:
+            raise ValueError("naive or implausible timestamp")
+        return when.astimezone(UTC), uuid.UUID(task_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
+        raise _forged() from None
 
 
 def decode_int_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 19:
-        raise InvalidInput("cursor is not one this service issued", code="invalid_cursor")
+    # ASCII digits only: str.isdigit() also takes "²" and other scripts' digits, which int() refuses.
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or not 1 <= int(cursor) <= MAX_EVENT_ID:
+        raise _forged()
     return int(cursor)

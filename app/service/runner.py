@@ -113,6 +113,8 @@ class TaskRunner:
                     copied = await storage.complete_as_copy(conn, task_id, source.id)
                 if copied is not None:
                     return copied
+            # The leader failed, was erased, or finished after its own expiry (its answer is gone
+            # and is never copied): this task gets a real answer of its own.
         outcome = await self._call_provider(work)
         failed_days = self._settings.failed_result_retention_days
         async with self._db.connection() as conn:

@@ -26,13 +26,24 @@ _NEW_TASK_VALUES = """:id, :owner_id, :status, :model, :template, :prompt_hash, 
 _AUDIT_CREATE = f"""
     INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
     SELECT :actor_id, :actor_role, :channel, '{AuditAction.CREATE}', id, '{AuditOutcome.OK}', :request_id FROM task"""
+# An idempotency key lives until its task expires: a new task with the key takes it over from an
+# expired one (else a replay that finds its task expired could not make a new one). The insert
+# reads `released` (FROM _KEY_RELEASED), so the key is let go before the new row claims it.
+_RELEASE_EXPIRED_KEY = """
+released AS (
+    UPDATE agent_task SET idempotency_key = NULL
+    WHERE owner_id = :owner_id AND idempotency_key = :idempotency_key AND expires_at <= now()
+    RETURNING id
+)"""
+_KEY_RELEASED = "(SELECT count(*) FROM released) AS key_released"
 
 INSERT_TASK = Statement(
     "insert_task",
     f"""
-WITH task AS (
+WITH {_RELEASE_EXPIRED_KEY}, task AS (
     INSERT INTO agent_task ({_NEW_TASK_COLUMNS}, lease_expires_at)
-    VALUES ({_NEW_TASK_VALUES}, now() + make_interval(secs => :lease_seconds::float8))
+    SELECT {_NEW_TASK_VALUES}, now() + make_interval(secs => :lease_seconds::float8)
+    FROM {_KEY_RELEASED}
     RETURNING {TASK_COLUMNS}
 ), audit AS ({_AUDIT_CREATE}
 )
@@ -42,17 +53,20 @@ SELECT {TASK_COLUMNS} FROM task
 
 
 def _copy_answer_into_new_task(name: str, source: str) -> Statement:
-    """A statement that stores a new, finished task whose answer comes from the `source` query."""
+    """A statement that stores a new, finished task whose answer comes from the `source` query.
+
+    Every `source` copies only from a row that has not expired: an expired answer is gone.
+    """
     return Statement(
         name,
         f"""
 WITH source AS ({source}
-), task AS (
+), {_RELEASE_EXPIRED_KEY}, task AS (
     INSERT INTO agent_task ({_NEW_TASK_COLUMNS},
                             output, prompt_tokens, completion_tokens, total_tokens, cached, completed_at)
     SELECT {_NEW_TASK_VALUES},
            output, prompt_tokens, completion_tokens, total_tokens, true, now()
-    FROM source
+    FROM source, {_KEY_RELEASED}
     RETURNING {TASK_COLUMNS}
 ), audit AS ({_AUDIT_CREATE}
 )
@@ -205,14 +219,15 @@ SET status = '{TaskStatus.SUCCEEDED}', output = s.output, prompt_tokens = s.prom
     completion_tokens = s.completion_tokens, total_tokens = s.total_tokens, cached = true,
     completed_at = now(), lease_expires_at = NULL
 FROM agent_task AS s
-WHERE t.id = :task_id AND s.id = :source_id AND s.status = '{TaskStatus.SUCCEEDED}'
+WHERE t.id = :task_id AND s.id = :source_id AND s.status = '{TaskStatus.SUCCEEDED}' AND s.expires_at > now()
 RETURNING {column_list(TaskRecord, prefix="t.")}
 """,
 )
 
 
 async def complete_as_copy(conn: asyncpg.Connection, task_id: uuid.UUID, source_id: uuid.UUID) -> TaskRecord | None:
-    """Finish a task with the answer of an identical one (single flight); None if either is gone."""
+    """Finish a task with the answer of an identical one (single flight); None if either is gone,
+    or the source has expired (a leader may finish after its own `expires_at`): never copy that."""
     row = await COMPLETE_AS_COPY.fetchrow(conn, task_id=task_id, source_id=source_id)
     return None if row is None else TaskRecord.from_row(row)
 

@@ -18,7 +18,7 @@ from app.domain import Role
 from app.main import create_app
 from app.telemetry.logs import PAYLOAD_LOGGERS
 from tests.support.app import Caller, running
-from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply, error_reply
 from tests.support.mcp import mcp_as
 from tests.support.routes import RUN
 from tests.support.settings import TEST_HASH_KEY, make_settings
@@ -175,3 +175,37 @@ async def test_secrets_are_never_logged_traced_or_stored(gateway, db, caplog, ca
             ("database", stored),
         ):
             assert secret not in text, f"{name} found in {where}"
+
+
+async def test_a_provider_that_puts_the_prompt_in_its_error_code_leaks_nothing(
+    gateway, db, marker, caplog, capfd, spans
+):
+    """A provider may put the prompt's first word where its short error code goes; a one-word
+    prompt would then leak whole. Only documented codes are ever copied: the rest say `other`."""
+    caplog.set_level(logging.DEBUG)
+    http, caller, fake, _service = gateway
+    word = marker.replace("-", "_")  # one word, shaped like an error code
+    fake.enqueue(error_reply(400, code=word, type=word, message=f"{word} is not allowed"))
+    fake.enqueue(*[error_reply(503, code=word, headers={"Retry-After": "0"})] * 4)  # retried, then given up
+    body = {"prompt": word, "model": "openai:gpt-test", "cache": False}
+
+    refused = await http.post(RUN, json=body, headers=caller.headers)
+    retried = await http.post(RUN, json=body, headers=caller.headers)
+    read_back = await http.get(f"/resources/get_agent_result/{retried.json()['task_id']}", headers=caller.headers)
+
+    assert refused.json()["error"] == {"code": "provider_error", "message": "openai answered HTTP 400 (other)"}
+    assert retried.json()["error"] == {
+        "code": "provider_error",
+        "message": "openai answered HTTP 503 (other); gave up after 4 attempts",
+    }
+    assert fake.count == 5, "the provider really was asked, and the 503s really were retried"
+    retry_lines = [r.getMessage() for r in caplog.records if r.name == "app.llm.openai_compatible"]
+    assert len(retry_lines) == 3
+    assert all("(openai answered HTTP 503 (other))" in line for line in retry_lines)
+    for answer in (refused, retried, read_back):
+        assert word not in answer.text.replace(answer.json()["prompt_hash"], "")
+    assert word not in await everything_stored(db)
+    assert word not in "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    assert word not in span_text(spans)
+    out, err = capfd.readouterr()
+    assert word not in out + err

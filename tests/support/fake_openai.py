@@ -51,6 +51,24 @@ def completion(
     }
 
 
+def error_reply(
+    status: int,
+    code: object = None,
+    *,
+    type: object = None,
+    message: str = "refused",
+    headers: dict[str, str] | None = None,
+    delay: float = 0.0,
+) -> Reply:
+    """An OpenAI-style error answer: `{"error": {"message", "type", "code"}}` (None fields left out)."""
+    error: dict[str, object] = {"message": message}
+    if type is not None:
+        error["type"] = type
+    if code is not None:
+        error["code"] = code
+    return Reply(status, {"error": error}, headers=dict(headers or {}), delay=delay)
+
+
 class _Dropped(Response):
     """Promises 1000 bytes, sends a few, and ends: the server closes the connection mid-answer."""
 

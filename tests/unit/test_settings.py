@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings
+from app.devdb.embedded import development_hash_key
+from app.settings import Settings, secret_weakness
 from app.storage.database import asyncpg_dsn, sqlalchemy_url
+from tests.support.settings import TEST_HASH_KEY
 
 URL = "postgresql://u:p@db:5432/agents"
 
@@ -26,6 +30,52 @@ def test_placeholder_and_short_hash_keys_are_refused(key):
         settings(database_url=URL, prompt_hash_key=key)
 
 
+# Each long enough, each guessable: the keys issue 12 found accepted, and their cousins.
+WEAK_KEYS = {
+    "one character": "a" * 32,
+    "spaces and an x": " " * 31 + "x",
+    "zeros": "0" * 64,
+    "a repeated placeholder": "changemechangemechangemechangeme",
+    "a placeholder inside": "my-super-SECRET-prompt-hash-key-2026",
+    "an example value": "example-example-example-0123456789",
+    "a short pattern repeated": "abc123" * 6,
+    "mostly one character": "a" * 40 + "bcdefghij",
+    "few characters": "0101010110101001011010100101101001",
+}
+
+
+@pytest.mark.parametrize("key", list(WEAK_KEYS.values()), ids=list(WEAK_KEYS))
+def test_guessable_hash_keys_are_refused_with_how_to_make_a_good_one(key):
+    with pytest.raises(ValidationError, match="PROMPT_HASH_KEY") as refused:
+        settings(database_url=URL, prompt_hash_key=key)
+    message = refused.value.errors()[0]["msg"]
+    assert "openssl rand -hex 32" in message
+    assert key not in message  # the message names the rule, never the key
+
+
+@pytest.mark.parametrize(
+    "generate",
+    [lambda: secrets.token_hex(32), lambda: secrets.token_urlsafe(32), lambda: secrets.token_hex(16)],
+    ids=["openssl rand -hex 32", "secrets.token_urlsafe(32)", "openssl rand -hex 16"],
+)
+def test_generated_hash_keys_are_accepted(generate):
+    for _ in range(500):
+        key = generate()
+        assert settings(database_url=URL, prompt_hash_key=key).prompt_hash_key.get_secret_value() == key
+
+
+def test_the_test_suites_and_the_development_database_keys_are_accepted(tmp_path):
+    assert secret_weakness(TEST_HASH_KEY) is None
+    assert secret_weakness(development_hash_key(tmp_path)) is None
+
+
+def test_the_strength_rule_is_reusable_for_any_secret():
+    assert secret_weakness(secrets.token_hex(32)) is None
+    assert secret_weakness("x" * 64) is not None
+    assert secret_weakness(secrets.token_urlsafe(16), min_chars=16) is None
+    assert "at least 48 characters" in (secret_weakness(secrets.token_hex(16), min_chars=48) or "")
+
+
 def test_without_a_database_url_the_embedded_default_needs_no_key():
     assert settings().database_url is None
 
@@ -39,8 +89,9 @@ def test_the_default_model_follows_the_configured_providers():
 
 
 def test_secrets_do_not_show_in_the_settings_repr():
-    shown = repr(settings(database_url=URL, prompt_hash_key="k" * 40, openai_api_key="sk-very-secret"))
-    assert "k" * 40 not in shown
+    key = secrets.token_hex(32)
+    shown = repr(settings(database_url=URL, prompt_hash_key=key, openai_api_key="sk-very-secret"))
+    assert key not in shown
     assert "sk-very-secret" not in shown
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from typing import Any
 
 import pytest
 
 from tests.support.app import count_rows
-from tests.support.routes import RUN
+from tests.support.routes import AUDIT, LIST, RUN
 
 TOO_BIG_CONTEXT = {"blob": "x" * (16 * 1024)}
 
@@ -45,7 +47,6 @@ TOO_BIG_CONTEXT = {"blob": "x" * (16 * 1024)}
         pytest.param({"prompt": "x", "retention_days": -1}, "validation_error", "retention_days", id="retention < 0"),
         pytest.param({"prompt": "x", "retention_days": "7"}, "validation_error", "retention_days", id="retention str"),
         pytest.param({"prompt": "x", "retention_days": 365}, "retention_too_long", None, id="retention too long"),
-        pytest.param({"prompt": "x", "owner": "someone"}, "validation_error", "owner", id="unknown field"),
     ],
 )
 async def test_bad_task_input_is_422_and_writes_nothing(client, alice, db, body: dict[str, Any], code, field):
@@ -115,16 +116,13 @@ async def test_errors_never_echo_the_input(client, alice):
         pytest.param({"prompt": "x", "params": {"max_tokens": True}}, "max_tokens", id="max_tokens a bool"),
         pytest.param({"prompt": "x", "params": {"temperature": "0.5"}}, "temperature", id="temperature a string"),
         pytest.param({"prompt": "x", "params": {"top_p": True}}, "top_p", id="top_p a bool"),
-        pytest.param({"prompt": "x", "params": None}, "params", id="params null"),
         pytest.param({"prompt": "x", "params": [1]}, "params", id="params an array"),
         pytest.param({"prompt": "x", "cache": "true"}, "cache", id="cache the string true"),
         pytest.param({"prompt": "x", "cache": 0}, "cache", id="cache zero"),
-        pytest.param({"prompt": "x", "cache": None}, "cache", id="cache null"),
         pytest.param({"prompt": 1}, "prompt", id="prompt a number"),
         pytest.param({"prompt": ["x"]}, "prompt", id="prompt an array"),
         pytest.param({"prompt": "x", "model": 1}, "model", id="model a number"),
         pytest.param({"prompt": "x", "template": 1}, "template", id="template a number"),
-        pytest.param({"prompt": "x", "context": None}, "context", id="context null"),
         pytest.param({"prompt": "x", "retention_days": True}, "retention_days", id="retention_days a bool"),
         pytest.param({"prompt": "x", "retention_days": "1.5"}, "retention_days", id="retention_days a string"),
     ],
@@ -209,3 +207,89 @@ async def test_absurdly_nested_json_is_a_4xx_and_writes_nothing(client, alice, d
     answer = await client.post(RUN, content=body, headers={**alice.headers, "Content-Type": "application/json"})
     assert 400 <= answer.status_code < 500
     assert await count_rows(db, "agent_task") == 0
+
+
+# -- null, unknown names, forged cursors, unknown query parameters, trailing slashes ------------
+
+
+async def test_null_for_every_optional_field_means_its_default(client, alice):
+    """Strict-mode agent frameworks send every field, with null for the ones they leave unset."""
+    nulls = {"context": None, "template": None, "model": None, "params": None, "cache": None, "retention_days": None}
+    response = await client.post(RUN, json={"prompt": "hello", **nulls}, headers=alice.headers)
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["status"], result["context"], result["model"]) == ("succeeded", {}, "offline:echo")
+
+
+async def test_an_unknown_field_is_refused_without_naming_it(client, alice, db):
+    invented = "owner_SECRET_name"
+    response = await client.post(RUN, json={"prompt": "x", invented: "someone"}, headers=alice.headers)
+
+    assert response.status_code == 422
+    error = response.json()
+    assert error["code"] == "validation_error"
+    assert "unknown field" in error["message"]
+    assert invented not in response.text
+    assert "someone" not in response.text
+    assert await count_rows(db, "agent_task") == 0
+
+
+async def test_an_unknown_nested_field_is_refused_without_naming_it(client, alice):
+    response = await client.post(RUN, json={"prompt": "x", "params": {"SECRET_seed": 1}}, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert "SECRET" not in response.text
+    assert ["body", "params"] in [detail["loc"] for detail in response.json()["details"]]
+
+
+def _task_cursor(when: str) -> str:
+    return base64.urlsafe_b64encode(f"{when}|{uuid.uuid4()}".encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        pytest.param(_task_cursor("9999-12-31T23:59:59-05:00"), id="year 9999"),
+        pytest.param(_task_cursor("0001-01-01T00:00:00+05:00"), id="year 1"),
+        pytest.param(_task_cursor("9999-12-31T23:59:59+00:00"), id="the last instant"),
+        pytest.param("²", id="superscript two"),
+    ],
+)
+async def test_a_forged_task_cursor_is_invalid_cursor(client, alice, cursor):
+    response = await client.get(LIST, params={"cursor": cursor}, headers=alice.headers)
+
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_cursor")
+
+
+@pytest.mark.parametrize("cursor", ["9223372036854775808", "9999999999999999999", "²", "١٢", "0", "-5", " 7"])
+async def test_a_forged_audit_cursor_is_invalid_cursor(client, auditor, cursor):
+    response = await client.get(AUDIT, params={"cursor": cursor}, headers=auditor.headers)
+
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_cursor")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", RUN), ("GET", LIST), ("GET", AUDIT), ("GET", "/retention"), ("GET", "/healthz")],
+)
+async def test_an_unknown_query_parameter_is_refused_without_naming_it(client, auditor, db, method, path):
+    body = {"prompt": "x"} if method == "POST" else None
+    response = await client.request(method, path, params={"prompt": "SECRET-QUERY"}, json=body, headers=auditor.headers)
+
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert error["code"] == "validation_error"
+    assert "unknown query parameter" in error["message"]
+    assert "SECRET" not in response.text
+    assert "prompt" not in response.text
+    assert await count_rows(db, "agent_task") == 0
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/mcp/"), ("GET", f"{LIST}/"), ("GET", "/healthz/")])
+async def test_a_trailing_slash_is_not_redirected_to_the_callers_host(client, alice, method, path):
+    response = await client.request(method, path, headers={**alice.headers, "Host": "evil.example"})
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert "location" not in response.headers

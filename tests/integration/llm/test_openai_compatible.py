@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from app.devdb.cluster import free_port
-from tests.support.fake_openai import Reply, completion
+from tests.support.fake_openai import Reply, completion, error_reply
 from tests.support.providers import openai_at, run_task, serve
 from tests.support.routes import RUN
 
@@ -155,7 +155,7 @@ async def test_a_retry_after_longer_than_the_budget_is_not_waited_for(database_u
 )
 async def test_the_retry_budget_bounds_the_attempts(database_url, fake_openai, budget):
     # Each 503 asks for 0.3 s; a budget of 1 s leaves room for 3 or 4 attempts, not 11.
-    fake_openai.enqueue(*[Reply(503, {"error": {"code": "overloaded"}}, headers={"Retry-After": "0.3"})] * 20)
+    fake_openai.enqueue(*[error_reply(503, type="overloaded_error", headers={"Retry-After": "0.3"})] * 20)
     settings = openai_at(fake_openai, provider_max_retries=10, **budget)
     async with serve(database_url, **settings) as (http, caller):
         started = time.monotonic()
@@ -163,7 +163,7 @@ async def test_the_retry_budget_bounds_the_attempts(database_url, fake_openai, b
         elapsed = time.monotonic() - started
 
     assert result["error"]["code"] == "provider_error"
-    assert result["error"]["message"].startswith("openai answered HTTP 503 (overloaded); gave up after")
+    assert result["error"]["message"].startswith("openai answered HTTP 503 (overloaded_error); gave up after")
     assert 3 <= fake_openai.count <= 4
     assert elapsed < 1.6
 
@@ -217,7 +217,7 @@ async def test_other_client_errors_are_not_retried(database_url, fake_openai):
         for status in statuses:
             fake_openai.enqueue(*[Reply(status, {"error": {"message": "no", "code": "nope"}})] * 3)
             result = await run_task(http, caller)
-            assert result["error"] == {"code": "provider_error", "message": f"openai answered HTTP {status} (nope)"}
+            assert result["error"] == {"code": "provider_error", "message": f"openai answered HTTP {status} (other)"}
             fake_openai.replies.clear()
 
     assert fake_openai.count == len(statuses)
@@ -232,6 +232,31 @@ MALFORMED = [
     ),
     (Reply(body=completion() | {"choices": []}), "openai returned no text"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        pytest.param(error_reply(400, "context_length_exceeded"), " (context_length_exceeded)", id="OpenAI code"),
+        pytest.param(error_reply(400, type="invalid_request_error"), " (invalid_request_error)", id="OpenAI type"),
+        pytest.param(
+            error_reply(401, "invalid_api_key", type="invalid_request_error"), " (invalid_api_key)", id="code first"
+        ),
+        pytest.param(error_reply(400, "made_up_code", type="not_found_error"), " (not_found_error)", id="listed type"),
+        pytest.param(error_reply(404, type="not_found_error"), " (not_found_error)", id="Anthropic type"),
+        pytest.param(error_reply(400, 400, type="BadRequestError"), " (BadRequestError)", id="vLLM"),
+        pytest.param(error_reply(400, "summarize"), " (other)", id="a word of the prompt"),
+        pytest.param(error_reply(400, "Invalid_API_Key"), " (other)", id="listed codes match exactly"),
+        pytest.param(error_reply(400, 1234), " (other)", id="not a string"),
+        pytest.param(error_reply(400), "", id="no code at all"),
+    ],
+)
+async def test_only_documented_error_codes_are_repeated(database_url, fake_openai, reply, detail):
+    fake_openai.enqueue(reply)
+    async with serve(database_url, **openai_at(fake_openai)) as (http, caller):
+        result = await run_task(http, caller, prompt="summarize")
+
+    assert result["error"] == {"code": "provider_error", "message": f"openai answered HTTP {reply.status}{detail}"}
 
 
 async def test_a_malformed_answer_is_a_provider_error_and_not_retried(database_url, fake_openai):
@@ -270,7 +295,7 @@ async def test_retries_are_logged_without_the_prompt_or_the_providers_text(datab
     assert result["status"] == "succeeded"
     retries = [r for r in caplog.records if r.name == "app.llm.openai_compatible"]
     assert [r.levelno for r in retries] == [logging.WARNING]
-    assert "attempt 1 failed (openai answered HTTP 503 (x))" in retries[0].getMessage()
+    assert "attempt 1 failed (openai answered HTTP 503 (other))" in retries[0].getMessage()
     assert all(marker not in r.getMessage() for r in caplog.records)
 
 

@@ -368,3 +368,66 @@ async def test_a_pinned_template_version_is_used(database_url, fake):
         alice = await key(app)
         result = (await http.post(RUN, json={"prompt": "t", "template": "summarize@1"}, headers=alice.headers)).json()
     assert result["template"] == "summarize@1"
+
+
+# -- an expired answer is never copied ----------------------------------------------------------
+
+SECONDS = 1 / 86_400  # retention_days of one second
+
+
+async def test_a_follower_never_copies_an_answer_that_expired_before_it_came(database_url, fake, db):
+    """The leader is kept for 2 s but its provider takes 3 s: its row has expired when the answer
+    comes. The follower, sent meanwhile, asks the provider itself instead of copying it."""
+    fake.enqueue(
+        Reply(body=completion("the leader's answer"), delay=3.0),
+        Reply(body=completion("the follower's own answer"), delay=0.2),
+    )
+    async with gateway(database_url, fake) as (app, http):
+        alice = await key(app)
+        leader, follower = await asyncio.gather(
+            http.post(RUN, json={"prompt": "slow question", "retention_days": 2 * SECONDS}, headers=alice.headers),
+            _after(0.5, http.post(RUN, json={"prompt": "slow question"}, headers=alice.headers)),
+        )
+
+    answer = follower.json()
+    assert leader.json()["status"] == "succeeded"
+    assert (answer["status"], answer["cached"], answer["output"]) == ("succeeded", False, "the follower's own answer")
+    assert fake.count == 2
+    stored = await db.fetchrow("SELECT cached, output FROM agent_task WHERE id = $1", uuid.UUID(answer["task_id"]))
+    assert (stored["cached"], stored["output"]) == (False, "the follower's own answer")
+
+
+async def test_an_idempotency_replay_never_returns_an_expired_answer(database_url, fake):
+    fake.enqueue(Reply(body=completion("first answer")), Reply(body=completion("second answer")))
+    async with gateway(database_url, fake) as (app, http):
+        alice = await key(app)
+        headers = {**alice.headers, "Idempotency-Key": "short-lived"}
+        body = {"prompt": "p", "cache": False, "retention_days": SECONDS}
+        first = await http.post(RUN, json=body, headers=headers)
+        await asyncio.sleep(1.2)
+        again = await http.post(RUN, json=body, headers=headers)
+
+    assert first.json()["output"] == "first answer"
+    assert again.status_code == 200
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["task_id"] != first.json()["task_id"]
+    assert again.json()["output"] == "second answer"
+
+
+async def test_a_replay_waiting_on_a_task_that_expires_meanwhile_gets_a_fresh_answer(database_url, fake):
+    """The replay waits for the task its key made; that task's answer comes after it expired."""
+    fake.enqueue(
+        Reply(body=completion("the expired answer"), delay=2.0), Reply(body=completion("a fresh answer"), delay=0.2)
+    )
+    async with gateway(database_url, fake) as (app, http):
+        alice = await key(app)
+        headers = {**alice.headers, "Idempotency-Key": "expires-while-waited-for"}
+        body = {"prompt": "p", "cache": False, "retention_days": SECONDS}
+        accepted = await http.post(RUN, params={"wait": "false"}, json=body, headers=headers)
+        await asyncio.sleep(0.3)
+        again = await http.post(RUN, json=body, headers=headers)
+
+    assert accepted.status_code == 202
+    assert again.status_code == 200, again.text
+    assert (again.json()["status"], again.json()["output"]) == ("succeeded", "a fresh answer")
+    assert "idempotent-replayed" not in again.headers
