@@ -84,8 +84,8 @@ RetentionDays = Annotated[
 ]
 
 
-class AgentTask(BaseModel):
-    """A task to run: a prompt and what to run it with."""
+class PromptFields(BaseModel):
+    """What a prompt hash is taken of: the prompt, and the template and context it is rendered with."""
 
     model_config = _STRICT
 
@@ -97,23 +97,12 @@ class AgentTask(BaseModel):
         WithJsonSchema({"type": ["object", "null"], "additionalProperties": True}, mode="validation"),
     ] = Field(default_factory=dict)
     template: TemplateName = None
-    model: ModelName = None
-    params: Annotated[TaskParams, null_is_default(TaskParams, dict)] = Field(default_factory=TaskParams)
-    cache: Annotated[bool, NullMeansTrue] = Field(default=True, description="false bypasses the response cache")
-    retention_days: RetentionDays = None
 
     @field_validator("prompt")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("prompt must not be blank")
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _printable_model(cls, value: str | None) -> str | None:
-        if value is not None and not value.isprintable():
-            raise ValueError("model must not contain control or other non-printable characters")
         return value
 
     @field_validator("context")
@@ -129,6 +118,28 @@ class AgentTask(BaseModel):
         if size > MAX_CONTEXT_BYTES:
             raise ValueError(f"context is {size} bytes as JSON; the limit is {MAX_CONTEXT_BYTES}")
         return value
+
+
+class AgentTask(PromptFields):
+    """A task to run: a prompt and what to run it with."""
+
+    model: ModelName = None
+    params: Annotated[TaskParams, null_is_default(TaskParams, dict)] = Field(default_factory=TaskParams)
+    cache: Annotated[bool, NullMeansTrue] = Field(default=True, description="false bypasses the response cache")
+    retention_days: RetentionDays = None
+
+    @field_validator("model")
+    @classmethod
+    def _printable_model(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("model must not contain control or other non-printable characters")
+        return value
+
+
+class PromptSearch(PromptFields):
+    """A prompt to look for (auditors): the tasks that carried it, whoever sent them. The prompt
+    is hashed in memory and never stored; give the template and context a task was sent with to
+    find templated tasks."""
 
 
 # A nullable object's own title, so generated clients name it `AuditEventDetail` (not `..._type_0`).
@@ -246,6 +257,35 @@ class AuditEvent(BaseModel):
 class AuditEventPage(BaseModel):
     items: list[AuditEvent]
     next_cursor: str | None
+
+
+class PromptMatch(BaseModel):
+    """A live task that carried the searched prompt: whose it is and what became of it, never its output."""
+
+    task_id: uuid.UUID
+    owner_id: uuid.UUID
+    status: TaskStatus
+    model: str
+    template: str | None
+    created_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def from_record(cls, task: TaskRecord) -> PromptMatch:
+        return cls.model_construct(
+            task_id=task.id,
+            owner_id=task.owner_id,
+            status=task.status,
+            model=task.model,
+            template=task.template,
+            created_at=task.created_at,
+            expires_at=task.expires_at,
+        )
+
+
+class PromptMatchPage(BaseModel):
+    items: list[PromptMatch]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class RetentionPolicy(BaseModel):

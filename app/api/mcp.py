@@ -22,6 +22,8 @@ from app.schemas import (
     ContextObject,
     ModelName,
     NullMeansTrue,
+    PromptMatchPage,
+    PromptSearch,
     RetentionDays,
     TaskParams,
     TemplateName,
@@ -179,6 +181,24 @@ def build_mcp(service: AgentService) -> FastMCP:
                 await caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id()
             )
         return {"task_id": task_id, "status": "deleted"}
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def search_tasks_by_prompt(
+        prompt: Annotated[str, Field(description="The prompt to look for; hashed in memory, never stored.")],
+        context: ContextObject | None = None,
+        template: TemplateName = None,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int, _DefaultPageSize, Field(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    ) -> PromptMatchPage:
+        """Find the live tasks that carried a prompt, whoever sent them (auditors and admins; audited).
+
+        Give the template and context a task was sent with to find templated tasks."""
+        with _mcp_errors():
+            principal = await caller()
+            search = PromptSearch(prompt=prompt, context=context or {}, template=template)
+            return await service.search_by_prompt(
+                principal, search, cursor=cursor, limit=limit, channel=Channel.MCP, request_id=_request_id()
+            )
 
     @mcp.resource("agent-result://{task_id}", name="get_agent_result", mime_type="application/json")
     async def agent_result_resource(task_id: str) -> str:

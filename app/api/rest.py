@@ -24,6 +24,8 @@ from app.schemas import (
     AuditEventPage,
     ErrorBody,
     Liveness,
+    PromptMatchPage,
+    PromptSearch,
     ReadinessReport,
     RetentionPolicy,
 )
@@ -154,6 +156,31 @@ async def list_audit_events(
     """Read the audit log (auditor and admin roles; audited)."""
     page = await service.list_audit_events(
         principal, task_id=task_id, cursor=cursor, limit=limit, channel=Channel.REST, request_id=request_id
+    )
+    return _json(page)
+
+
+@router.post(
+    "/audit/prompt-search",
+    response_model=PromptMatchPage,
+    responses={**_WITH_BODY, **_FORBIDDEN},
+    tags=["audit"],
+)
+async def search_tasks_by_prompt(
+    search: PromptSearch,
+    principal: CurrentPrincipal,
+    service: ServiceDep,
+    request_id: RequestId,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+) -> Response:
+    """Find the live tasks that carried a prompt, whoever sent them (auditor and admin roles; audited).
+
+    A POST, so the prompt travels in the body and never in a URL or an access log. It is hashed
+    in memory for every owner, never stored; the search and each task found are audited.
+    """
+    page = await service.search_by_prompt(
+        principal, search, cursor=cursor, limit=limit, channel=Channel.REST, request_id=request_id
     )
     return _json(page)
 

@@ -17,7 +17,7 @@ from app.domain.errors import (
     Unauthenticated,
 )
 from app.domain.keys import ApiKeyRecord, Principal, Role
-from app.domain.tasks import AuditedTask, NewTask, TaskOutcome, TaskRecord, TaskStatus
+from app.domain.tasks import AuditedTask, NewTask, PromptHashes, TaskOutcome, TaskRecord, TaskStatus
 
 __all__ = [
     "Actor",
@@ -34,6 +34,7 @@ __all__ = [
     "NewTask",
     "NotFound",
     "Principal",
+    "PromptHashes",
     "Role",
     "ServiceError",
     "TaskOutcome",

@@ -26,6 +26,7 @@ class AuditAction(StrEnum):
     DELETE = "delete"
     AUDIT_READ = "audit_read"
     PURGE = "purge"
+    PROMPT_SEARCH = "prompt_search"
 
 
 class AuditOutcome(StrEnum):

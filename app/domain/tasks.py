@@ -107,3 +107,14 @@ class AuditedTask:
 
     outcome: AuditOutcome
     task: TaskRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptHashes:
+    """Every hash a task carrying one prompt may have, for the auditor's search: the
+    owner-bound hash per owner, and the global hash of rows written before that binding."""
+
+    key_id: str
+    by_owner: dict[uuid.UUID, str]
+    legacy_key_id: str
+    legacy_hash: str

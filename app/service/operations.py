@@ -23,6 +23,9 @@ from app.schemas import (
     AgentTask,
     AuditEvent,
     AuditEventPage,
+    PromptMatch,
+    PromptMatchPage,
+    PromptSearch,
     ReadinessReport,
     RetentionPolicy,
 )
@@ -36,7 +39,7 @@ from app.service.pagination import (
 )
 from app.service.runner import TaskRunner
 from app.service.submission import Admission, Planner, cache_hit_observed
-from app.storage import audit
+from app.storage import audit, search
 from app.storage.database import Database
 from app.telemetry import metrics
 
@@ -194,6 +197,37 @@ class AgentService:
         page = rows[:limit]
         next_cursor = str(page[-1].id) if len(rows) > limit else None
         return AuditEventPage(items=[AuditEvent.from_record(r) for r in page], next_cursor=next_cursor)
+
+    async def search_by_prompt(
+        self,
+        principal: Principal,
+        prompt_search: PromptSearch,
+        *,
+        cursor: str | None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        channel: Channel,
+        request_id: str | None = None,
+    ) -> PromptMatchPage:
+        """The live tasks that carried a prompt, whoever sent them (auditors and admins).
+
+        Hashes are bound to their owner, so the prompt is hashed here for every owner there is
+        (and once the old global way, for rows from before that binding). The search, and each
+        task it returns, is audited; the prompt is never stored.
+        """
+        if not principal.sees_every_task:
+            raise Forbidden("searching by prompt is for the auditor and admin roles")
+        limit = page_size(limit)
+        before = decode_task_cursor(cursor)
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        async with self._db.connection() as conn:
+            owners = await search.owner_ids(conn)
+            hashes = self._planner.prompt_hashes(
+                prompt_search.prompt, prompt_search.template, prompt_search.context, owners
+            )
+            rows = await search.search_tasks_audited(conn, hashes, before=before, limit=limit, actor=actor)
+        page = rows[:limit]
+        next_cursor = encode_task_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        return PromptMatchPage(items=[PromptMatch.from_record(r) for r in page], next_cursor=next_cursor)
 
     # -- health -----------------------------------------------------------------------------
 

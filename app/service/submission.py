@@ -16,10 +16,10 @@ import logfire
 
 from app.access.hashing import PromptHasher
 from app.access.limits import Limiter
-from app.domain import Actor, Conflict, InvalidInput, NewTask, Principal, TaskRecord, TaskStatus
+from app.domain import Actor, Conflict, InvalidInput, NewTask, Principal, PromptHashes, TaskRecord, TaskStatus
 from app.llm.base import Message
 from app.llm.registry import ProviderRegistry
-from app.llm.templates import TemplateStore
+from app.llm.templates import PromptTemplate, TemplateStore
 from app.schemas import AgentTask
 from app.service.runner import SECONDS_PER_DAY, TaskRunner, Work
 from app.settings import Settings
@@ -61,13 +61,7 @@ class Planner:
     def plan(self, principal: Principal, task: AgentTask, idempotency_key: str | None) -> Plan:
         route = self._providers.route(task.model)
         self._check_prompt(task.prompt)
-        template = self._templates.resolve(task.template) if task.template is not None else None
-        if template is None:
-            messages: tuple[Message, ...] = (Message("user", task.prompt),)
-            prompt_hash = self._hasher.hash(task.prompt)
-        else:
-            messages = self._templates.render(template, task.prompt, task.context)
-            prompt_hash = self._hasher.hash(canonical([[m.role, m.content] for m in messages]))
+        template, messages, hashed = self.hashed_material(task.prompt, task.template, task.context)
         params = task.params.model_dump(exclude_none=True)
         cache_key = self._hasher.hash(
             canonical(
@@ -88,8 +82,8 @@ class Planner:
             status=TaskStatus.RUNNING,
             model=route.resolved,
             template=template.ref if template is not None else None,
-            prompt_hash=prompt_hash,
-            prompt_hash_key_id=self._hasher.key_id,
+            prompt_hash=self._hasher.owner_hash(principal.key_id, hashed),
+            prompt_hash_key_id=self._hasher.owner_key_id,
             context=task.context,
             params=params,
             retention_seconds=self._retention_seconds(task.retention_days),
@@ -102,6 +96,31 @@ class Planner:
             new,
             Work(route, messages, params, principal.key_id),
             use_cache=task.cache and self._settings.cache_ttl_seconds > 0,
+        )
+
+    def hashed_material(
+        self, prompt: str, template_ref: str | None, context: dict[str, Any]
+    ) -> tuple[PromptTemplate | None, tuple[Message, ...], str]:
+        """The template, the messages, and the text the prompt hash is taken of: the prompt
+        itself, or with a template the rendered messages (so a search given the same prompt,
+        template and context finds the task)."""
+        if template_ref is None:
+            return None, (Message("user", prompt),), prompt
+        template = self._templates.resolve(template_ref)
+        messages = self._templates.render(template, prompt, context)
+        return template, messages, canonical([[m.role, m.content] for m in messages])
+
+    def prompt_hashes(
+        self, prompt: str, template_ref: str | None, context: dict[str, Any], owners: list[uuid.UUID]
+    ) -> PromptHashes:
+        """Every hash a task carrying this prompt may have: one per owner, and the global one of
+        rows written before hashes were bound to owners. For the auditor's search only."""
+        _, _, hashed = self.hashed_material(prompt, template_ref, context)
+        return PromptHashes(
+            key_id=self._hasher.owner_key_id,
+            by_owner={owner: self._hasher.owner_hash(owner, hashed) for owner in owners},
+            legacy_key_id=self._hasher.key_id,
+            legacy_hash=self._hasher.hash(hashed),
         )
 
     def _check_prompt(self, prompt: str) -> None:

@@ -41,7 +41,9 @@ async def test_a_task_runs_and_returns_its_result(client, alice):
     assert result["cached"] is False
     assert result["usage"]["total_tokens"] == result["usage"]["prompt_tokens"] + result["usage"]["completion_tokens"]
     assert uuid.UUID(result["task_id"])
-    expected_hash = hmac.new(TEST_HASH_KEY.encode(), b"What is the capital of France?", hashlib.sha256).hexdigest()
+    # Bound to its owner: HMAC(HMAC(key, "owner:" + owner id), prompt).
+    owner_key = hmac.new(TEST_HASH_KEY.encode(), f"owner:{alice.key_id}".encode(), hashlib.sha256).digest()
+    expected_hash = hmac.new(owner_key, b"What is the capital of France?", hashlib.sha256).hexdigest()
     assert result["prompt_hash"] == expected_hash
     assert result["created_at"].endswith("Z")
     assert result["expires_at"].endswith("Z")

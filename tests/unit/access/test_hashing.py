@@ -16,6 +16,20 @@ def test_the_prompt_hash_is_hmac_sha256_under_the_server_key():
     assert hasher.hash("hello") != hashlib.sha256(b"hello").hexdigest()
 
 
+def test_the_owner_bound_hash_is_hmac_under_a_key_derived_for_the_owner():
+    hasher, alice, bob = PromptHasher("k" * 40), uuid.uuid4(), uuid.uuid4()
+    owner_key = hmac.new(b"k" * 40, f"owner:{alice}".encode(), hashlib.sha256).digest()
+    assert hasher.owner_hash(alice, "hello") == hmac.new(owner_key, b"hello", hashlib.sha256).hexdigest()
+    assert hasher.owner_hash(alice, "hello") != hasher.owner_hash(bob, "hello")
+    assert hasher.owner_hash(alice, "hello") != hasher.hash("hello")
+
+
+def test_the_two_schemes_have_their_own_key_ids():
+    hasher = PromptHasher("k" * 40)
+    assert hasher.owner_key_id != hasher.key_id
+    assert len(hasher.owner_key_id) == 16
+
+
 def test_the_key_id_changes_with_the_key_and_reveals_nothing_of_it():
     first, second = PromptHasher("a" * 40), PromptHasher("b" * 40)
     assert first.key_id != second.key_id
