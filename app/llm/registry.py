@@ -78,6 +78,13 @@ class ProviderRegistry:
         """Alias -> `provider:model`."""
         return dict(self._aliases)
 
+    @property
+    def known_models(self) -> list[str]:
+        """The model names the configuration gives: each alias and its target, and the default
+        (as written and resolved). The metrics label these by name, whatever clients send."""
+        names = {*self._aliases, *self._aliases.values(), self.default_model, self.route(None).resolved}
+        return sorted(names)
+
     def route(self, model: str | None) -> Route:
         """Resolve `provider:model`, an alias, or (None) the default; unknown names are a 422 `unknown_model`."""
         name = model or self.default_model
@@ -85,7 +92,8 @@ class ProviderRegistry:
             target = self._aliases.get(name)
             if target is None:
                 raise InvalidInput(
-                    f"unknown model {name!r}: use 'provider:model' or an alias; {self._choices()}",
+                    # Never the name itself: the caller made it up, and errors travel on (traces, the model).
+                    f"unknown model: use 'provider:model' or an alias; {self._choices()}",
                     code="unknown_model",
                 )
             name = target
@@ -96,7 +104,7 @@ class ProviderRegistry:
         provider_name, _, provider_model = name.partition(":")
         provider = self._providers.get(provider_name)
         if provider is None:
-            raise InvalidInput(f"unknown provider {provider_name!r}; {self._choices()}", code="unknown_model")
+            raise InvalidInput(f"unknown provider (before the ':'); {self._choices()}", code="unknown_model")
         if not provider_model.strip():
             raise InvalidInput(
                 f"model must look like 'provider:model' (the model is missing); {self._choices()}",

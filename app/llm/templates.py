@@ -261,7 +261,8 @@ class TemplateStore:
         name, sep, version_text = ref.partition("@")
         versions = self._templates.get(name)
         if versions is None:
-            raise InvalidInput(f"unknown template {ref!r}; {self._available()}", code="unknown_template")
+            # Never the name the caller sent: only names that exist are repeated.
+            raise InvalidInput(f"unknown template; {self._available()}", code="unknown_template")
         if not sep:
             return versions[max(versions)]
         well_formed = _VERSION.fullmatch(version_text) is not None
@@ -270,8 +271,7 @@ class TemplateStore:
             choices = ", ".join(t.ref for t in versions.values())
             hint = "" if well_formed else " (versions are positive integers)"
             raise InvalidInput(
-                f"template {name!r} has no version {version_text!r}{hint}; "
-                f"available: {choices}, or {name!r} for the latest",
+                f"template {name!r} has no such version{hint}; available: {choices}, or {name!r} for the latest",
                 code="unknown_template",
             )
         return template

@@ -60,7 +60,7 @@ class World:
 
     async def new_alice(self) -> Alice:
         key = await self.new_key(Role.CLIENT)
-        response = await self.http.post(RUN, json={"prompt": "alice's"}, headers=bearer(key.key))
+        response = await self.http.post(RUN, json={"prompt": ALICES_PROMPT}, headers=bearer(key.key))
         assert response.status_code == 200, response.text
         return Alice(key.key_id, key.key, response.json()["task_id"])
 
@@ -75,6 +75,9 @@ class World:
             "SELECT action, outcome, channel, actor_id FROM audit_event WHERE request_id = $1 ORDER BY id", request_id
         )
         return [(r["action"], r["outcome"], r["channel"], r["actor_id"]) for r in rows]
+
+
+ALICES_PROMPT = "alice's"  # every alice's task carries it; a search for it finds the newest alice first
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -192,7 +195,15 @@ async def perform(mcp: McpConnection, operation: str, task_id: str) -> McpOutcom
     kind, name = operation.split()[1:3]
     name = name.replace("(task_id)", "")
     rpc = "tools/call" if kind == "tool" else "resources/read"
-    arguments = {"prompt": "x"} if name == "run_agent_task" else {"task_id": task_id} if "task_id" in operation else {}
+    arguments = (
+        {"prompt": "x"}
+        if name == "run_agent_task"
+        else {"prompt": ALICES_PROMPT}
+        if name == "search_tasks_by_prompt"
+        else {"task_id": task_id}
+        if "task_id" in operation
+        else {}
+    )
     try:
         if kind == "tool":
             result = await mcp.client.call_tool(name, arguments, raise_on_error=False)

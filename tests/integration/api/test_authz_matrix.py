@@ -26,6 +26,7 @@ from app.domain import Role
 from app.main import create_app
 from tests.support.app import running
 from tests.support.authz import (
+    ALICES_PROMPT,
     Alice,
     Exchange,
     McpOutcome,
@@ -90,6 +91,7 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "GET /resources/agent_results":                 (DENY, DENY, DENY, DENY, DENY, DENY, EXCL, INCL, EXCL, EXCL),
     "DELETE /resources/get_agent_result/{task_id}": (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, GONE, FORB, GONE),
     "GET /audit/events":                            (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, OK,   OK),
+    "POST /audit/prompt-search":                    (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, INCL, INCL),
     "GET /retention":                               (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
     "GET /metrics":                                 (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, OK,   OK),
     "GET /healthz":                                 (OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK),
@@ -101,6 +103,7 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "MCP tool get_agent_result(task_id)":           (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
     "MCP tool list_agent_results":                  (DENY, DENY, DENY, DENY, DENY, DENY, EXCL, INCL, EXCL, EXCL),
     "MCP tool delete_agent_result(task_id)":        (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, GONE, FORB, GONE),
+    "MCP tool search_tasks_by_prompt":              (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, INCL, INCL),
     "MCP resource agent-result://{task_id}":        (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
 }
 
@@ -114,6 +117,7 @@ AUDITED: dict[str, tuple[str | None, ...]] = {
     "list":         ("list ok",       "list ok",   "list ok",       "list ok"),
     "delete":       ("delete denied", "delete ok", "delete denied", "delete ok"),
     "audit log":    (None,            None,        "audit_read ok", "audit_read ok"),
+    "search":       (None,            None,        "prompt_search ok", "prompt_search ok"),
 }
 # fmt: on
 
@@ -138,6 +142,7 @@ def kind_of(operation: str) -> str | None:
         ("read", ("get_agent_result", "agent-result://")),
         ("list", ("agent_results",)),
         ("audit log", ("/audit/events",)),
+        ("search", ("prompt-search", "search_tasks_by_prompt")),
     ):
         if any(mark in operation for mark in marks):
             return kind
@@ -208,7 +213,7 @@ async def test_rest(world: World, operation: str, column: str, expect: Expect) -
     response = await world.http.request(
         method,
         path.replace("{task_id}", alice.task_id),
-        json={"prompt": "hello"} if method == "POST" else None,
+        json={"prompt": ALICES_PROMPT if "search" in path else "hello"} if method == "POST" else None,
         headers={**credentials_of(world, column, alice), "X-Request-ID": request_id},
     )
 
@@ -227,7 +232,7 @@ async def test_rest(world: World, operation: str, column: str, expect: Expect) -
             assert response.status_code == 200, response.text
             if "{task_id}" in path:
                 assert body["task_id"] == alice.task_id
-            if method == "POST":
+            if path == "/tools/run_agent_task":
                 assert body["status"] == "succeeded"
             if operation in DOCUMENTATION:
                 assert response.content
@@ -311,6 +316,9 @@ async def check_side_effects(
     if column in KEYED:
         row = AUDITED[kind][KEYED.index(column)] if kind is not None else None
         key_id = key_id_of(world, column, alice)
+        if kind == "search" and audited:  # the search's own row, then one per task it found
+            assert set(audited[1:]) <= {("prompt_search", "ok", channel, key_id)}
+            audited = audited[:1]
         assert audited == ([(*row.split(), channel, key_id)] if row is not None else [])
     else:
         assert audited == [], "a request without a valid key never reaches the service"

@@ -41,9 +41,16 @@ CONFIG = schemathesis.Config.from_dict(
             # The key is ours to send, not generated data to mutate (a removed Authorization
             # header would be put back by the call, and "accepted invalid data" reported).
             "with-security-parameters": False,
-            # Unknown query parameters are ignored, as HTTP servers do: not a violation to refuse.
+            # Unknown query parameters are refused (422), but generating them is not the point here:
+            # tests/integration/api/test_validation.py checks that refusal route by route.
             "allow-extra-parameters": False,
-        }
+        },
+        # A body over MAX_REQUEST_BYTES is refused before it is read: 413 is a rejection too.
+        "checks": {
+            "negative_data_rejection": {
+                "expected-statuses": [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5XX"]
+            }
+        },
     }
 )
 
@@ -57,7 +64,7 @@ CHECKS = [
 ]
 
 # A client's key gets a 403 here: fuzz them as an auditor, so their real answers are checked.
-AUDITOR_OPERATIONS = {"GET /audit/events", "GET /metrics"}
+AUDITOR_OPERATIONS = {"GET /audit/events", "POST /audit/prompt-search", "GET /metrics"}
 
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES,

@@ -17,7 +17,13 @@ async def test_tools_and_resource_template_are_listed(app_service, alice):
         tools = {t.name: t for t in await mcp.list_tools()}
         templates = await mcp.list_resource_templates()
 
-    assert set(tools) == {"run_agent_task", "get_agent_result", "list_agent_results", "delete_agent_result"}
+    assert set(tools) == {
+        "run_agent_task",
+        "get_agent_result",
+        "list_agent_results",
+        "delete_agent_result",
+        "search_tasks_by_prompt",
+    }
     assert set(tools["run_agent_task"].input_schema["properties"]) == {
         "prompt",
         "context",

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 GENERATOR = "openapi-python-client==0.29.1"
 OPERATIONS = {
     "tasks": {"run_agent_task", "get_agent_result", "list_agent_results", "delete_agent_result"},
-    "audit": {"list_audit_events"},
+    "audit": {"list_audit_events", "search_tasks_by_prompt"},
     "health": {"check_liveness", "check_readiness", "get_retention_policy", "get_metrics"},
 }
 

@@ -341,7 +341,8 @@ async def test_a_template_is_resolved_rendered_and_recorded(database_url, fake, 
     rendered = json.dumps(
         [[m["role"], m["content"]] for m in sent], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
-    assert result["prompt_hash"] == hmac.new(TEST_HASH_KEY.encode(), rendered.encode(), hashlib.sha256).hexdigest()
+    owner_key = hmac.new(TEST_HASH_KEY.encode(), f"owner:{alice.key_id}".encode(), hashlib.sha256).digest()
+    assert result["prompt_hash"] == hmac.new(owner_key, rendered.encode(), hashlib.sha256).hexdigest()
     assert await db.fetchval("SELECT template FROM agent_task") == "summarize@2"
 
 

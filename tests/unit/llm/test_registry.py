@@ -45,9 +45,13 @@ def test_a_bad_endpoint_configuration_stops_the_start(endpoints, message):
         pytest.param({"model_aliases": {"a": "b", "b": "offline:x"}}, "aliases of aliases", id="alias of alias"),
         pytest.param({"model_aliases": {"bad": "offline:"}}, "the model is missing", id="target without model"),
         pytest.param({"model_aliases": {"offline:x": "offline:y"}}, "without ':'", id="alias with a colon"),
-        pytest.param({"model_aliases": {"fast": "openai:gpt-4o-mini"}}, "unknown provider 'openai'", id="openai off"),
+        pytest.param(
+            {"model_aliases": {"fast": "openai:gpt-4o-mini"}},
+            "-> 'openai:gpt-4o-mini': unknown provider",
+            id="openai off",
+        ),
         pytest.param({"default_model": "nowhere:x"}, "DEFAULT_MODEL 'nowhere:x': unknown provider", id="default"),
-        pytest.param({"default_model": "smart"}, "DEFAULT_MODEL 'smart': unknown model 'smart'", id="default alias"),
+        pytest.param({"default_model": "smart"}, "DEFAULT_MODEL 'smart': unknown model", id="default alias"),
     ],
 )
 def test_a_bad_alias_or_default_stops_the_start(settings: dict[str, Any], message: str):
