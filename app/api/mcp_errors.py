@@ -29,6 +29,7 @@ from mcp import types as mt
 from mcp_types import jsonrpc_message_adapter
 from pydantic import ValidationError
 from starlette.datastructures import MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response, safe_details, summary
@@ -109,6 +110,8 @@ _TRANSPORT_ERRORS = {
     421: ("misdirected_request", "this Host is not served here; add it to MCP_ALLOWED_HOSTS"),
 }
 _PARSE_ERROR = -32700
+_INVALID_REQUEST = -32600
+_UNAUTHENTICATED = -32001  # JSON-RPC's range for server-defined errors
 
 
 class TransportErrors:
@@ -153,18 +156,32 @@ class TransportErrors:
     @staticmethod
     def _answer(status: int, request: bytes, answer: bytes) -> Any:
         code, message = _TRANSPORT_ERRORS[status]
-        if status != 400:
-            return error_response(status, code, message)
-        if _json_rpc_code(answer) == _PARSE_ERROR:
-            return error_response(400, code, "the body is not valid JSON")
         details: list[dict[str, Any]] | None = None
-        try:
-            jsonrpc_message_adapter.validate_json(request)
-        except ValidationError as exc:
-            details = safe_details(exc.errors(), unknown="member")
-        except ValueError:
-            pass
-        return error_response(400, code, message, details)
+        rpc_code = _INVALID_REQUEST
+        if status == 400 and _json_rpc_code(answer) == _PARSE_ERROR:
+            message, rpc_code = "the body is not valid JSON", _PARSE_ERROR
+        elif status == 400:
+            try:
+                jsonrpc_message_adapter.validate_json(request)
+            except ValidationError as exc:
+                details = safe_details(exc.errors(), unknown="member")
+            except ValueError:
+                pass
+        elif status == 401:
+            rpc_code = _UNAUTHENTICATED
+        response = error_response(status, code, message, details)
+        return _as_json_rpc_error(response, rpc_code, f"{code}: {message}")
+
+
+def _as_json_rpc_error(response: JSONResponse, rpc_code: int, text: str) -> JSONResponse:
+    """Our error body, which is also a JSON-RPC error response (the extra members are ignored
+    by either reader). MCP SDK clients then show our message ("unauthenticated: a valid API key
+    is required …") instead of their stand-in "Server returned an error response". The id is
+    null, as JSON-RPC allows for a refused request: nothing of the request is sent back."""
+    body = json.loads(bytes(response.body))
+    body.update({"jsonrpc": "2.0", "id": None, "error": {"code": rpc_code, "message": text}})
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return JSONResponse(body, status_code=response.status_code, headers=headers)
 
 
 def _json_rpc_code(answer: bytes) -> int | None:

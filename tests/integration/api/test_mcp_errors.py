@@ -12,11 +12,17 @@ import json
 import uuid
 from typing import Any
 
+import httpx2
 import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
-from app.main import __version__
-from tests.support.app import count_rows, key, replica
+from app.main import __version__, create_app
+from tests.support.app import count_rows, key, replica, running
+from tests.support.authz import on_loopback
 from tests.support.mcp import error_of, mcp_as
+from tests.support.settings import make_settings
 
 SECRET = "SECRET-MCP-ARGUMENT-7f3a"
 
@@ -189,12 +195,42 @@ async def test_a_missing_or_wrong_key_is_our_401_that_starts_no_oauth_flow(datab
 
     assert answer.status_code == 401
     assert answer.json()["code"] == "unauthenticated"
+    assert answer.json()["error"]["code"] == -32001  # also a JSON-RPC error response, for MCP clients
     assert "API key" in answer.json()["message"]
     challenge = answer.headers["WWW-Authenticate"]
     assert challenge.startswith("Bearer")
     for oauth_hint in ("invalid_token", "resource_metadata", "error_description", "register"):
         assert oauth_hint not in challenge
     assert "register" not in answer.text
+
+
+async def test_the_mcp_sdk_shows_the_user_that_the_key_is_wrong(database_url):
+    """The SDK ignores a non-JSON-RPC error body and says only "Server returned an error
+    response"; ours is also a JSON-RPC error, so the SDK shows our message."""
+    app = create_app(make_settings(database_url))
+    async with running(app), on_loopback(app) as base:
+        refused = await _initialize_with_a_wrong_key(f"{base}/mcp")
+
+    [error] = [e for e in _leaves(refused) if isinstance(e, MCPError)]
+    assert str(error).startswith("unauthenticated: a valid API key is required")
+
+
+async def _initialize_with_a_wrong_key(url: str) -> BaseException:
+    """What the SDK raises (wrapped in its task groups) when initializing with a wrong key."""
+    async with httpx2.AsyncClient(headers={"Authorization": "Bearer ask_not-a-real-key"}) as http:
+        try:
+            async with streamable_http_client(url, http_client=http) as (read, write, *_):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+        except BaseException as refused:
+            return refused
+    raise AssertionError("initialize succeeded with a wrong key")
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 async def test_server_info_carries_the_service_version(database_url):
