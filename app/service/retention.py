@@ -103,7 +103,7 @@ class Purger:
         actor = Actor(None, None, channel)
         async with self._db.dedicated() as lock_conn:
             if not await storage.try_purge_lock(lock_conn):
-                log.info("retention purge skipped: another process is purging")
+                log.debug("retention purge skipped: another process is purging")  # routine with replicas
                 report.skipped = True
                 return report
             try:
@@ -127,7 +127,9 @@ class Purger:
                 raise
             finally:
                 await storage.release_purge_lock(lock_conn)
-        log.info(
+        # INFO only when there was something to delete: an idle service's hourly purge says nothing.
+        log.log(
+            logging.INFO if dry_run or any(report.deleted.values()) else logging.DEBUG,
             "retention purge %s: %d tasks, %d audit events in %d batches, %.2f s",
             "(dry run) would delete" if dry_run else "deleted",
             report.deleted["agent_task"],

@@ -1,26 +1,53 @@
 """The service's metrics: OpenTelemetry instruments on logfire's meter provider.
 
 Exported at GET /metrics (Prometheus text format) and, with LOGFIRE_TOKEN, to logfire.
-Labels are bounded: statuses, error codes, channels, outcomes, tables, providers, and at
-most MAX_MODEL_LABELS model names (callers choose model names; the rest count as "other").
+
+Labels are bounded: statuses, error codes, channels, outcomes, tables, the configured providers,
+and model names. Callers choose model names, so a model is labelled by its own name only if the
+routing table knows it (an alias, an alias's target, the default model), or while its provider has
+fewer than MODEL_LABELS_PER_PROVIDER other names labelled (first come); past that it counts as
+`<provider>:other`. One client's junk names thus use up only their own provider's spare labels:
+never a configured model's label, nor another provider's.
+
+Every documented series (docs/operations.md, "Metrics") exists from start-up, at zero
+(`register_routing`), so alerts built on `absent()` or `rate()` have something to look at.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import logfire
 from opentelemetry.metrics import CallbackOptions, Observation
 
-MAX_MODEL_LABELS = 100
+MODEL_LABELS_PER_PROVIDER = 10
+OTHER = "other"
+
+# The documented label values, created at zero at start-up (docs/operations.md lists them too).
+TASK_STATUSES = ("succeeded", "failed")
+TASK_ERROR_CODES = ("provider_error", "rate_limited", "timeout", "quota_exceeded")
+TOKEN_KINDS = ("prompt", "completion")
+CACHE_RESULTS = ("hit", "miss", "in_flight", "bypass")
+READ_CHANNELS = ("rest", "mcp")
+READ_OUTCOMES = ("ok", "not_found", "expired", "denied")
+THROTTLE_LIMITS = ("rate", "running_tasks")
+PURGE_OUTCOMES = ("ok", "dry_run", "skipped", "error")
+PURGE_TABLES = ("agent_task", "audit_event")
+
+# Prometheus text format has no exponential histograms: classic buckets (see tracing's views).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TASK_DURATION_NAME = "agent_task_duration"
+TASK_DURATION_DESCRIPTION = "Task latency, submit to result"
 
 TASKS = logfire.metric_counter(
     "agent_tasks", description="Tasks finished, by status, error code, provider, model, cache hit"
 )
-TASK_DURATION = logfire.metric_histogram("agent_task_duration", unit="s", description="Task latency, submit to result")
+TASK_DURATION = logfire.metric_histogram(TASK_DURATION_NAME, unit="s", description=TASK_DURATION_DESCRIPTION)
 TOKENS = logfire.metric_counter("agent_tokens", description="Tokens used, by provider, model and kind")
 CACHE_LOOKUPS = logfire.metric_counter("agent_cache_lookups", description="Response cache look-ups, by result")
 AUDITED_READS = logfire.metric_counter("agent_audited_reads", description="Audited reads, by channel and outcome")
@@ -29,23 +56,105 @@ PURGE_ROWS = logfire.metric_counter("agent_purge_rows_deleted", description="Row
 THROTTLED = logfire.metric_counter(
     "agent_throttled_requests", description="Requests refused by a per-key limit, by limit (rate, running_tasks)"
 )
+# The instrument names of this module's counters: the scope that holds them is ours.
+COUNTER_NAMES = frozenset(
+    {
+        "agent_tasks",
+        "agent_tokens",
+        "agent_cache_lookups",
+        "agent_audited_reads",
+        "agent_purge_runs",
+        "agent_purge_rows_deleted",
+        "agent_throttled_requests",
+    }
+)
 
-_models: set[str] = set()
-_models_lock = threading.Lock()
+_labels_lock = threading.Lock()
+_known_models: frozenset[str] = frozenset()  # replaced whole, so readers need no lock
+_spare_labels: dict[str, set[str]] = {}  # provider -> its unknown models that got a label
+_duration_series: set[tuple[tuple[str, str], ...]] = set()
+_series_since_ns = time.time_ns()
 _pools: weakref.WeakSet[Any] = weakref.WeakSet()
 _gauge_lock = threading.Lock()
 _gauge_registered = False
 
 
+def register_routing(providers: Iterable[str], known_models: Iterable[str]) -> None:
+    """The routing table's providers and the model names it knows: their labels are reserved, and
+    every documented series is created at zero.
+
+    Called for each set of components built (a process may build several, as the tests do): what
+    they register adds up, bounded by their configurations.
+    """
+    global _known_models
+    providers, known_models = list(providers), list(known_models)
+    with _labels_lock:
+        _known_models = _known_models | frozenset(known_models)
+        for provider in providers:
+            _spare_labels.setdefault(provider, set())
+        for provider in providers:
+            for status in TASK_STATUSES:
+                _duration_series.add(_key({"provider": provider, "status": status}))
+    for model in known_models:
+        provider, colon, _ = model.partition(":")
+        if colon and provider in providers:
+            _create_task_series(provider, model)
+    for result in CACHE_RESULTS:
+        CACHE_LOOKUPS.add(0, {"result": result})
+    for channel in READ_CHANNELS:
+        for outcome in READ_OUTCOMES:
+            AUDITED_READS.add(0, {"channel": channel, "outcome": outcome})
+    for limit in THROTTLE_LIMITS:
+        THROTTLED.add(0, {"limit": limit})
+    for outcome in PURGE_OUTCOMES:
+        PURGE_RUNS.add(0, {"outcome": outcome})
+    for table in PURGE_TABLES:
+        PURGE_ROWS.add(0, {"table": table})
+
+
+def _create_task_series(provider: str, model: str) -> None:
+    labels = {"provider": provider, "model": model}
+    for cached in ("false", "true"):
+        TASKS.add(0, {**labels, "status": "succeeded", "error_code": "", "cached": cached})
+    for code in TASK_ERROR_CODES:
+        TASKS.add(0, {**labels, "status": "failed", "error_code": code, "cached": "false"})
+    for kind in TOKEN_KINDS:
+        TOKENS.add(0, {**labels, "kind": kind})
+
+
+def _key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def empty_duration_series() -> tuple[Mapping[str, str], ...]:
+    """The task duration histogram's documented label sets (one per provider and status), which
+    the Prometheus reader shows empty until a task fills them: OpenTelemetry cannot make an empty
+    histogram point by itself."""
+    with _labels_lock:
+        return tuple(MappingProxyType(dict(key)) for key in sorted(_duration_series))
+
+
+def series_since_ns() -> int:
+    """When the zero series began (the start time of the empty histogram points)."""
+    return _series_since_ns
+
+
 def model_label(model: str) -> str:
-    """The model as a label, or "other" once MAX_MODEL_LABELS distinct models have been seen."""
-    if model in _models:
+    """The model as a label: its own name if known or among its provider's first
+    MODEL_LABELS_PER_PROVIDER others, else `<provider>:other` (`other` for an unregistered provider)."""
+    if model in _known_models:
         return model
-    with _models_lock:
-        if len(_models) < MAX_MODEL_LABELS:
-            _models.add(model)
+    provider, colon, _ = model.partition(":")
+    spare = _spare_labels.get(provider) if colon else None
+    if spare is None:
+        return OTHER
+    if model in spare:
+        return model
+    with _labels_lock:
+        if len(spare) < MODEL_LABELS_PER_PROVIDER:
+            spare.add(model)
             return model
-    return "other"
+    return f"{provider}:{OTHER}"
 
 
 def task_finished(

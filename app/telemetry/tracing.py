@@ -13,12 +13,14 @@ import time
 from typing import Any
 
 import logfire
+from logfire.types import ExceptionCallbackHelper
 from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from app.telemetry.logs import keep_payloads_out_of_logs
+from app.telemetry.metrics import LATENCY_BUCKETS
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _configured = threading.Lock()
 _done = False
 
@@ -31,7 +33,7 @@ def configure_observability(
     with _configured:
         if _done:
             return
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from app.telemetry.prometheus import PrometheusReader
 
         logfire.configure(
             send_to_logfire="if-token-present",
@@ -42,20 +44,65 @@ def configure_observability(
             console=False,  # the console is stdlib logging at LOG_LEVEL (configure_logging)
             inspect_arguments=False,
             sampling=logfire.SamplingOptions(head=sample_rate),
+            advanced=logfire.AdvancedOptions(exception_callback=record_exception_type_only),
+            additional_span_processors=[QueryStringOmitted(), TypeOnlyErrorStatus()],
             metrics=logfire.MetricsOptions(
-                additional_readers=[PrometheusMetricReader()],
+                additional_readers=[PrometheusReader()],
                 views=[
                     View(instrument_name="otel.sdk.*", aggregation=DropAggregation()),
                     # Prometheus text format has no exponential histograms: classic buckets.
                     View(
                         instrument_type=_histogram_type(),
-                        aggregation=ExplicitBucketHistogramAggregation(_LATENCY_BUCKETS),
+                        aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS),
                     ),
                 ],
             ),
         )
         keep_payloads_out_of_logs()
         _done = True
+
+
+def record_exception_type_only(helper: ExceptionCallbackHelper) -> None:
+    """An exception recorded on a span (ours, FastAPI's, FastMCP's, any library's) keeps its type
+    only: its message and its stacktrace (with every chained exception's message) can quote the
+    arguments, as a database error quoting a value does. The span's level is untouched."""
+    helper.no_record_exception()
+    exc = helper.exception
+    helper.span.add_event("exception", {"exception.type": f"{type(exc).__module__}.{type(exc).__qualname__}"})
+
+
+class QueryStringOmitted(SpanProcessor):
+    """A server span keeps the request's path, never its query string: FastAPI's telemetry records
+    `url.query` (redacting only a few parameter names it knows), and a caller may put anything
+    there, a prompt included (issue 12). The access log drops it likewise (access_log.py)."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if span.attributes and "url.query" in span.attributes:
+            span.set_attribute("url.query", OMITTED)
+
+
+OMITTED = "[omitted]"
+
+
+class TypeOnlyErrorStatus(SpanProcessor):
+    """The status of a failed span, as exported, names the exception's type only.
+
+    OpenTelemetry and logfire set it to `Type: message` after any hook has run, so it is cut down
+    here, on the copy logfire's pipeline exports (processors given to logfire.configure receive
+    that copy, before its exporters do): the type from the span's exception event, else the
+    text before the first `: `. ReadableSpan has no way to change a status but its `_status`."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        status = span.status
+        if status.status_code is not StatusCode.ERROR or not status.description:
+            return
+        recorded = [
+            str(e.attributes["exception.type"])
+            for e in span.events
+            if e.attributes and "exception.type" in e.attributes
+        ]
+        kind = recorded[-1].rpartition(".")[2] if recorded else status.description.partition(": ")[0]
+        span._status = Status(StatusCode.ERROR, kind)  # see the docstring
 
 
 def _histogram_type() -> Any:

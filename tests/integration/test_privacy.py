@@ -108,6 +108,14 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, s
     assert (await post({"prompt": prompt, "params": {"temperature": 9}})).status_code == 422
     assert (await post({"prompt": prompt, "model": "nowhere:x"})).status_code == 422
     assert (await post({"prompt": prompt, "retention_days": 999})).status_code == 422
+    client_log = logging.getLogger("httpx")  # the test client logs its URLs; the service must not
+    client_log.disabled = True
+    try:
+        in_query = await http.post(RUN, params={"prompt": prompt}, json={"prompt": "hi"}, headers=caller.headers)
+    finally:
+        client_log.disabled = False
+    assert in_query.status_code == 422  # unknown query parameter; the access log is tests/system/test_transport
+    answers.append(in_query.text)
 
     task_id = ok.json()["task_id"]
     answers.append((await http.get(f"/resources/get_agent_result/{task_id}", headers=caller.headers)).text)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.domain import Role
+from tests.support.app import key, replica
 from tests.support.routes import RUN
 
 
@@ -103,13 +106,33 @@ async def test_one_request_id_ties_the_answer_the_audit_row_and_the_trace(client
     assert traced, "a span of this request carries its id"
 
 
-async def test_model_labels_are_bounded(client, make_caller):
-    from app.telemetry import metrics
+async def test_junk_model_names_crowd_out_neither_known_models_nor_other_providers(database_url, fake_openai):
+    tag = uuid.uuid4().hex[:8]
+    lab = f"lab{tag}"  # a provider of its own: no other test has used its labels
+    routing = {
+        "model_aliases": {"house": f"offline:house-{tag}"},
+        "default_model": f"offline:main-{tag}",
+        "provider_endpoints": [{"name": lab, "base_url": fake_openai.base_url}],
+    }
+    async with replica(database_url, **routing) as (app, http):
+        junk, other, scraper = await key(app), await key(app), await key(app, Role.AUDITOR)
+        for start in range(0, 300, 20):
+            await asyncio.gather(
+                *(
+                    http.post(RUN, json={"prompt": "x", "model": f"offline:junk-{tag}-{i}"}, headers=junk.headers)
+                    for i in range(start, start + 20)
+                )
+            )
+        for model in ("house", None, f"{lab}:llama3"):
+            response = await http.post(RUN, json={"prompt": "real", "model": model}, headers=other.headers)
+            assert response.json()["status"] == "succeeded"
+        samples = await scrape(http, scraper)
 
-    assert metrics.model_label("offline:echo") == "offline:echo"
-    for i in range(metrics.MAX_MODEL_LABELS + 5):
-        metrics.model_label(f"offline:m{i}-{uuid.uuid4().hex[:4]}")
-    assert metrics.model_label(f"offline:new-{uuid.uuid4().hex}") == "other"
+    labels = {dict(sample_labels)["model"] for name, sample_labels in samples if name == "agent_tasks_total"}
+    assert {f"offline:house-{tag}", f"offline:main-{tag}", f"{lab}:llama3"} <= labels
+    junk_labels = {label for label in labels if label.startswith(f"offline:junk-{tag}")}
+    assert len(junk_labels) <= 10  # a provider's unknown models: at most 10 labels, then `offline:other`
+    assert total(samples, "agent_tasks_total", model="offline:other") >= 300 - len(junk_labels)
 
 
 async def test_the_purge_metric_counts_rows_deleted(client, auditor, app_components, db, make_caller):
@@ -143,3 +166,45 @@ async def test_sql_statements_are_traced_without_their_parameters(client, alice,
     assert created["task_id"] not in everything
     assert "T-991" not in everything
     assert str(alice.key_id) not in everything
+
+
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
+
+
+def documented_series() -> dict[str, dict[str, list[str]]]:
+    """The metrics table of docs/operations.md: each metric's sample name, and its labels with the
+    values listed in parentheses (`outcome` (`ok`, `error`))."""
+    section = DOCS.read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    series = {}
+    for row in re.finditer(r"^\| `(agent_\w+)`( \(histogram\))? \|([^|]*)\|", section, re.MULTILINE):
+        name = row[1] + ("_count" if row[2] else "")
+        labels = re.finditer(r"`(\w+)`(?: \(([^)]*)\))?", row[3])
+        series[name] = {label[1]: re.findall(r"`(\w+)`", label[2] or "") for label in labels}
+    return series
+
+
+async def test_every_documented_series_exists_from_start_up_at_zero(database_url, fake_openai):
+    lab = f"lab{uuid.uuid4().hex[:8]}"  # a provider nobody has used: its series can only be the zeros
+    endpoints = [{"name": lab, "base_url": fake_openai.base_url}]
+    async with replica(database_url, provider_endpoints=endpoints, default_model=f"{lab}:main") as (app, http):
+        samples = await scrape(http, await key(app, Role.AUDITOR))
+
+    documented = documented_series()
+    assert len(documented) >= 9, "the docs' metrics table was not found"
+    for name, labels in documented.items():
+        assert any(sample == name for sample, _ in samples), f"{name} is missing"
+        for label, values in labels.items():
+            for value in values:
+                assert any(sample == name and (label, value) in sample_labels for sample, sample_labels in samples), (
+                    f"{name}{{{label}={value!r}}} is missing"
+                )
+    # Earlier tests in this process may have moved the shared series; this provider's are fresh.
+    fresh = {series: value for series, value in samples.items() if ("provider", lab) in series[1]}
+    assert {name for name, _ in fresh} >= {
+        "agent_tasks_total",
+        "agent_tokens_total",
+        "agent_task_duration_seconds_count",
+    }
+    assert set(fresh.values()) == {0}
+    failed = {"provider": lab, "model": f"{lab}:main", "status": "failed", "error_code": "timeout", "cached": "false"}
+    assert any(name == "agent_tasks_total" and set(failed.items()) <= set(labels) for name, labels in fresh)
