@@ -10,14 +10,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from pydantic import SecretStr, ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from app.access.keys import KeyStore
-from app.devdb.cluster import PostgresNotFoundError
-from app.devdb.embedded import development_hash_key, embedded_database
+from app.devdb.cluster import LocalPostgres, PostgresNotFoundError
+from app.devdb.embedded import DATABASE_NAME, development_hash_key, embedded_database
 from app.domain import ApiKeyRecord, Channel, DatabaseUnavailable, NotFound, Role
 from app.service.retention import Purger, PurgeReport
 from app.settings import Settings, get_settings
@@ -33,6 +34,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Manage API keys (stored hashed; the plain key is shown once).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+devdb_app = typer.Typer(
+    help="The embedded development database (used while DATABASE_URL is unset).", no_args_is_help=True
+)
+app.add_typer(devdb_app, name="devdb")
 
 STARTUP_WAIT_SECONDS = 30
 
@@ -121,7 +126,7 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
     """Run the API (REST, MCP at /mcp). Without DATABASE_URL: an embedded PostgreSQL under ./.data."""
-    import uvicorn
+    from app import transport  # uvicorn and its protocols only for the command that serves
 
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that (or a SIGTERM during
     # start-up) unwind this block, stopping the embedded database, instead of ending the process.
@@ -138,14 +143,8 @@ def serve(
         os.environ["PROMPT_HASH_KEY"] = settings.prompt_hash_key.get_secret_value()
         get_settings.cache_clear()
         configure_logging(settings.log_level)
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=10,
+        transport.run(
+            "app.main:create_app", host=host, port=port, workers=workers, log_level=settings.log_level.lower()
         )
 
 
@@ -155,7 +154,11 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def _announce_embedded(settings: Settings) -> None:
     assert settings.database_url is not None
-    typer.echo(f"Embedded PostgreSQL (development): {settings.database_url}")
+    # The superuser's password stays off the terminal and out of captured logs (issue 12).
+    typer.echo(
+        f"Embedded PostgreSQL (development): {masked_password(settings.database_url)} "
+        "(the full URL: agent-service devdb url)"
+    )
     with _key_store(settings) as (keys, runner):
         if runner.run(keys.count()) == 0:
             record, plain = runner.run(keys.create("development", Role.ADMIN))
@@ -166,6 +169,36 @@ def _announce_embedded(settings: Settings) -> None:
                 "Make more with: uv run agent-service keys create NAME --role client",
                 fg=typer.colors.GREEN,
             )
+
+
+def masked_password(url: str) -> str:
+    """`url` with its password, if any, as `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+@devdb_app.command("url")
+def devdb_url() -> None:
+    """Print the running embedded database's URL, password included (for psql and other tools)."""
+    settings = _load_settings()
+    if settings.database_url is not None:
+        raise _fail("DATABASE_URL is set: the commands use that database, not an embedded one.")
+    try:
+        cluster = LocalPostgres(settings.data_dir.absolute() / "pg")
+    except PostgresNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    if not cluster.password_file.exists():
+        raise _fail(f"There is no embedded database under {settings.data_dir} yet: `agent-service serve` makes one.")
+    port = cluster.running_port()
+    if port is None:
+        raise _fail(
+            f"The embedded database under {settings.data_dir} is not running: start `agent-service serve` "
+            f"(its superuser's password is in {cluster.password_file})."
+        )
+    typer.echo(cluster.url(port, DATABASE_NAME))
 
 
 @app.command()
@@ -291,7 +324,7 @@ def keys_limits(
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[uuid.UUID, typer.Argument(metavar="ID", help="the key's id (keys list)")]) -> None:
-    """Revoke an API key; it stops working at once here and within AUTH_CACHE_SECONDS elsewhere."""
+    """Revoke an API key: every running service refuses it within a second (AUTH_CACHE_SECONDS at worst)."""
     with _database_settings() as (settings, embedded):
         if not embedded:
             _require_head(settings)

@@ -232,8 +232,20 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         default=10.0,
         ge=0,
-        description="How long a verified API key is remembered in-process: a revocation reaches other processes "
-        "within this time.",
+        description="How long a verified API key is remembered in-process. A revocation or new limits reach every "
+        "process at once (PostgreSQL LISTEN/NOTIFY); this bounds how long a missed notification can be felt.",
+    )
+    auth_failure_limit: int = Field(
+        default=10,
+        ge=0,
+        description="Failed authentications (a key that is unknown or revoked) one client address (an IPv6 /64) "
+        "may make per `AUTH_FAILURE_WINDOW_SECONDS`; past it 429 `too_many_failed_attempts`, with no database "
+        "lookup. Active keys keep working from that address. 0: no throttle.",
+    )
+    auth_failure_window_seconds: PositiveFloat = Field(
+        default=60.0,
+        description="The window of `AUTH_FAILURE_LIMIT`, in seconds, from an address's first failure; the longest "
+        "`Retry-After` of its 429.",
     )
 
     rate_limit_per_minute: int = Field(
@@ -252,6 +264,37 @@ class Settings(BaseSettings):
         default=1_048_576,
         ge=1024,
         description="The largest request body on REST and MCP, in bytes; over it 413 `payload_too_large`.",
+    )
+    # The HTTP server's own limits (app/transport.py), before any route or key is looked at.
+    http_max_request_line_bytes: int = Field(
+        default=8192,
+        ge=256,
+        le=1_048_576,
+        description="The longest request target (path and query string), in bytes; over it 414 and the "
+        "connection is closed.",
+    )
+    http_max_header_bytes: int = Field(
+        default=32_768,
+        ge=1024,
+        le=1_048_576,
+        description="The most bytes of request headers (names and values together); over it 431 and the "
+        "connection is closed. A header that never ends is cut off at this size.",
+    )
+    http_max_headers: int = Field(
+        default=100,
+        ge=8,
+        le=10_000,
+        description="The most request header fields; over it 431 and the connection is closed.",
+    )
+    http_header_timeout_seconds: PositiveFloat = Field(
+        default=10.0,
+        description="How long a request's headers may take to arrive, from the connection (or the request's first "
+        "byte on a kept-alive connection); past it 408 and the connection is closed.",
+    )
+    http_body_timeout_seconds: PositiveFloat = Field(
+        default=30.0,
+        description="How long a request's body may take to arrive, from the end of its headers; past it 408 and "
+        "the connection is closed.",
     )
     mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

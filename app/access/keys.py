@@ -4,44 +4,96 @@ from __future__ import annotations
 
 import uuid
 
-from cachetools import TTLCache
+import asyncpg
+from cachetools import LRUCache, TTLCache
 
 from app.access.hashing import API_KEY_PREFIX, display_prefix, hash_api_key, new_api_key
+from app.access.throttle import FailureThrottle, RefusedCredentials
 from app.domain import ApiKeyRecord, NotFound, Principal, Role, Unauthenticated
 from app.storage import keys as storage
 from app.storage.database import Database
+from app.storage.keys import KeyEvent, KeyEventKind
 
 _MAX_KEY_CHARS = 256
+MAX_CACHED_KEYS = 10_000
+# The active keys a process knows by hash (~250 bytes each): every key of any real deployment.
+MAX_KNOWN_KEYS = 100_000
 
 
 class KeyStore:
-    """API keys over the repository, with a short in-process cache of valid keys.
+    """API keys over the repository: a short in-process cache of verified keys, kept current by
+    notifications, and failed authentications throttled per client address.
 
-    Authenticating every request against the database would double the hot path's
-    round trips; a revocation made elsewhere takes effect within AUTH_CACHE_SECONDS
-    (at once in the process that revoked it).
+    The cache: authenticating every request against the database would double the hot path's
+    round trips. Every change to a key is announced by PostgreSQL (`app.storage.keys`), and
+    `key_changed` evicts the key at once in every process that listens (`app.storage.notifications`);
+    AUTH_CACHE_SECONDS bounds what a missed notification can cost, and `resync` forgets every
+    cached key whenever the listener (re)connects, since it may have missed some meanwhile.
+
+    The throttle (`app.access.throttle`): a well-formed key that is unknown or revoked costs a
+    lookup, so each client address may fail only so often before its unknown keys are refused
+    with 429 and no lookup at all; a key refused once is not looked up again for a while, from
+    any address. What keeps a real key from being locked out by another caller's failures at
+    the same address (a NAT, a proxy): this process also knows the hash of every active key
+    (`_known`: loaded when the listener connects, then kept by the notifications, and learned
+    from each successful lookup), and a known key is always looked up. So the throttle refuses
+    only keys that no process has ever made, or ones made in the moment before their
+    announcement arrives. The known keys only decide whether a lookup is worth its round trip;
+    they never let a key in (a stale entry costs a lookup that fails, and is dropped).
     """
 
     def __init__(
-        self, db: Database, cache_seconds: float, *, rate_limit_per_minute: int = 0, max_running_tasks: int = 0
+        self,
+        db: Database,
+        cache_seconds: float,
+        *,
+        rate_limit_per_minute: int = 0,
+        max_running_tasks: int = 0,
+        failures: FailureThrottle | None = None,
     ) -> None:
         self._db = db
         self._default_rate = rate_limit_per_minute
         self._default_running = max_running_tasks
         self._cache: TTLCache[str, Principal] | None = (
-            TTLCache(maxsize=10_000, ttl=cache_seconds) if cache_seconds > 0 else None
+            TTLCache(maxsize=MAX_CACHED_KEYS, ttl=cache_seconds) if cache_seconds > 0 else None
         )
+        self._failures = failures if failures is not None else FailureThrottle(0, 60.0)
+        self._refused = RefusedCredentials()
+        self._known: LRUCache[str, uuid.UUID] = LRUCache(maxsize=MAX_KNOWN_KEYS)
+        # Bumped by every eviction: a lookup that began before one must not cache what it read.
+        self._evictions = 0
 
-    async def authenticate(self, token: str | None) -> Principal:
+    async def authenticate(self, token: str | None, *, client: str | None = None) -> Principal:
+        """The key's principal; `Unauthenticated`, or `TooManyFailedAttempts` when `client` (the
+        caller's address) has failed too often and the key is none this process knows."""
         if not token or not token.startswith(API_KEY_PREFIX) or len(token) > _MAX_KEY_CHARS:
-            raise Unauthenticated
+            raise Unauthenticated  # not a key at all: no lookup, and not counted as a guess
         key_hash = hash_api_key(token)
         if self._cache is not None and (cached := self._cache.get(key_hash)) is not None:
             return cached
-        async with self._db.connection() as conn:
-            record = await storage.find_active_key(conn, key_hash)
-        if record is None:
+        if key_hash in self._refused:
+            self._failures.attempt(client)
             raise Unauthenticated("the API key is unknown or revoked")
+        known = key_hash in self._known
+        if not known:
+            self._failures.attempt(client)
+        evictions = self._evictions
+        try:
+            async with self._db.connection() as conn:
+                record = await storage.find_active_key(conn, key_hash)
+        except BaseException:
+            if not known:
+                self._failures.succeeded(client)  # not a failure of the caller's: the lookup did not happen
+            raise
+        if record is None:
+            self._refused.add(key_hash)
+            self._known.pop(key_hash, None)
+            if known:
+                self._failures.failed(client)
+            raise Unauthenticated("the API key is unknown or revoked")
+        if not known:
+            self._failures.succeeded(client)
+        self._known[key_hash] = record.id
         principal = Principal(
             record.id,
             record.name,
@@ -49,9 +101,50 @@ class KeyStore:
             rate_limit_per_minute=_or_default(record.rate_limit_per_minute, self._default_rate),
             max_running_tasks=_or_default(record.max_running_tasks, self._default_running),
         )
-        if self._cache is not None:
+        if self._cache is not None and evictions == self._evictions:
             self._cache[key_hash] = principal
         return principal
+
+    # -- keeping up with changes made anywhere -----------------------------------------------------
+
+    def key_changed(self, payload: str) -> None:
+        """A notification on `storage.KEY_EVENTS_CHANNEL`, from this process or any other."""
+        if (event := KeyEvent.parse(payload)) is not None:
+            self._apply(event)
+
+    async def resync(self, conn: asyncpg.Connection) -> None:
+        """The listener has (re)connected: forget every cached key (a notification may have been
+        missed while it was away) and learn the active keys' hashes.
+
+        Learned, not replaced: a notification handled while the query ran is kept, and a key
+        revoked meanwhile costs one failing lookup before it is dropped."""
+        active = await storage.list_active_key_hashes(conn, limit=MAX_KNOWN_KEYS)
+        self._evict(None)
+        for key_hash, key_id in reversed(active.items()):  # oldest first: the newest are the last to go
+            self._known[key_hash] = key_id
+            self._refused.discard(key_hash)
+
+    def _apply(self, event: KeyEvent) -> None:
+        if event.kind is KeyEventKind.CREATED:
+            self._known[event.key_hash] = event.key_id
+            self._refused.discard(event.key_hash)
+        elif event.kind is KeyEventKind.REVOKED:
+            self._evict(event.key_hash)
+            self._known.pop(event.key_hash, None)
+            self._refused.add(event.key_hash)
+        else:  # new limits: the next request reads them
+            self._evict(event.key_hash)
+
+    def _evict(self, key_hash: str | None) -> None:
+        """One key (None: every key) out of the cache."""
+        self._evictions += 1
+        if self._cache is not None:
+            if key_hash is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(key_hash, None)
+
+    # -- managing keys ---------------------------------------------------------------------------
 
     async def create(
         self, name: str, role: Role, *, rate_limit_per_minute: int | None = None, max_running_tasks: int | None = None
@@ -68,6 +161,7 @@ class KeyStore:
                 rate_limit_per_minute=rate_limit_per_minute,
                 max_running_tasks=max_running_tasks,
             )
+        self._apply(KeyEvent(KeyEventKind.CREATED, record.id, record.key_hash))
         return record, plain
 
     async def set_limits(
@@ -80,8 +174,7 @@ class KeyStore:
             )
         if record is None:
             raise NotFound("no API key has that id")
-        if self._cache is not None:
-            self._cache.clear()
+        self._apply(KeyEvent(KeyEventKind.LIMITS, record.id, record.key_hash))  # here at once, without the listener
         return record
 
     async def list(self) -> list[ApiKeyRecord]:
@@ -93,8 +186,7 @@ class KeyStore:
             record = await storage.revoke_api_key(conn, key_id)
         if record is None:
             raise NotFound("no API key has that id")
-        if self._cache is not None:
-            self._cache.clear()
+        self._apply(KeyEvent(KeyEventKind.REVOKED, record.id, record.key_hash))  # here at once, without the listener
         return record
 
     async def count(self) -> int:

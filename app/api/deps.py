@@ -29,10 +29,16 @@ ServiceDep = Annotated[AgentService, Depends(get_service)]
 
 
 async def get_principal(
-    service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    service: ServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, with this request counted against its rate limit."""
-    principal = await service.authenticate(credentials.credentials if credentials else None)
+    """The caller, with this request counted against its rate limit.
+
+    Failed authentications are throttled per client address: the peer's, or the one a trusted
+    proxy forwarded (uvicorn's `--forwarded-allow-ips`)."""
+    client = request.client.host if request.client else None
+    principal = await service.authenticate(credentials.credentials if credentials else None, client=client)
     await service.count_request(principal)
     return principal
 

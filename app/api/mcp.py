@@ -11,10 +11,16 @@ from fastmcp.exceptions import ResourceError
 from fastmcp.server.auth import AccessToken, TokenVerifier
 from fastmcp.server.dependencies import get_access_token, get_http_request
 from pydantic import Field
+from starlette.authentication import AuthenticationError
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
-from app.api.mcp_errors import ArgumentErrors
+from app.api.errors import STATUS_OF, error_response
+from app.api.mcp_errors import SERVER_ERROR, ArgumentErrors, as_json_rpc_error
 from app.api.mcp_errors import mcp_errors as _mcp_errors
-from app.domain import Channel, InvalidInput, Principal, Role, Unauthenticated
+from app.domain import Channel, InvalidInput, Principal, Role, ServiceError, Throttled, Unauthenticated
 from app.schemas import (
     AgentResult,
     AgentResultPage,
@@ -33,18 +39,52 @@ from app.service.operations import AgentService
 from app.service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 
+class _Refused(AuthenticationError):
+    """A verification that ended in a service error other than a plain 401 (a throttled address,
+    an outage), carried out of the SDK's authentication backend to `_refusal`."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _refusal(_: HTTPConnection, exc: AuthenticationError) -> Response:
+    """The answer to a `_Refused` verification: the same status, body and headers as on REST."""
+    error = exc.error if isinstance(exc, _Refused) else Unauthenticated()
+    status = next((s for cls, s in STATUS_OF.items() if isinstance(error, cls)), 500)
+    response = error_response(status, error.code, error.message)
+    if isinstance(error, Throttled):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return as_json_rpc_error(response, SERVER_ERROR, f"{error.code}: {error.message}")
+
+
 class ApiKeyVerifier(TokenVerifier):
-    """Bearer tokens on /mcp are the same API keys as on REST."""
+    """Bearer tokens on /mcp are the same API keys as on REST, throttled per client address alike.
+
+    An unknown key is `None` (the SDK answers 401, which `TransportErrors` words as ours); any
+    other refusal would reach the SDK as an exception and a 500, so it travels as `_Refused` to
+    the authentication middleware's error handler, which answers as REST would (429
+    `too_many_failed_attempts` with Retry-After, 503 `database_unavailable`).
+    """
 
     def __init__(self, service: AgentService) -> None:
         super().__init__()
         self._service = service
 
+    def get_middleware(self) -> list[Middleware]:
+        """FastMCP's authentication middleware, with `_refusal` as its error handler."""
+        return [
+            Middleware(m.cls, *m.args, **{**m.kwargs, "on_error": _refusal}) if m.cls is AuthenticationMiddleware else m
+            for m in super().get_middleware()
+        ]
+
     async def verify_token(self, token: str) -> AccessToken | None:
         try:
-            principal = await self._service.authenticate(token)
+            principal = await self._service.authenticate(token, client=_client_address())
         except Unauthenticated:
             return None
+        except ServiceError as exc:
+            raise _Refused(exc) from None
         return AccessToken(
             token=token,
             client_id=str(principal.key_id),
@@ -56,6 +96,14 @@ class ApiKeyVerifier(TokenVerifier):
                 "max_running_tasks": principal.max_running_tasks,
             },
         )
+
+
+def _client_address() -> str | None:
+    try:
+        client = get_http_request().client
+    except RuntimeError:  # in-memory transport: no HTTP request
+        return None
+    return client.host if client else None
 
 
 def _caller() -> Principal:

@@ -112,6 +112,7 @@ _TRANSPORT_ERRORS = {
 _PARSE_ERROR = -32700
 _INVALID_REQUEST = -32600
 _UNAUTHENTICATED = -32001  # JSON-RPC's range for server-defined errors
+SERVER_ERROR = -32000  # the same range: a refusal that is not about the request (throttled, an outage)
 
 
 class TransportErrors:
@@ -170,10 +171,10 @@ class TransportErrors:
         elif status == 401:
             rpc_code = _UNAUTHENTICATED
         response = error_response(status, code, message, details)
-        return _as_json_rpc_error(response, rpc_code, f"{code}: {message}")
+        return as_json_rpc_error(response, rpc_code, f"{code}: {message}")
 
 
-def _as_json_rpc_error(response: JSONResponse, rpc_code: int, text: str) -> JSONResponse:
+def as_json_rpc_error(response: JSONResponse, rpc_code: int, text: str) -> JSONResponse:
     """Our error body, which is also a JSON-RPC error response (the extra members are ignored
     by either reader). MCP SDK clients then show our message ("unauthenticated: a valid API key
     is required …") instead of their stand-in "Server returned an error response". The id is

@@ -81,9 +81,10 @@ class AgentService:
 
     # -- callers --------------------------------------------------------------------------
 
-    async def authenticate(self, token: str | None) -> Principal:
-        """The caller behind a bearer token; `Unauthenticated` for a missing, unknown or revoked key."""
-        return await self._keys.authenticate(token)
+    async def authenticate(self, token: str | None, *, client: str | None = None) -> Principal:
+        """The caller behind a bearer token; `Unauthenticated` for a missing, unknown or revoked key,
+        `TooManyFailedAttempts` (429) once the caller's address `client` has failed too often."""
+        return await self._keys.authenticate(token, client=client)
 
     async def count_request(self, principal: Principal) -> None:
         """Count one request against the caller's rate limit; `Throttled` when it is spent."""

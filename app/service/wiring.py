@@ -9,6 +9,7 @@ from __future__ import annotations
 from app.access.hashing import PromptHasher
 from app.access.keys import KeyStore
 from app.access.limits import Limiter
+from app.access.throttle import FailureThrottle
 from app.llm.registry import ProviderRegistry, build_registry
 from app.llm.templates import TemplateStore
 from app.service.health import Health
@@ -19,6 +20,8 @@ from app.service.schedule import Scheduler
 from app.service.submission import Admission, Planner
 from app.settings import Settings
 from app.storage.database import Database
+from app.storage.keys import KEY_EVENTS_CHANNEL
+from app.storage.notifications import Listener
 from app.telemetry import metrics
 
 
@@ -30,12 +33,18 @@ class Components:
             raise ValueError("PROMPT_HASH_KEY is not set")
         self.settings = settings
         self.db = Database(settings)
+        # One per process, for every credential checked here (API keys now, a console's sign-in later).
+        self.auth_failures = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds)
         self.keys = KeyStore(
             self.db,
             settings.auth_cache_seconds,
             rate_limit_per_minute=settings.rate_limit_per_minute,
             max_running_tasks=settings.max_running_tasks,
+            failures=self.auth_failures,
         )
+        # Changes to keys made by any process (revocations, limits, new keys), heard at once.
+        self.listener = Listener(self.db)
+        self.listener.subscribe(KEY_EVENTS_CHANNEL, self.keys.key_changed, on_connect=self.keys.resync)
         self.limits = Limiter(self.db)
         self.providers: ProviderRegistry = build_registry(settings)
         self.templates = TemplateStore(settings.templates_dir)
@@ -56,13 +65,16 @@ class Components:
             traced=settings.tracing_requests,
         )
         metrics.watch_pool(self.db)
+        metrics.register_routing(self.providers.names, self.providers.known_models)
 
     async def start(self) -> None:
         await self.db.open()
+        await self.listener.start(wait_seconds=self.settings.db_connect_timeout_seconds)
         self.schedule.start()
 
     async def stop(self) -> None:
         self.schedule.stop()
         await self.runner.drain(self.settings.provider_timeout_seconds)
         await self.providers.aclose()
+        await self.listener.stop()
         await self.db.close()

@@ -1,8 +1,17 @@
-"""API keys: only their SHA-256 is stored; the plain key is shown once, at creation."""
+"""API keys: only their SHA-256 is stored; the plain key is shown once, at creation.
+
+Every change to a key is announced on the channel `api_key_changed` by the statement that makes
+it (`pg_notify` in the same statement, so in the same transaction): whoever changes a key (the
+CLI, a replica, a future admin endpoint) tells every process, and nobody is told of a change
+that was rolled back. PostgreSQL delivers the notification when the transaction commits.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
+from enum import StrEnum
 
 import asyncpg
 
@@ -10,14 +19,56 @@ from app.domain import ApiKeyRecord, Role
 from app.storage.sql import Statement, column_list
 
 KEY_COLUMNS = column_list(ApiKeyRecord)
+KEY_EVENTS_CHANNEL = "api_key_changed"
+
+
+class KeyEventKind(StrEnum):
+    CREATED = "created"
+    REVOKED = "revoked"
+    LIMITS = "limits"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEvent:
+    """One notification: which key (its id, and its hash, which is what caches are keyed by) and what happened.
+
+    The hash is what the table holds, of a random key: it tells a listener nothing it could use."""
+
+    kind: KeyEventKind
+    key_id: uuid.UUID
+    key_hash: str
+
+    @classmethod
+    def parse(cls, payload: str) -> KeyEvent | None:
+        """The event a payload carries; None for one this version does not know (a newer replica's)."""
+        try:
+            data = json.loads(payload)
+            return cls(KeyEventKind(data["event"]), uuid.UUID(data["id"]), str(data["key_hash"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def _announcing(kind: KeyEventKind, changed: str) -> str:
+    """`changed` (a data-modifying statement returning the key's row), announced as `kind`.
+
+    The notification is a function in FROM, joined to each changed row: it is sent exactly when
+    a row changed, and the statement still returns the row."""
+    payload = f"json_build_object('event', '{kind}', 'id', changed.id, 'key_hash', changed.key_hash)::text"
+    return f"""
+WITH changed AS ({changed} RETURNING {KEY_COLUMNS})
+SELECT {column_list(ApiKeyRecord, "changed.")}
+FROM changed CROSS JOIN LATERAL pg_notify('{KEY_EVENTS_CHANNEL}', {payload}) AS notified
+"""
+
 
 INSERT_API_KEY = Statement(
     "insert_api_key",
-    f"""
+    _announcing(
+        KeyEventKind.CREATED,
+        """
 INSERT INTO api_key (id, name, role, key_hash, key_prefix, rate_limit_per_minute, max_running_tasks)
-VALUES (:id, :name, :role, :key_hash, :key_prefix, :rate_limit_per_minute, :max_running_tasks)
-RETURNING {KEY_COLUMNS}
-""",
+VALUES (:id, :name, :role, :key_hash, :key_prefix, :rate_limit_per_minute, :max_running_tasks)""",
+    ),
 )
 
 
@@ -47,11 +98,12 @@ async def insert_api_key(
 
 SET_KEY_LIMITS = Statement(
     "set_key_limits",
-    f"""
+    _announcing(
+        KeyEventKind.LIMITS,
+        """
 UPDATE api_key SET rate_limit_per_minute = :rate_limit_per_minute, max_running_tasks = :max_running_tasks
-WHERE id = :key_id
-RETURNING {KEY_COLUMNS}
-""",
+WHERE id = :key_id""",
+    ),
 )
 
 
@@ -84,14 +136,25 @@ async def list_api_keys(conn: asyncpg.Connection) -> list[ApiKeyRecord]:
 
 REVOKE_API_KEY = Statement(
     "revoke_api_key",
-    f"UPDATE api_key SET revoked_at = coalesce(revoked_at, now()) WHERE id = :key_id RETURNING {KEY_COLUMNS}",
+    _announcing(KeyEventKind.REVOKED, "UPDATE api_key SET revoked_at = coalesce(revoked_at, now()) WHERE id = :key_id"),
 )
 
 
 async def revoke_api_key(conn: asyncpg.Connection, key_id: uuid.UUID) -> ApiKeyRecord | None:
-    """Revoke a key (idempotent); None when no key has that id."""
+    """Revoke a key (idempotent, announced again each time); None when no key has that id."""
     row = await REVOKE_API_KEY.fetchrow(conn, key_id=key_id)
     return None if row is None else ApiKeyRecord.from_row(row)
+
+
+LIST_ACTIVE_KEY_HASHES = Statement(
+    "list_active_key_hashes",
+    "SELECT key_hash, id FROM api_key WHERE revoked_at IS NULL ORDER BY created_at DESC, id LIMIT :limit",
+)
+
+
+async def list_active_key_hashes(conn: asyncpg.Connection, *, limit: int) -> dict[str, uuid.UUID]:
+    """The newest `limit` active keys: their hashes and ids."""
+    return {row[0]: row[1] for row in await LIST_ACTIVE_KEY_HASHES.fetch(conn, limit=limit)}
 
 
 COUNT_API_KEYS = Statement("count_api_keys", "SELECT count(*) FROM api_key")

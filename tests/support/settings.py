@@ -19,6 +19,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "openai_base_url": None,
         "default_model": None,
         "auth_cache_seconds": 0,
+        # Tests send many wrong keys from one address; tests/integration/access/test_throttle.py sets its own.
+        "auth_failure_limit": 0,
         "db_pool_min_size": 1,
         "db_pool_max_size": 5,
         "db_connect_timeout_seconds": 2,

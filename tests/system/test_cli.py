@@ -1,18 +1,23 @@
 """The `agent-service` command line on a real database: keys are created with limits that can be
-changed later, and two `purge` commands at once delete every expired row exactly once."""
+changed later, two `purge` commands at once delete every expired row exactly once, and the
+embedded database's password is shown only to whoever asks for it."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.support.postgres import run_sync
 from tests.support.retention import add_tasks, owner_key
-from tests.support.service_process import CLI, cli, environment
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.service_process import CLI, cli, environment, serving
+from tests.support.settings import TEST_HASH_KEY, UNUSED_DB
 
 
 def test_keys_are_created_with_limits_and_their_limits_can_be_changed(empty_database_url):
@@ -57,3 +62,41 @@ def test_two_purge_commands_at_once_delete_every_row_exactly_once(database_url):
         else:
             assert "Another process is purging" in out
     assert deleted == 3_000
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A folder the unprivileged `postgres` user can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="agent-service-cli-"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+async def test_serve_masks_the_embedded_database_password_and_devdb_url_prints_the_url_that_connects(workdir):
+    env = environment(AUTH_CACHE_SECONDS="0")
+    with serving(env, cwd=workdir) as service:
+        url = cli("devdb", "url", env=env, cwd=workdir).stdout.strip()
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT current_database()") == "agent_service"
+        finally:
+            await conn.close()
+    password = (workdir / ".data" / "pg" / "password").read_text().strip()
+
+    assert "Embedded PostgreSQL (development): postgresql://postgres:***@127.0.0.1:" in service.output()
+    assert password not in service.output()
+    assert f"postgres:{password}@" in url
+    stopped = cli("devdb", "url", env=env, cwd=workdir, check=False)
+    assert stopped.returncode == 1
+    assert "not running" in stopped.stderr
+    assert password not in stopped.stdout + stopped.stderr
+
+
+def test_devdb_url_refuses_when_a_database_url_is_configured():
+    env = environment(DATABASE_URL=UNUSED_DB, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    configured = cli("devdb", "url", env=env, check=False)
+
+    assert configured.returncode == 1
+    assert "DATABASE_URL is set" in configured.stderr
+    assert "nothing@" not in configured.stdout + configured.stderr
