@@ -17,7 +17,7 @@ from pydantic import SecretStr, ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from app.access.keys import KeyStore
-from app.devdb.cluster import LocalPostgres, PostgresNotFoundError
+from app.devdb.cluster import DevDatabaseError, LocalPostgres
 from app.devdb.embedded import DATABASE_NAME, development_hash_key, embedded_database
 from app.domain import ApiKeyRecord, Channel, DatabaseUnavailable, NotFound, Role
 from app.service.retention import Purger, PurgeReport
@@ -71,7 +71,7 @@ def _database_settings() -> Iterator[tuple[Settings, bool]]:
             resolved = settings.model_copy(update={"database_url": url, "prompt_hash_key": key})
             migrations.upgrade(url)
             yield resolved, True
-    except PostgresNotFoundError as exc:
+    except DevDatabaseError as exc:
         raise _fail(str(exc)) from None
 
 
@@ -188,7 +188,7 @@ def devdb_url() -> None:
         raise _fail("DATABASE_URL is set: the commands use that database, not an embedded one.")
     try:
         cluster = LocalPostgres(settings.data_dir.absolute() / "pg")
-    except PostgresNotFoundError as exc:
+    except DevDatabaseError as exc:
         raise _fail(str(exc)) from None
     if not cluster.password_file.exists():
         raise _fail(f"There is no embedded database under {settings.data_dir} yet: `agent-service serve` makes one.")

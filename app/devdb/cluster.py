@@ -27,7 +27,11 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 SUPERUSER = "postgres"
 
 
-class PostgresNotFoundError(RuntimeError):
+class DevDatabaseError(RuntimeError):
+    """The embedded development database cannot run here; the message says what to do instead."""
+
+
+class PostgresNotFoundError(DevDatabaseError):
     """No PostgreSQL server binaries on this machine."""
 
     def __init__(self) -> None:
@@ -189,7 +193,7 @@ class LocalPostgres:
             return
         probe = subprocess.run(["runuser", "-u", SERVICE_USER, "--", "test", "-x", str(self.root.parent)], check=False)
         if probe.returncode != 0:
-            raise RuntimeError(
+            raise DevDatabaseError(
                 f"The '{SERVICE_USER}' user cannot reach {self.root.parent}, so the local PostgreSQL cluster "
                 "cannot live there. Make the folders above it traversable (chmod o+x), choose another "
                 "DATA_DIR, or set DATABASE_URL."
@@ -201,5 +205,6 @@ class LocalPostgres:
             command = ["runuser", "-u", SERVICE_USER, "--", *command]
         result = subprocess.run(command, capture_output=True, text=True, check=False, cwd="/")
         if check and result.returncode != 0:
-            raise RuntimeError(f"{tool} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
+            detail = result.stderr.strip() or result.stdout.strip()
+            raise DevDatabaseError(f"{tool} failed ({result.returncode}): {detail}")
         return result

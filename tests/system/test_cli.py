@@ -4,6 +4,7 @@ embedded database's password is shown only to whoever asks for it."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
@@ -100,3 +101,15 @@ def test_devdb_url_refuses_when_a_database_url_is_configured():
     assert configured.returncode == 1
     assert "DATABASE_URL is set" in configured.stderr
     assert "nothing@" not in configured.stdout + configured.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the embedded cluster as another user")
+def test_serve_explains_a_data_dir_the_database_user_cannot_reach_without_a_traceback():
+    with tempfile.TemporaryDirectory() as private:  # mode 0700: the postgres user cannot enter it
+        env = environment(DATA_DIR=str(Path(private) / ".data"))
+        refused = cli("serve", "--port", "1", env=env, check=False)
+
+    assert refused.returncode == 1
+    assert "cannot reach" in refused.stderr + refused.stdout
+    assert "chmod o+x" in refused.stderr + refused.stdout
+    assert "Traceback" not in refused.stderr + refused.stdout
