@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from fastmcp.utilities.lifespan import combine_lifespans
 from starlette.routing import Route
 
-from app.api import rest
+from app.api import no_oauth, rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.mcp_errors import TransportErrors
@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(
         Route("/mcp", endpoint=TransportErrors(mcp_app), methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
+    app.router.routes.extend(no_oauth.routes())  # where OAuth clients look after a 401
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.cors_allow_origins:  # off unless configured
         app.add_middleware(

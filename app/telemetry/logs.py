@@ -23,7 +23,9 @@ PAYLOAD_LOGGERS = ("fastmcp", "mcp", "openai", "httpx", "httpx2", "httpcore", "h
 # Libraries whose INFO lines are routine: APScheduler logs two for every job run ("Running job",
 # "executed successfully"), and the lease heartbeat runs every 10 s. Held at WARNING: a job that
 # raises still shows (at ERROR). The service logs what its jobs did that matters itself.
-ROUTINE_LOGGERS = ("apscheduler",)
+# FastMCP's auth middleware logs each refused request at INFO: a flood of wrong keys would flood
+# the log; the access log shows each 401 already.
+ROUTINE_LOGGERS = ("apscheduler", "fastmcp.server.auth")
 
 # The current request's id (set by the API's middleware), for log records and audit rows.
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)

@@ -245,3 +245,25 @@ async def test_server_info_carries_the_service_version(database_url):
     text = answer.text
     payload = json.loads(text[text.index("{") :].splitlines()[0]) if "data:" in text else answer.json()
     assert payload["result"]["serverInfo"] == {"name": "agent-service", "version": __version__}
+
+
+async def test_where_an_oauth_client_looks_after_a_401_it_reads_that_the_server_takes_api_keys(database_url):
+    """What MCP clients fetch after any 401 (protected-resource and authorization-server metadata,
+    then Dynamic Client Registration): a 404 saying there is no OAuth here, and what to send."""
+    async with replica(database_url) as (_, http):
+        refused = await http.post("/mcp", json={}, headers={"Authorization": "Bearer ask_not-a-real-key"})
+        answers = [
+            await http.get("/.well-known/oauth-protected-resource/mcp"),
+            await http.get("/.well-known/oauth-protected-resource"),
+            await http.get("/.well-known/oauth-authorization-server"),
+            await http.get("/.well-known/openid-configuration"),
+            await http.post("/register", json={"client_name": "inspector", "redirect_uris": ["http://x/cb"]}),
+        ]
+
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"  # no resource_metadata to go and fetch
+    for answer in answers:
+        assert answer.status_code == 404
+        assert answer.json()["code"] == "oauth_not_supported"
+        assert "API key" in answer.json()["message"]
+        assert "inspector" not in answer.text
