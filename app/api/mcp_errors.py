@@ -27,6 +27,7 @@ from fastmcp.exceptions import ValidationError as ArgumentError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from mcp import types as mt
 from mcp_types import jsonrpc_message_adapter
+from mcp_types.version import SUPPORTED_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.responses import JSONResponse
@@ -109,6 +110,21 @@ _TRANSPORT_ERRORS = {
     415: ("unsupported_media_type", "Content-Type must be application/json"),
     421: ("misdirected_request", "this Host is not served here; add it to MCP_ALLOWED_HOSTS"),
 }
+# What the 2026-07-28 protocol's single-exchange transport answers with a JSON-RPC error and an
+# HTTP status of its own (404 for an unknown method, 400 for the rest). Each becomes our body with
+# its own JSON-RPC code kept; never the SDK's text, which names the method or value sent.
+_PROTOCOL_ERRORS = {
+    -32601: (404, "unknown_method", "an MCP method this server does not offer at the protocol version sent"),
+    -32602: (400, "validation_error", "the request's params do not follow the MCP schema for its method"),
+    -32020: (400, "validation_error", "the Mcp-Method or Mcp-Name header does not match the body"),
+    -32021: (400, "validation_error", "the request needs a client capability the client did not declare"),
+    -32022: (
+        400,
+        "unsupported_protocol_version",
+        f"this server speaks MCP protocol versions {', '.join(SUPPORTED_PROTOCOL_VERSIONS)}",
+    ),
+}
+_INVALID_PARAMS = -32602  # also the legacy transport's code for a body that is no JSON-RPC message
 _PARSE_ERROR = -32700
 _INVALID_REQUEST = -32600
 _UNAUTHENTICATED = -32001  # JSON-RPC's range for server-defined errors
@@ -156,10 +172,14 @@ class TransportErrors:
 
     @staticmethod
     def _answer(status: int, request: bytes, answer: bytes) -> Any:
+        rpc_error = _json_rpc_code(answer)
+        if rpc_error in _PROTOCOL_ERRORS and not (rpc_error == _INVALID_PARAMS and not _is_json_rpc(request)):
+            status, code, message = _PROTOCOL_ERRORS[rpc_error]
+            return as_json_rpc_error(error_response(status, code, message), rpc_error, f"{code}: {message}")
         code, message = _TRANSPORT_ERRORS[status]
         details: list[dict[str, Any]] | None = None
         rpc_code = _INVALID_REQUEST
-        if status == 400 and _json_rpc_code(answer) == _PARSE_ERROR:
+        if status == 400 and rpc_error == _PARSE_ERROR:
             message, rpc_code = "the body is not valid JSON", _PARSE_ERROR
         elif status == 400:
             try:
@@ -183,6 +203,14 @@ def as_json_rpc_error(response: JSONResponse, rpc_code: int, text: str) -> JSONR
     body.update({"jsonrpc": "2.0", "id": None, "error": {"code": rpc_code, "message": text}})
     headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
     return JSONResponse(body, status_code=response.status_code, headers=headers)
+
+
+def _is_json_rpc(request: bytes) -> bool:
+    try:
+        jsonrpc_message_adapter.validate_json(request)
+    except ValueError:  # pydantic's ValidationError included
+        return False
+    return True
 
 
 def _json_rpc_code(answer: bytes) -> int | None:

@@ -12,8 +12,10 @@ import json
 import uuid
 from typing import Any
 
+import httpx
 import httpx2
 import pytest
+from fastmcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -267,3 +269,53 @@ async def test_where_an_oauth_client_looks_after_a_401_it_reads_that_the_server_
         assert answer.json()["code"] == "oauth_not_supported"
         assert "API key" in answer.json()["message"]
         assert "inspector" not in answer.text
+
+
+MODERN = "2026-07-28"  # the single-exchange protocol: no initialize, errors carry their own HTTP status
+
+
+def modern_request(method: str, version: str = MODERN) -> tuple[dict[str, Any], dict[str, str]]:
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {"_meta": meta}}
+    return body, {**MCP_HEADERS, "mcp-protocol-version": version, "mcp-method": method}
+
+
+async def test_protocol_errors_of_the_2026_transport_say_what_they_are_without_the_name_sent(database_url):
+    async with replica(database_url) as (app, http):
+        alice = await key(app)
+
+        async def send(method: str, version: str = MODERN) -> httpx.Response:
+            body, headers = modern_request(method, version)
+            return await http.post("/mcp", json=body, headers={**alice.headers, **headers})
+
+        unknown = await send("secretword/list")
+        unsupported = await send("tools/list", version="2099-01-01")
+        listed = await send("tools/list")
+
+    assert listed.status_code == 200
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "unknown_method"
+    assert unknown.json()["error"]["code"] == -32601  # the JSON-RPC code a client classifies by
+    assert "session" not in unknown.text  # not the legacy transport's "no such session"
+    assert "secretword" not in unknown.text
+    assert unsupported.status_code == 400
+    assert unsupported.json()["code"] == "unsupported_protocol_version"
+    assert MODERN in unsupported.json()["message"]
+    assert "2099" not in unsupported.text
+
+
+async def test_the_fastmcp_client_reads_an_unknown_method_as_such(database_url):
+    """FastMCP 4's client speaks 2026-07-28, where `ping` is no longer a method: it is told so."""
+    async with replica(database_url) as (app, _):
+        alice = await key(app)
+        async with on_loopback(app) as base, Client(f"{base}/mcp", auth=alice.key) as client:
+            with pytest.raises(MCPError) as refused:
+                await client.ping()
+            tools = await client.list_tools()
+
+    assert str(refused.value).startswith("unknown_method: an MCP method this server does not offer")
+    assert "run_agent_task" in {tool.name for tool in tools}
