@@ -1,0 +1,99 @@
+"""What the commands share: settings, the database (configured or embedded), failing plainly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from pydantic import SecretStr, ValidationError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from app.access.keys import KeyStore
+from app.devdb.cluster import DevDatabaseError
+from app.devdb.embedded import development_hash_key, embedded_database
+from app.domain import DatabaseUnavailable
+from app.settings import Settings, get_settings
+from app.storage import migrations
+from app.storage.database import Database
+from app.storage.migrations import SchemaState
+
+STARTUP_WAIT_SECONDS = 30
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "\n".join(f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise fail(f"Invalid configuration:\n{problems}") from None
+
+
+@contextmanager
+def database_settings() -> Iterator[tuple[Settings, bool]]:
+    """The configured database, or (DATABASE_URL unset) the embedded one, started and migrated.
+
+    Yields the settings to use and whether the database is the embedded one.
+    """
+    settings = load_settings()
+    if settings.database_url is not None:
+        yield settings, False
+        return
+    try:
+        with embedded_database(settings.data_dir) as url:
+            key = settings.prompt_hash_key or SecretStr(development_hash_key(settings.data_dir))
+            resolved = settings.model_copy(update={"database_url": url, "prompt_hash_key": key})
+            migrations.upgrade(url)
+            yield resolved, True
+    except DevDatabaseError as exc:
+        raise fail(str(exc)) from None
+
+
+def command_database(settings: Settings, *, connections: int) -> Database:
+    """A small pool for a one-off command."""
+    return Database(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": connections}))
+
+
+@retry(
+    retry=retry_if_exception_type(DatabaseUnavailable),
+    stop=stop_after_delay(STARTUP_WAIT_SECONDS),
+    wait=wait_exponential(multiplier=0.2, max=3),
+    reraise=True,
+)
+async def _schema_state(settings: Settings) -> SchemaState:
+    db = command_database(settings, connections=1)
+    await db.open()
+    try:
+        async with db.connection() as conn:
+            return await migrations.schema_state(conn)
+    finally:
+        await db.close()
+
+
+def require_head(settings: Settings) -> None:
+    try:
+        schema = asyncio.run(_schema_state(settings))
+    except DatabaseUnavailable:
+        raise fail(f"The database at DATABASE_URL did not answer within {STARTUP_WAIT_SECONDS} s.") from None
+    if not schema.at_head:
+        raise fail(f"The database is not at the head migration: it is {schema.describe()}.")
+
+
+@contextmanager
+def key_store(settings: Settings) -> Iterator[tuple[KeyStore, asyncio.Runner]]:
+    with asyncio.Runner() as runner:
+        db = command_database(settings, connections=2)
+        try:
+            runner.run(db.open())
+        except DatabaseUnavailable:
+            raise fail("The database is not reachable.") from None
+        try:
+            yield KeyStore(db, cache_seconds=0), runner
+        finally:
+            runner.run(db.close())
