@@ -8,9 +8,18 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from app.domain import AuditAction, AuditEventRecord, AuditOutcome, Channel, Role, TaskRecord, TaskStatus
+from app.domain import (
+    AuditAction,
+    AuditEventRecord,
+    AuditOutcome,
+    Channel,
+    LegalHoldRecord,
+    Role,
+    TaskRecord,
+    TaskStatus,
+)
 
 MAX_CONTEXT_BYTES = 16 * 1024
 # Deeper JSON could be stored but not answered: pydantic stops serializing at ~255 levels.
@@ -175,6 +184,9 @@ class AgentResult(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     expires_at: datetime
+    legal_hold: bool = Field(
+        default=False, description="a legal hold keeps this task past its expiry and refuses its erasure"
+    )
 
     @classmethod
     def from_record(cls, task: TaskRecord) -> AgentResult:
@@ -323,6 +335,58 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: list[ErrorDetail] | None = None
+
+
+# A matter's identifier as a legal department writes it ("CASE-2026-17"), never free text: it is
+# shown in listings and the CLI, and a name or a description does not belong in it.
+HOLD_REFERENCE_PATTERN = r"^[A-Za-z0-9_./:-]{1,100}$"
+
+
+class HoldCreate(BaseModel):
+    """A legal hold to place: its matter's `reference` and exactly one target, a task or an API key."""
+
+    model_config = _STRICT
+
+    reference: str = Field(
+        pattern=HOLD_REFERENCE_PATTERN, description="the matter: 1 to 100 of letters, digits and `-_./:`"
+    )
+    task_id: uuid.UUID | None = Field(default=None, strict=False, description="hold this task")
+    owner_key_id: uuid.UUID | None = Field(
+        default=None, strict=False, description="hold every task of this API key, made before or after"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HoldCreate:
+        if (self.task_id is None) == (self.owner_key_id is None):
+            raise ValueError("give exactly one of task_id and owner_key_id")
+        return self
+
+
+class LegalHold(BaseModel):
+    """A legal hold in force."""
+
+    hold_id: uuid.UUID
+    reference: str
+    task_id: uuid.UUID | None
+    owner_key_id: uuid.UUID | None
+    created_at: datetime
+    created_by: uuid.UUID | None = Field(description="the API key that placed it; null from the command line")
+
+    @classmethod
+    def from_record(cls, hold: LegalHoldRecord) -> LegalHold:
+        return cls.model_construct(
+            hold_id=hold.id,
+            reference=hold.reference,
+            task_id=hold.task_id,
+            owner_key_id=hold.owner_key_id,
+            created_at=hold.created_at,
+            created_by=hold.created_by,
+        )
+
+
+class LegalHoldPage(BaseModel):
+    items: list[LegalHold]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
 def _unstorable(value: dict[str, Any]) -> str | None:

@@ -19,6 +19,7 @@ from app.domain import (
     ServiceError,
     Throttled,
     Unauthenticated,
+    UnderLegalHold,
 )
 from app.schemas import ErrorBody
 
@@ -30,6 +31,7 @@ STATUS_OF: dict[type[ServiceError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    UnderLegalHold: 409,
     Throttled: 429,
     DatabaseUnavailable: 503,
 }

@@ -35,6 +35,7 @@ router = APIRouter(dependencies=[Depends(reject_unknown_query)])
 
 Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "unknown, expired, or another client's task"}}
+_HELD: Responses = {409: {"model": ErrorBody, "description": "`legal_hold`: the task is under a legal hold"}}
 _FORBIDDEN: Responses = {403: {"model": ErrorBody, "description": "the key's role does not allow this"}}
 # What an operation behind a key can answer: 413 only where a request has a body to be too large.
 _KEYED: Responses = {status: answer for status, answer in ERROR_RESPONSES.items() if status != 413}
@@ -128,7 +129,7 @@ async def list_agent_results(
 @router.delete(
     "/resources/get_agent_result/{task_id}",
     status_code=204,
-    responses={**_KEYED, **_NOT_FOUND, **_FORBIDDEN},
+    responses={**_KEYED, **_NOT_FOUND, **_FORBIDDEN, **_HELD},
     tags=["tasks"],
 )
 async def delete_agent_result(

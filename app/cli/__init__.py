@@ -12,6 +12,7 @@ import typer
 
 from app.cli.common import command_database, database_settings, fail, key_store, require_head
 from app.cli.devdb import devdb_app, masked_password
+from app.cli.holds import holds_app
 from app.cli.keys import keys_app
 from app.domain import Channel, DatabaseUnavailable, Role
 from app.service.retention import Purger, PurgeReport
@@ -25,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(holds_app, name="holds")
 app.add_typer(devdb_app, name="devdb")
 
 

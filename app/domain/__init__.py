@@ -15,7 +15,9 @@ from app.domain.errors import (
     Throttled,
     TooManyRunningTasks,
     Unauthenticated,
+    UnderLegalHold,
 )
+from app.domain.holds import LegalHoldRecord
 from app.domain.keys import ApiKeyRecord, Principal, Role
 from app.domain.tasks import AuditedTask, NewTask, PromptHashes, TaskOutcome, TaskRecord, TaskStatus
 
@@ -31,6 +33,7 @@ __all__ = [
     "DatabaseUnavailable",
     "Forbidden",
     "InvalidInput",
+    "LegalHoldRecord",
     "NewTask",
     "NotFound",
     "Principal",
@@ -43,4 +46,5 @@ __all__ = [
     "Throttled",
     "TooManyRunningTasks",
     "Unauthenticated",
+    "UnderLegalHold",
 ]

@@ -27,6 +27,8 @@ class AuditAction(StrEnum):
     AUDIT_READ = "audit_read"
     PURGE = "purge"
     PROMPT_SEARCH = "prompt_search"
+    HOLD_PLACE = "hold_place"
+    HOLD_RELEASE = "hold_release"
 
 
 class AuditOutcome(StrEnum):
@@ -35,6 +37,7 @@ class AuditOutcome(StrEnum):
     EXPIRED = "expired"
     DENIED = "denied"
     ERROR = "error"
+    HELD = "held"  # an erasure refused: the task is under a legal hold
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,13 @@ class Conflict(ServiceError):
     default_message = "the request conflicts with an earlier one"
 
 
+class UnderLegalHold(ServiceError):
+    """The task is under a legal hold: it may not be erased until every hold on it is released."""
+
+    code = "legal_hold"
+    default_message = "this task is under a legal hold and cannot be erased until the hold is released"
+
+
 class Throttled(ServiceError):
     """A per-key limit was reached; `retry_after` says when trying again can succeed."""
 

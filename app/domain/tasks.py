@@ -107,6 +107,7 @@ class AuditedTask:
 
     outcome: AuditOutcome
     task: TaskRecord | None
+    held: bool = False  # under a legal hold in force (its own or its owner's)
 
 
 @dataclass(frozen=True, slots=True)

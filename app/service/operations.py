@@ -15,7 +15,7 @@ import asyncpg
 
 from app.access.keys import KeyStore
 from app.access.limits import Limiter
-from app.domain import Actor, AuditOutcome, Channel, Forbidden, NotFound, Principal, Role, TaskRecord
+from app.domain import Actor, AuditOutcome, Channel, Forbidden, NotFound, Principal, Role, TaskRecord, UnderLegalHold
 from app.schemas import (
     AgentResult,
     AgentResultPage,
@@ -23,6 +23,9 @@ from app.schemas import (
     AgentTask,
     AuditEvent,
     AuditEventPage,
+    HoldCreate,
+    LegalHold,
+    LegalHoldPage,
     PromptMatch,
     PromptMatchPage,
     PromptSearch,
@@ -30,6 +33,7 @@ from app.schemas import (
     RetentionPolicy,
 )
 from app.service.health import Health
+from app.service.holds import LegalHolds, require_hold_role
 from app.service.pagination import (
     DEFAULT_PAGE_SIZE,
     decode_int_cursor,
@@ -66,6 +70,7 @@ class AgentService:
         admission: Admission,
         runner: TaskRunner,
         health: Health,
+        holds: LegalHolds,
         retention: RetentionPolicy,
         traced: bool,
     ) -> None:
@@ -76,6 +81,7 @@ class AgentService:
         self._admission = admission
         self._runner = runner
         self._health = health
+        self._holds = holds
         self._traced = traced
         self.retention = retention
 
@@ -138,16 +144,19 @@ class AgentService:
         _audited_read(channel, found.outcome)
         if found.task is None:
             raise NotFound
-        return AgentResult.from_record(found.task)
+        result = AgentResult.from_record(found.task)
+        return result.model_copy(update={"legal_hold": True}) if found.held else result
 
     async def delete_result(
         self, principal: Principal, task_id: uuid.UUID, *, channel: Channel, request_id: str | None = None
     ) -> None:
-        """Erase a task now, audited. Owners erase their own tasks; admins any."""
+        """Erase a task now, audited. Owners erase their own tasks; admins any; none a held one."""
         actor = Actor(principal.key_id, principal.role, channel, request_id)
         owner = None if principal.role is Role.ADMIN else principal.key_id
         async with self._db.connection() as conn:
             outcome = await audit.delete_task_audited(conn, task_id, owner, actor)
+        if outcome is AuditOutcome.HELD:
+            raise UnderLegalHold
         if outcome is AuditOutcome.DENIED and principal.role is Role.AUDITOR:
             raise Forbidden("auditors may read any task but erase only their own")
         if outcome is not AuditOutcome.OK:
@@ -229,6 +238,29 @@ class AgentService:
         page = rows[:limit]
         next_cursor = encode_task_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
         return PromptMatchPage(items=[PromptMatch.from_record(r) for r in page], next_cursor=next_cursor)
+
+    # -- legal holds ------------------------------------------------------------------------
+
+    async def place_hold(
+        self, principal: Principal, hold: HoldCreate, *, channel: Channel, request_id: str | None = None
+    ) -> LegalHold:
+        """Place a legal hold on a task or on every task of an API key (auditors and admins; audited)."""
+        require_hold_role(principal)
+        return await self._holds.place(Actor(principal.key_id, principal.role, channel, request_id), hold)
+
+    async def list_holds(
+        self, principal: Principal, *, cursor: str | None, limit: int = DEFAULT_PAGE_SIZE
+    ) -> LegalHoldPage:
+        """The legal holds in force, newest first (auditors and admins)."""
+        require_hold_role(principal)
+        return await self._holds.list(cursor=cursor, limit=limit)
+
+    async def release_hold(
+        self, principal: Principal, hold_id: uuid.UUID, *, channel: Channel, request_id: str | None = None
+    ) -> None:
+        """Release a legal hold in force (auditors and admins; audited)."""
+        require_hold_role(principal)
+        await self._holds.release(Actor(principal.key_id, principal.role, channel, request_id), hold_id)
 
     # -- health -----------------------------------------------------------------------------
 

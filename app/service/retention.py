@@ -47,6 +47,7 @@ class PurgeReport:
     audit_before: datetime | None = None
     deleted: dict[str, int] = field(default_factory=lambda: {"agent_task": 0, "audit_event": 0})
     batches: int = 0
+    held_kept: int = 0  # expired tasks kept for a legal hold
     started_at: datetime | None = None
     finished_at: datetime | None = None
     seconds: float = 0.0
@@ -57,6 +58,7 @@ class PurgeReport:
             "dry_run": self.dry_run,
             "deleted": dict(self.deleted),
             "batches": self.batches,
+            "held_kept": self.held_kept,
             "expired_by": _iso(self.expired_by),
             "audit_before": _iso(self.audit_before),
             "started_at": _iso(self.started_at),
@@ -117,6 +119,7 @@ class Purger:
                     report.deleted = {"agent_task": tasks, "audit_event": events}
                 else:
                     await self._delete_in_batches(report)
+                report.held_kept = await storage.count_held_expired(lock_conn, expired_by=report.expired_by)
                 report.finished_at = await storage.database_now(lock_conn)
                 report.seconds = time.monotonic() - started
                 await audit.record_purge(lock_conn, actor, AuditOutcome.OK, report.detail())

@@ -13,6 +13,7 @@ from app.access.throttle import FailureThrottle
 from app.llm.registry import ProviderRegistry, build_registry
 from app.llm.templates import TemplateStore
 from app.service.health import Health
+from app.service.holds import LegalHolds
 from app.service.operations import AgentService
 from app.service.retention import Purger, retention_policy
 from app.service.runner import TaskRunner
@@ -49,6 +50,7 @@ class Components:
         self.providers: ProviderRegistry = build_registry(settings)
         self.templates = TemplateStore(settings.templates_dir)
         self.runner = TaskRunner(self.db, settings)
+        self.holds = LegalHolds(self.db)
         self.purger = Purger(self.db, settings)
         self.schedule = Scheduler(settings, self.purger, self.runner)
         retention = retention_policy(settings)
@@ -61,6 +63,7 @@ class Components:
             admission=Admission(self.db, self.limits, self.runner, cache_ttl_seconds=settings.cache_ttl_seconds),
             runner=self.runner,
             health=Health(self.db, self.schedule, self.providers, retention),
+            holds=self.holds,
             retention=retention,
             traced=settings.tracing_requests,
         )

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from app.domain import Actor, AuditAction, AuditedTask, AuditEventRecord, AuditOutcome, TaskRecord
+from app.storage.holds import held
 from app.storage.sql import Statement, column_list
 from app.storage.tasks import TASK_COLUMNS
 
@@ -25,16 +26,19 @@ _MAX_BIGINT = "9223372036854775807"
 # caller limited to the tasks of `owner` (NULL: any owner). Another client's task is 'denied'
 # in the audit trail but looks exactly like an unknown one to the caller. An expired task is
 # gone for everyone, before ownership is considered (so nobody, auditors included, learns it
-# is still awaiting the purge).
+# is still awaiting the purge), except a task under a legal hold, which a caller limited to no
+# owner (an auditor's or admin's read, an admin's erasure) still finds. `held` says whether a
+# hold is in force on the task found.
 _VERDICT = f"""
 verdict AS (
     SELECT CASE
         WHEN found.id IS NULL THEN '{AuditOutcome.NOT_FOUND}'
-        WHEN found.expires_at <= now() THEN '{AuditOutcome.EXPIRED}'
+        WHEN found.expires_at <= now() AND NOT (:owner::uuid IS NULL AND found.held) THEN '{AuditOutcome.EXPIRED}'
         WHEN :owner::uuid IS NOT NULL AND found.owner_id <> :owner::uuid THEN '{AuditOutcome.DENIED}'
         ELSE '{AuditOutcome.OK}'
-    END AS outcome
-    FROM (SELECT 1) AS one LEFT JOIN found ON true
+    END AS outcome, coalesce(found.held, false) AS held
+    FROM (SELECT 1) AS one
+    LEFT JOIN (SELECT found.id, found.owner_id, found.expires_at, {held("found")} AS held FROM found) AS found ON true
 )"""
 
 _RECORD = """
@@ -49,7 +53,7 @@ WITH found AS (
 ), {_VERDICT}, audit AS ({_RECORD}
     SELECT :actor_id, :actor_role, :channel, '{AuditAction.READ}', :task_id, outcome, :request_id FROM verdict
 )
-SELECT verdict.outcome, found.* FROM verdict LEFT JOIN found ON verdict.outcome = '{AuditOutcome.OK}'
+SELECT verdict.outcome, verdict.held, found.* FROM verdict LEFT JOIN found ON verdict.outcome = '{AuditOutcome.OK}'
 """,
 )
 
@@ -70,7 +74,7 @@ async def read_task_audited(
     row = await READ_TASK_AUDITED.fetchrow(conn, task_id=task_id, owner=owner, **_actor(actor))
     assert row is not None  # the verdict CTE always yields exactly one row
     outcome = AuditOutcome(row[0])
-    return AuditedTask(outcome, TaskRecord.from_row(row[1:]) if outcome is AuditOutcome.OK else None)
+    return AuditedTask(outcome, TaskRecord.from_row(row[2:]) if outcome is AuditOutcome.OK else None, row[1])
 
 
 DELETE_TASK_AUDITED = Statement(
@@ -78,13 +82,16 @@ DELETE_TASK_AUDITED = Statement(
     f"""
 WITH found AS (
     SELECT id, owner_id, expires_at FROM agent_task WHERE id = :task_id FOR UPDATE
-), {_VERDICT}, erased AS (
-    DELETE FROM agent_task USING verdict WHERE agent_task.id = :task_id AND verdict.outcome = '{AuditOutcome.OK}'
+), {_VERDICT}, judged AS (  -- a task under a legal hold is not erased, and the refusal is recorded
+    SELECT CASE WHEN outcome = '{AuditOutcome.OK}' AND held THEN '{AuditOutcome.HELD}' ELSE outcome END AS outcome
+    FROM verdict
+), erased AS (
+    DELETE FROM agent_task USING judged WHERE agent_task.id = :task_id AND judged.outcome = '{AuditOutcome.OK}'
     RETURNING agent_task.id
 ), audit AS ({_RECORD}
-    SELECT :actor_id, :actor_role, :channel, '{AuditAction.DELETE}', :task_id, outcome, :request_id FROM verdict
+    SELECT :actor_id, :actor_role, :channel, '{AuditAction.DELETE}', :task_id, outcome, :request_id FROM judged
 )
-SELECT outcome FROM verdict
+SELECT outcome FROM judged
 """,
 )
 
@@ -92,7 +99,7 @@ SELECT outcome FROM verdict
 async def delete_task_audited(
     conn: asyncpg.Connection, task_id: uuid.UUID, owner: uuid.UUID | None, actor: Actor
 ) -> AuditOutcome:
-    """Erase a task now and record the attempt, whatever its outcome."""
+    """Erase a task now and record the attempt, whatever its outcome (`held`: refused for a legal hold)."""
     return AuditOutcome(await DELETE_TASK_AUDITED.fetchval(conn, task_id=task_id, owner=owner, **_actor(actor)))
 
 

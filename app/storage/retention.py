@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from app.storage.holds import held
 from app.storage.sql import Statement
 
 # One purge at a time across every replica sharing the database.
@@ -21,13 +22,13 @@ DATABASE_NOW = Statement("database_now", "SELECT now()")
 # batch walks over the index entries of rows already deleted), and deleted by physical row id
 # (a TID scan). No row locks are taken first: the advisory lock keeps other purges out, and the
 # time condition is checked again at delete time, so a row changed in between is simply left
-# for the next run.
+# for the next run. A task under a legal hold in force (its own or its owner's) is passed over.
 DELETE_EXPIRED_TASKS = Statement(
     "delete_expired_tasks",
-    """
+    f"""
 WITH doomed AS (
     SELECT ctid FROM agent_task
-    WHERE expires_at <= :expired_by AND expires_at >= :resume_from
+    WHERE expires_at <= :expired_by AND expires_at >= :resume_from AND NOT {held("agent_task")}
     ORDER BY expires_at LIMIT :limit
 ), gone AS (
     DELETE FROM agent_task
@@ -56,9 +57,17 @@ SELECT count(*), max(occurred_at) FROM gone
 
 COUNT_EXPIRED = Statement(
     "count_expired",
-    """
-SELECT (SELECT count(*) FROM agent_task WHERE expires_at <= :expired_by),
+    f"""
+SELECT (SELECT count(*) FROM agent_task WHERE expires_at <= :expired_by AND NOT {held("agent_task")}),
        (SELECT count(*) FROM audit_event WHERE occurred_at < :audit_before)
+""",
+)
+
+# The expired tasks a purge keeps for a legal hold: a figure for its audit event.
+COUNT_HELD_EXPIRED = Statement(
+    "count_held_expired",
+    f"""
+SELECT count(*) FROM agent_task WHERE expires_at <= :expired_by AND {held("agent_task")}
 """,
 )
 
@@ -100,6 +109,11 @@ async def delete_audit_events_before(
     row = await DELETE_AUDIT_EVENTS_BEFORE.fetchrow(conn, before=before, limit=limit, resume_from=resume_from or _EPOCH)
     assert row is not None
     return PurgeBatch(int(row[0]), row[1] or resume_from or _EPOCH)
+
+
+async def count_held_expired(conn: asyncpg.Connection, *, expired_by: datetime) -> int:
+    """How many tasks that expired by `expired_by` a legal hold keeps."""
+    return int(await COUNT_HELD_EXPIRED.fetchval(conn, expired_by=expired_by))
 
 
 async def count_expired(conn: asyncpg.Connection, *, expired_by: datetime, audit_before: datetime) -> tuple[int, int]:

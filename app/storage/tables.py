@@ -161,3 +161,27 @@ class RateLimitRow(SQLModel, table=True):
     # No foreign key: an unlogged table cannot be referenced, and keys are never deleted.
     api_key_id: uuid.UUID = Field(primary_key=True)
     next_allowed_at: datetime = _utc()
+
+
+class LegalHoldRow(SQLModel, table=True):
+    """A legal hold: one task, or every task of one API key, kept past retention for a matter.
+
+    No foreign key to `agent_task`: a task hold outlives the task (history), and the purge of a
+    released task must not wait on it. Released holds keep their row, with `released_at`.
+    """
+
+    __tablename__ = "legal_hold"
+    __table_args__ = (
+        CheckConstraint("(task_id IS NULL) <> (owner_key_id IS NULL)", name="one_target"),
+        # The holds in force, looked up by task and by owner on every erasure, read and purge batch.
+        Index("ix_legal_hold_task_id", "task_id", postgresql_where=text("released_at IS NULL")),
+        Index("ix_legal_hold_owner_key_id", "owner_key_id", postgresql_where=text("released_at IS NULL")),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    reference: str = Field(max_length=100)  # the matter's identifier (letters, digits, -_./:), never free text
+    task_id: uuid.UUID | None = None
+    owner_key_id: uuid.UUID | None = Field(default=None, foreign_key="api_key.id", ondelete="RESTRICT")
+    created_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
+    created_by: uuid.UUID | None = None  # the placing key; NULL from the command line
+    released_at: datetime | None = _utc(default=None, nullable=True)

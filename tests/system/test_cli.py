@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -63,6 +64,54 @@ def test_two_purge_commands_at_once_delete_every_row_exactly_once(database_url):
         else:
             assert "Another process is purging" in out
     assert deleted == 3_000
+
+
+def test_holds_are_placed_listed_and_released_from_the_command_line_and_audited(database_url):
+    async def seed() -> tuple[str, str]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            owner = await owner_key(conn)
+            [task] = await add_tasks(conn, owner, 1, expires_in=timedelta(days=1))
+            return str(owner), str(task)
+        finally:
+            await conn.close()
+
+    async def audited() -> list[tuple[object, ...]]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch("SELECT actor_id, channel, action, task_id FROM audit_event ORDER BY id")
+            return [tuple(r) for r in rows]
+        finally:
+            await conn.close()
+
+    owner, task = run_sync(seed())
+    env = environment(DATABASE_URL=database_url, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    on_task = cli("holds", "add", "--task", task, "--reference", "CASE-2026-17", env=env).stdout
+    on_owner = cli("holds", "add", "--owner", owner, "--reference", "CASE/2026:18", env=env).stdout
+    hold_id = re.search(r"Placed legal hold (\S+)", on_task).group(1)  # type: ignore[union-attr]
+    listed = cli("holds", "list", env=env).stdout
+    released = cli("holds", "release", hold_id, env=env).stdout
+    after = cli("holds", "list", env=env).stdout
+
+    assert f"task {task}" in on_task
+    assert f"owner {owner}" in on_owner
+    assert {"CASE-2026-17", "CASE/2026:18"} <= set(listed.split())
+    assert f"Released legal hold {hold_id}" in released
+    assert "CASE-2026-17" not in after
+    assert "CASE/2026:18" in after
+    for refused in (
+        cli("holds", "add", "--reference", "CASE-1", env=env, check=False),  # no target
+        cli("holds", "add", "--task", task, "--owner", owner, "--reference", "CASE-1", env=env, check=False),
+        cli("holds", "add", "--task", task, "--reference", "not free text", env=env, check=False),
+        cli("holds", "release", hold_id, env=env, check=False),  # no longer in force
+    ):
+        assert refused.returncode == 1, refused
+        assert "not free text" not in refused.stderr
+    assert run_sync(audited()) == [
+        (None, "cli", "hold_place", uuid.UUID(task)),
+        (None, "cli", "hold_place", None),
+        (None, "cli", "hold_release", uuid.UUID(task)),
+    ]
 
 
 @pytest.fixture

@@ -22,8 +22,9 @@ import pytest
 import pytest_asyncio
 from mcp.shared.exceptions import MCPError
 
-from app.domain import Role
+from app.domain import Actor, Channel, Role
 from app.main import create_app
+from app.schemas import HoldCreate
 from tests.support.app import running
 from tests.support.authz import (
     ALICES_PROMPT,
@@ -63,9 +64,11 @@ class Expect(StrEnum):
     GONE = "erased"  # REST 204; MCP: {"status": "deleted"}. Alice's task is gone.
     INCL = "lists alice's task"  # a page (REST 200 / MCP result) whose items include alice's task
     EXCL = "does not list it"  # a page without it: lists show the caller's own tasks only
+    HOLD = "held"  # REST 201: a legal hold on alice's task, placed by the caller
+    FREE = "released"  # REST 204: a legal hold on alice's task (placed before), released
 
 
-DENY, FORB, HIDE, OK, GONE, INCL, EXCL = Expect
+DENY, FORB, HIDE, OK, GONE, INCL, EXCL, HOLD, FREE = Expect
 
 # The callers (columns). Every cell gets a fresh client key "alice" owning a fresh task,
 # `{task_id}` below; the malformed credentials are made from alice's key.
@@ -92,6 +95,9 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "DELETE /resources/get_agent_result/{task_id}": (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, GONE, FORB, GONE),
     "GET /audit/events":                            (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, OK,   OK),
     "POST /audit/prompt-search":                    (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, INCL, INCL),
+    "POST /holds":                                  (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, HOLD, HOLD),
+    "GET /holds":                                   (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, OK,   OK),
+    "DELETE /holds/{hold_id}":                      (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, FREE, FREE),
     "GET /retention":                               (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
     "GET /metrics":                                 (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, OK,   OK),
     "GET /healthz":                                 (OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK),
@@ -118,6 +124,8 @@ AUDITED: dict[str, tuple[str | None, ...]] = {
     "delete":       ("delete denied", "delete ok", "delete denied", "delete ok"),
     "audit log":    (None,            None,        "audit_read ok", "audit_read ok"),
     "search":       (None,            None,        "prompt_search ok", "prompt_search ok"),
+    "hold place":   (None,            None,        "hold_place ok", "hold_place ok"),
+    "hold release": (None,            None,        "hold_release ok", "hold_release ok"),
 }
 # fmt: on
 
@@ -137,6 +145,8 @@ def cells(face: str) -> list[Any]:
 def kind_of(operation: str) -> str | None:
     """The AUDITED row of a MATRIX row, if any."""
     for kind, marks in (
+        ("hold place", ("POST /holds",)),
+        ("hold release", ("DELETE /holds/",)),
         ("run", ("run_agent_task",)),
         ("delete", ("DELETE ", "delete_agent_result")),
         ("read", ("get_agent_result", "agent-result://")),
@@ -209,11 +219,21 @@ async def test_rest(world: World, operation: str, column: str, expect: Expect) -
     method, path = operation.split(" ", 1)
     request_id = new_request_id()
     tasks_before = await world.task_count()
+    if "{hold_id}" in path:  # a hold on alice's task to release, placed from the command line
+        hold = await world.service.holds.place(
+            Actor(None, None, Channel.CLI), HoldCreate(reference="AUTHZ", task_id=alice.task_id)
+        )
+        path = path.replace("{hold_id}", str(hold.hold_id))
+    body_of_post = (
+        {"reference": "AUTHZ", "task_id": alice.task_id}
+        if path == "/holds"
+        else {"prompt": ALICES_PROMPT if "search" in path else "hello"}
+    )
 
     response = await world.http.request(
         method,
         path.replace("{task_id}", alice.task_id),
-        json={"prompt": ALICES_PROMPT if "search" in path else "hello"} if method == "POST" else None,
+        json=body_of_post if method == "POST" else None,
         headers={**credentials_of(world, column, alice), "X-Request-ID": request_id},
     )
 
@@ -238,8 +258,11 @@ async def test_rest(world: World, operation: str, column: str, expect: Expect) -
                 assert response.content
             if path == "/metrics":
                 assert "agent_tasks_total" in response.text
-        case Expect.GONE:
+        case Expect.GONE | Expect.FREE:
             assert (response.status_code, response.content) == (204, b"")
+        case Expect.HOLD:
+            assert response.status_code == 201, response.text
+            assert (body["task_id"], body["created_by"]) == (alice.task_id, str(key_id_of(world, column, alice)))
         case Expect.INCL | Expect.EXCL:
             assert response.status_code == 200, response.text
             listed = [item["task_id"] for item in body["items"]]

@@ -24,7 +24,7 @@ from schemathesis.core.result import Ok
 from schemathesis.python import asgi
 
 from app.access.keys import KeyStore
-from app.api import rest
+from app.api import holds, rest
 from app.domain import Role
 from app.main import create_app
 from app.settings import Settings
@@ -64,7 +64,14 @@ CHECKS = [
 ]
 
 # A client's key gets a 403 here: fuzz them as an auditor, so their real answers are checked.
-AUDITOR_OPERATIONS = {"GET /audit/events", "POST /audit/prompt-search", "GET /metrics"}
+AUDITOR_OPERATIONS = {
+    "GET /audit/events",
+    "POST /audit/prompt-search",
+    "GET /metrics",
+    "POST /holds",
+    "GET /holds",
+    "DELETE /holds/{hold_id}",
+}
 
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
@@ -105,7 +112,7 @@ def fuzz_app(fuzz_settings: Settings) -> Iterator[FastAPI]:
 def _rest_operations() -> set[str]:
     return {
         f"{method} {route.path}"
-        for route in rest.router.routes
+        for route in (*rest.router.routes, *holds.router.routes)
         if isinstance(route, APIRoute) and route.include_in_schema
         for method in route.methods or ()
     }
@@ -131,6 +138,11 @@ def test_every_operation_survives_fuzzing_and_answers_as_documented(fuzz_app: Fa
             http.post("/tools/run_agent_task", json={"prompt": "fuzz"}, headers=client_headers).json()["task_id"]
             for _ in range(2)
         ]
+        # A task for the legal-hold operations, and a hold on it to release.
+        held_task = http.post("/tools/run_agent_task", json={"prompt": "fuzz"}, headers=client_headers).json()
+        hold = {"reference": "FUZZ-1", "task_id": held_task["task_id"]}
+        auditor_headers = {"Authorization": f"Bearer {keys[Role.AUDITOR]}"}
+        hold_id = http.post("/holds", json=hold, headers=auditor_headers).json()["hold_id"]
 
     answers: dict[str, Counter[int]] = {operation.label: Counter() for operation in operations}
 
@@ -152,6 +164,10 @@ def test_every_operation_survives_fuzzing_and_answers_as_documented(fuzz_app: Fa
             fuzz(operation, GenerationMode.NEGATIVE)
         if "{task_id}" in operation.path:
             fuzz(operation, GenerationMode.POSITIVE, path_parameters={"task_id": existing.pop()})
+        if "{hold_id}" in operation.path:
+            fuzz(operation, GenerationMode.POSITIVE, path_parameters={"hold_id": hold_id})
+        if operation.label == "POST /holds":
+            fuzz(operation, GenerationMode.POSITIVE, body=hold)
 
     elapsed = time.monotonic() - started
     print(f"\n{sum(sum(c.values()) for c in answers.values())} requests in {elapsed:.1f} s")

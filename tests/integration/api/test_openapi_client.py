@@ -19,6 +19,7 @@ GENERATOR = "openapi-python-client==0.29.1"
 OPERATIONS = {
     "tasks": {"run_agent_task", "get_agent_result", "list_agent_results", "delete_agent_result"},
     "audit": {"list_audit_events", "search_tasks_by_prompt"},
+    "holds": {"place_legal_hold", "list_legal_holds", "release_legal_hold"},
     "health": {"check_liveness", "check_readiness", "get_retention_policy", "get_metrics"},
 }
 

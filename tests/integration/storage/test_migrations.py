@@ -3,13 +3,15 @@ the offline SQL can be reviewed; a migrated database knows it is at the head."""
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 from alembic import command
 
 from app.storage import migrations
 from tests.support.postgres import run_sync
 
-TABLES = {"agent_task", "api_key", "audit_event", "rate_limit"}
+TABLES = {"agent_task", "api_key", "audit_event", "legal_hold", "rate_limit"}
 
 
 async def _tables(url: str) -> set[str]:
@@ -40,6 +42,48 @@ def test_upgrade_downgrade_upgrade(empty_database_url):
 
     migrations.upgrade(empty_database_url)
     assert run_sync(_tables(empty_database_url)) == TABLES | {"alembic_version"}
+
+
+async def _seed_holds(url: str) -> None:
+    """A key, a task, a hold of each kind (one released), and the audit rows the holds brought."""
+    conn = await asyncpg.connect(url)
+    try:
+        key = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
+            key,
+            uuid.uuid4().hex * 2,
+        )
+        task = await conn.fetchval(
+            "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at)"
+            " VALUES (gen_random_uuid(), $1, 'succeeded', 'offline:echo', 'ab', 'k', now()) RETURNING id",
+            key,
+        )
+        await conn.execute(
+            "INSERT INTO legal_hold (id, reference, task_id, owner_key_id, released_at) VALUES"
+            " (gen_random_uuid(), 'CASE-1', $1, NULL, NULL), (gen_random_uuid(), 'CASE-2', NULL, $2, now())",
+            task,
+            key,
+        )
+        await conn.execute(
+            "INSERT INTO audit_event (channel, action, task_id, outcome) VALUES"
+            " ('cli', 'hold_place', $1, 'ok'), ('rest', 'delete', $1, 'held'), ('cli', 'hold_release', NULL, 'ok')",
+            task,
+        )
+    finally:
+        await conn.close()
+
+
+def test_the_legal_holds_migration_goes_down_and_up_again_with_holds_in_the_tables(empty_database_url):
+    migrations.upgrade(empty_database_url)
+    run_sync(_seed_holds(empty_database_url))
+
+    migrations.downgrade(empty_database_url, "f7a8b9c0d1e2")
+    assert "legal_hold" not in run_sync(_tables(empty_database_url))
+
+    migrations.upgrade(empty_database_url)
+    run_sync(_seed_holds(empty_database_url))  # the new values are allowed again
+    assert "legal_hold" in run_sync(_tables(empty_database_url))
 
 
 def test_models_and_migrations_agree(empty_database_url):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from app.domain import ApiKeyRecord, AuditEventRecord, TaskRecord
-from app.storage import audit, keys, tasks
+from app.domain import ApiKeyRecord, AuditEventRecord, LegalHoldRecord, TaskRecord
+from app.storage import audit, holds, keys, tasks
 from app.storage.sql import column_list
 from tests.support.storage import STATEMENTS
 
@@ -29,10 +29,12 @@ async def test_every_statement_prepares_against_the_migrated_schema(db: asyncpg.
         (tasks.FIND_BY_IDEMPOTENCY_KEY, TaskRecord, 1),
         (tasks.COMPLETE_AS_COPY, TaskRecord, 0),
         (tasks.COMPLETE_TASK, TaskRecord, 0),
-        (audit.READ_TASK_AUDITED, TaskRecord, 1),
+        (audit.READ_TASK_AUDITED, TaskRecord, 2),
         (audit.LIST_TASKS_AUDITED, TaskRecord, 0),
         (audit.LIST_EVENTS, AuditEventRecord, 0),
         (audit.LIST_EVENTS_FOR_TASK, AuditEventRecord, 0),
+        (holds.PLACE_HOLD, LegalHoldRecord, 0),
+        (holds.LIST_HOLDS, LegalHoldRecord, 0),
         (keys.INSERT_API_KEY, ApiKeyRecord, 0),
         (keys.FIND_ACTIVE_KEY, ApiKeyRecord, 0),
         (keys.LIST_API_KEYS, ApiKeyRecord, 0),

@@ -7,13 +7,18 @@ from dataclasses import fields
 import pytest
 from sqlmodel import SQLModel
 
-from app.domain import ApiKeyRecord, AuditEventRecord, TaskRecord
-from app.storage.tables import ApiKeyRow, AuditEventRow, TaskRow
+from app.domain import ApiKeyRecord, AuditEventRecord, LegalHoldRecord, TaskRecord
+from app.storage.tables import ApiKeyRow, AuditEventRow, LegalHoldRow, TaskRow
 
 
 @pytest.mark.parametrize(
     ("record", "table"),
-    [(TaskRecord, TaskRow), (ApiKeyRecord, ApiKeyRow), (AuditEventRecord, AuditEventRow)],
+    [
+        (TaskRecord, TaskRow),
+        (ApiKeyRecord, ApiKeyRow),
+        (AuditEventRecord, AuditEventRow),
+        (LegalHoldRecord, LegalHoldRow),
+    ],
 )
 def test_each_record_has_exactly_its_tables_columns(record, table):
     assert [f.name for f in fields(record)] == [c.name for c in table.__table__.columns]
