@@ -1,57 +1,33 @@
-"""The public contract: what callers send and what they get back (REST and MCP alike)."""
+"""Tasks: what a caller submits and the results it reads back."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, Field, WithJsonSchema, field_validator
 
 from app.domain import (
-    AuditAction,
-    AuditEventRecord,
-    AuditOutcome,
-    Channel,
-    LegalHoldRecord,
-    Role,
     TaskRecord,
     TaskStatus,
 )
-
-MAX_CONTEXT_BYTES = 16 * 1024
-# Deeper JSON could be stored but not answered: pydantic stops serializing at ~255 levels.
-MAX_CONTEXT_DEPTH = 32
-# The configured MAX_PROMPT_CHARS (default 32000) is enforced by the service; this
-# ceiling only bounds what a request body can make the server hold in memory.
-PROMPT_HARD_LIMIT = 1_000_000
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(@[A-Za-z0-9_.\-]+)?$"
-
-_STRICT = ConfigDict(extra="forbid", strict=True)
-
-
-def null_is_default(value_type: Any, default: Callable[[], Any]) -> BeforeValidator:
-    """`null` for an optional field or argument means its default, and the schema says it may be null.
-
-    Strict-mode agent frameworks (openai-agents' strict function tools) send every argument,
-    with null for the ones they leave unset.
-    """
-    return BeforeValidator(lambda v: default() if v is None else v, json_schema_input_type=value_type | None)
-
-
-def _true() -> bool:
-    return True
-
-
-NullMeansTrue = null_is_default(bool, _true)
+from app.schemas.common import (
+    MAX_CONTEXT_BYTES,
+    MAX_CONTEXT_DEPTH,
+    NAME_PATTERN,
+    PROMPT_HARD_LIMIT,
+    STRICT,
+    NullMeansTrue,
+    null_is_default,
+)
 
 
 class TaskParams(BaseModel):
     """Sampling parameters passed to the provider."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=100_000)
@@ -96,7 +72,7 @@ RetentionDays = Annotated[
 class PromptFields(BaseModel):
     """What a prompt hash is taken of: the prompt, and the template and context it is rendered with."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     prompt: PromptText
     # `type: [object, null]` rather than anyOf: generated clients keep one plain mapping type.
@@ -152,11 +128,6 @@ class PromptSearch(PromptFields):
 
 
 # A nullable object's own title, so generated clients name it `AuditEventDetail` (not `..._type_0`).
-AuditDetail = Annotated[
-    dict[str, Any], WithJsonSchema({"type": "object", "title": "Detail", "additionalProperties": True})
-]
-
-
 class TaskError(BaseModel):
     code: str = Field(description="provider_error, rate_limited, timeout, quota_exceeded or interrupted")
     message: str
@@ -244,148 +215,6 @@ class AgentResultSummary(BaseModel):
 
 class AgentResultPage(BaseModel):
     items: list[AgentResultSummary]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
-
-
-class AuditEvent(BaseModel):
-    """Who did what to which task, over which channel, with what outcome. Never a task's contents."""
-
-    id: int
-    occurred_at: datetime
-    actor_id: uuid.UUID | None = Field(description="the API key that acted; null for the service itself")
-    actor_role: Role | None
-    channel: Channel
-    action: AuditAction
-    task_id: uuid.UUID | None
-    outcome: AuditOutcome
-    request_id: str | None
-    detail: AuditDetail | None = Field(description="a purge run's figures; null for other actions")
-
-    @classmethod
-    def from_record(cls, event: AuditEventRecord) -> AuditEvent:
-        return cls.model_construct(**{name: getattr(event, name) for name in cls.model_fields})
-
-
-class AuditEventPage(BaseModel):
-    items: list[AuditEvent]
-    next_cursor: str | None
-
-
-class PromptMatch(BaseModel):
-    """A live task that carried the searched prompt: whose it is and what became of it, never its output."""
-
-    task_id: uuid.UUID
-    owner_id: uuid.UUID
-    status: TaskStatus
-    model: str
-    template: str | None
-    created_at: datetime
-    expires_at: datetime
-
-    @classmethod
-    def from_record(cls, task: TaskRecord) -> PromptMatch:
-        return cls.model_construct(
-            task_id=task.id,
-            owner_id=task.owner_id,
-            status=task.status,
-            model=task.model,
-            template=task.template,
-            created_at=task.created_at,
-            expires_at=task.expires_at,
-        )
-
-
-class PromptMatchPage(BaseModel):
-    items: list[PromptMatch]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
-
-
-class RetentionPolicy(BaseModel):
-    """How long results and audit events are kept, and when the purge runs."""
-
-    result_retention_days: float
-    failed_result_retention_days: float | None = Field(description="failed tasks kept at most this long, if set")
-    audit_retention_days: float
-    purge_cron: str | None = Field(description="the in-service purge's schedule (UTC); null: an external cron runs it")
-
-
-class ReadinessReport(BaseModel):
-    """`/readyz`: each check by name, and the retention policy in force."""
-
-    status: Literal["ok", "unavailable"]
-    checks: dict[str, str] = Field(description="each check by name: `ok`, or what is wrong")
-    retention: RetentionPolicy
-
-
-class Liveness(BaseModel):
-    """`/healthz`: the process lives."""
-
-    status: Literal["ok"]
-
-
-class ErrorDetail(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class ErrorBody(BaseModel):
-    """Every error answer: a stable machine `code` and a human `message`."""
-
-    code: str
-    message: str
-    details: list[ErrorDetail] | None = None
-
-
-# A matter's identifier as a legal department writes it ("CASE-2026-17"), never free text: it is
-# shown in listings and the CLI, and a name or a description does not belong in it.
-HOLD_REFERENCE_PATTERN = r"^[A-Za-z0-9_./:-]{1,100}$"
-
-
-class HoldCreate(BaseModel):
-    """A legal hold to place: its matter's `reference` and exactly one target, a task or an API key."""
-
-    model_config = _STRICT
-
-    reference: str = Field(
-        pattern=HOLD_REFERENCE_PATTERN, description="the matter: 1 to 100 of letters, digits and `-_./:`"
-    )
-    task_id: uuid.UUID | None = Field(default=None, strict=False, description="hold this task")
-    owner_key_id: uuid.UUID | None = Field(
-        default=None, strict=False, description="hold every task of this API key, made before or after"
-    )
-
-    @model_validator(mode="after")
-    def _one_target(self) -> HoldCreate:
-        if (self.task_id is None) == (self.owner_key_id is None):
-            raise ValueError("give exactly one of task_id and owner_key_id")
-        return self
-
-
-class LegalHold(BaseModel):
-    """A legal hold in force."""
-
-    hold_id: uuid.UUID
-    reference: str
-    task_id: uuid.UUID | None
-    owner_key_id: uuid.UUID | None
-    created_at: datetime
-    created_by: uuid.UUID | None = Field(description="the API key that placed it; null from the command line")
-
-    @classmethod
-    def from_record(cls, hold: LegalHoldRecord) -> LegalHold:
-        return cls.model_construct(
-            hold_id=hold.id,
-            reference=hold.reference,
-            task_id=hold.task_id,
-            owner_key_id=hold.owner_key_id,
-            created_at=hold.created_at,
-            created_by=hold.created_by,
-        )
-
-
-class LegalHoldPage(BaseModel):
-    items: list[LegalHold]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
