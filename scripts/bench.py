@@ -20,6 +20,11 @@ Phase `size` (does the read path stay flat as the table grows?): (c) at ROWS row
   table grown to --large-rows (bulk insert, indexes rebuilt, VACUUM ANALYZE) and (c) again,
   each reading --read-ids task ids sampled uniformly from the whole table; ratios large/small.
 
+Phase `baseline` (does a change cost the read path?): (c) against the service as it was at
+  --baseline-ref (checked out and installed in a temporary folder) and as it is now, both up,
+  alternating; ratio now/baseline. Issue 13 (results sealed at rest) was measured with
+  `--phases baseline --baseline-ref b2b88bf`.
+
 Each figure is the median of --repeat runs. The default (`cases,workers`) takes about 3.5
 minutes on a 2-core machine; `size` adds 3 to 4 minutes for 10,000,000 rows (the growth
 itself 2 to 3.5 minutes; 6.2 GB on disk, in a temporary folder removed afterwards).
@@ -32,6 +37,7 @@ import argparse
 import asyncio
 import json
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -44,6 +50,7 @@ from benchlib import (
     BIN,
     Stats,
     audited_read_args,
+    baseline_checkout,
     create_key,
     load,
     post_json_lua,
@@ -55,120 +62,15 @@ from benchlib import (
     wrk,
     wrk_available,
 )
+from benchseed import grow, sample_ids, seed
 from fastmcp import Client
 
 from app.devdb.cluster import free_port
 from app.storage.audit import READ_TASK_AUDITED
 from app.storage.database import init_connection
 
-SEED_CHUNK = 200_000
-GROW_CHUNK = 500_000
-PHASES = ("cases", "workers", "size")
+PHASES = ("cases", "workers", "size", "baseline")
 POOL_MIN_SIZE = 2
-
-_SEED_ROWS = """
-INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, context,
-                        output, prompt_tokens, completion_tokens, total_tokens,
-                        created_at, completed_at, expires_at)
-SELECT gen_random_uuid(), $1, 'succeeded', 'offline:echo', md5(random()::text) || md5(random()::text),
-       'bench', '{"source": "bench"}'::jsonb, repeat('answer ', 30), 10, 30, 40,
-       now() - random() * interval '1 day', now(), now() + interval '30 days'
-FROM generate_series(1, $2)
-"""
-
-
-async def seed(url: str, owner: uuid.UUID, rows: int) -> list[uuid.UUID]:
-    conn = await asyncpg.connect(url)
-    try:
-        for start in range(0, rows, SEED_CHUNK):
-            await conn.execute(_SEED_ROWS, owner, min(SEED_CHUNK, rows - start))
-        await conn.execute("VACUUM ANALYZE agent_task")
-        rows_ = await conn.fetch("SELECT id FROM agent_task TABLESAMPLE SYSTEM (1) LIMIT 2000")
-        if len(rows_) < 100:
-            rows_ = await conn.fetch("SELECT id FROM agent_task LIMIT 2000")
-        return [r["id"] for r in rows_]
-    finally:
-        await conn.close()
-
-
-async def sample_ids(url: str, count: int) -> list[uuid.UUID]:
-    """`count` task ids drawn uniformly from the whole table (row sampling, not block sampling)."""
-    conn = await asyncpg.connect(url)
-    try:
-        total = await conn.fetchval("SELECT reltuples::bigint FROM pg_class WHERE relname = 'agent_task'")
-        percent = min(100.0, 100.0 * 3 * count / max(int(total), 1))
-        rows = await conn.fetch(f"SELECT id FROM agent_task TABLESAMPLE BERNOULLI ({percent:.6f})")
-        ids = [r["id"] for r in rows]
-        return random.sample(ids, min(count, len(ids)))
-    finally:
-        await conn.close()
-
-
-async def grow(url: str, owner: uuid.UUID, target_rows: int) -> dict[str, Any]:
-    """Grow agent_task to `target_rows` rows the fast way: drop its indexes and keys, bulk insert
-    from two connections, rebuild them (sorted, so the rebuilt indexes are compact), VACUUM
-    ANALYZE, CHECKPOINT. A throwaway cluster: its WAL limit is raised so no checkpoint storms."""
-    started = time.perf_counter()
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("ALTER SYSTEM SET max_wal_size = '32GB'")
-        await conn.execute("ALTER SYSTEM SET checkpoint_timeout = '1h'")
-        await conn.execute("SELECT pg_reload_conf()")
-        have = int(await conn.fetchval("SELECT count(*) FROM agent_task"))
-        constraints = await conn.fetch(
-            "SELECT conname, pg_get_constraintdef(oid) AS def, contype FROM pg_constraint "
-            "WHERE conrelid = 'agent_task'::regclass AND contype IN ('p', 'u', 'f')"
-        )
-        indexes = await conn.fetch(
-            "SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def FROM pg_index "
-            "WHERE indrelid = 'agent_task'::regclass AND indexrelid NOT IN "
-            "(SELECT conindid FROM pg_constraint WHERE conrelid = 'agent_task'::regclass)"
-        )
-        for index in indexes:
-            await conn.execute(f"DROP INDEX {index['name']}")
-        for constraint in constraints:
-            await conn.execute(f"ALTER TABLE agent_task DROP CONSTRAINT {constraint['conname']}")
-    finally:
-        await conn.close()
-
-    missing = max(0, target_rows - have)
-    chunks = [min(GROW_CHUNK, missing - start) for start in range(0, missing, GROW_CHUNK)]
-
-    async def inserter(mine: list[int]) -> None:
-        worker = await asyncpg.connect(url)
-        try:
-            await worker.execute("SET synchronous_commit = off")
-            for size in mine:
-                await worker.execute(_SEED_ROWS, owner, size)
-        finally:
-            await worker.close()
-
-    await asyncio.gather(inserter(chunks[0::2]), inserter(chunks[1::2]))
-    inserted_at = time.perf_counter()
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("SET maintenance_work_mem = '1GB'")
-        for constraint in sorted(constraints, key=lambda c: c["contype"] == "f"):  # keys first, references last
-            await conn.execute(f"ALTER TABLE agent_task ADD CONSTRAINT {constraint['conname']} {constraint['def']}")
-        for index in indexes:
-            await conn.execute(index["def"])
-        indexed_at = time.perf_counter()
-        await conn.execute("VACUUM ANALYZE agent_task")
-        await conn.execute("CHECKPOINT")
-        size = await conn.fetchval("SELECT pg_size_pretty(pg_total_relation_size('agent_task'))")
-        rows = int(await conn.fetchval("SELECT count(*) FROM agent_task"))
-    finally:
-        await conn.close()
-    done = time.perf_counter()
-    return {
-        "rows": rows,
-        "table_size": size,
-        "insert_s": round(inserted_at - started, 1),
-        "index_s": round(indexed_at - inserted_at, 1),
-        "vacuum_analyze_checkpoint_s": round(done - indexed_at, 1),
-        "total_s": round(done - started, 1),
-    }
 
 
 async def raw_loop(url: str, owner: uuid.UUID, ids: list[uuid.UUID], concurrency: int, seconds: float) -> Stats:
@@ -357,6 +259,35 @@ class Bench:
         results["c_large"] = self._read_on_fresh_server(f"(c) GET at {growth['rows']:,} rows", large_ids)
         return results, {"small_rows": small_rows, "read_ids": len(large_ids)} | growth
 
+    def baseline(self, ids: list[uuid.UUID]) -> dict[str, Stats]:
+        """(c) against the service as it was at --baseline-ref and as it is now, both up at once,
+        each on its own database of the same cluster seeded alike (as its schema stores rows),
+        measured in alternating rounds; the ratio now/baseline is the read path's change."""
+        args = self.args
+        base_url = asyncio.run(_sibling_database(self.url, "baseline"))
+        base_env = self.env | {"DATABASE_URL": base_url}
+        runs: dict[str, list[Stats]] = {"c_baseline": [], "c_now": []}
+        with baseline_checkout(args.baseline_ref) as old_bin:
+            subprocess.run([str(old_bin / "agent-service"), "migrate"], env=base_env, check=True, capture_output=True)
+            old_key = create_key(base_env, bin_dir=old_bin)
+            old_ids = asyncio.run(seed(base_url, asyncio.run(_owner(base_url)), args.rows))
+            old = Bench(args, base_url, base_env, old_key, self.owner)
+            ports = {"now": free_port(), "baseline": free_port()}
+            bases = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+            with (
+                serve(base_env, ports["baseline"], workers=args.workers, bin_dir=old_bin),
+                serve(self.env, ports["now"], workers=args.workers),
+            ):
+                self.warm_up(bases["now"], ids)
+                old.warm_up(bases["baseline"], old_ids)
+                for round_ in range(args.repeat):
+                    order = ("now", "baseline") if round_ % 2 == 0 else ("baseline", "now")
+                    for name in order:
+                        bench, read_ids = (self, ids) if name == "now" else (old, old_ids)
+                        label = f"(c) GET, {name}" + (f" ({args.baseline_ref})" if name == "baseline" else "")
+                        runs[f"c_{name}"].append(bench.read(label, bases[name], read_ids))
+        return {name: median_stats(stats) for name, stats in runs.items()}
+
     def _read_on_fresh_server(self, name: str, ids: list[uuid.UUID]) -> Stats:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -379,11 +310,16 @@ def main() -> None:
     )
     parser.add_argument("--large-rows", type=int, default=10_000_000, help="the `size` phase grows the table to this")
     parser.add_argument("--read-ids", type=int, default=10_000, help="distinct task ids read in the `size` phase")
+    parser.add_argument(
+        "--baseline-ref", default=None, help="the git commit the `baseline` phase compares the read path against"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args()
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if unknown := set(phases) - set(PHASES):
         sys.exit(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
+    if "baseline" in phases and not args.baseline_ref:
+        sys.exit("the baseline phase needs --baseline-ref (a git commit, e.g. the one before a change)")
     if not wrk_available():
         sys.exit("bench.py needs wrk (apt-get install wrk): a Python load generator saturates before the service")
 
@@ -421,6 +357,12 @@ def main() -> None:
             started = time.perf_counter()
             by_size, growth = bench.size()
             out["size_phase"] = _report_size(by_size, growth) | {"seconds": round(time.perf_counter() - started)}
+        if "baseline" in phases:
+            started = time.perf_counter()
+            by_ref = bench.baseline(ids)
+            out["baseline_phase"] = _report_baseline(by_ref, args.baseline_ref) | {
+                "seconds": round(time.perf_counter() - started)
+            }
     out["total_seconds"] = round(time.perf_counter() - t0)
     out["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(f"\ntotal {out['total_seconds']} s")
@@ -488,6 +430,24 @@ async def _count(url: str) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM agent_task"))
     finally:
         await conn.close()
+
+
+def _report_baseline(results: dict[str, Stats], ref: str) -> dict[str, Any]:
+    print_table(list(results.values()))
+    now, old = results["c_now"], results["c_baseline"]
+    ratios = {"c rps now/baseline": ratio(now.rps, old.rps), "c p99 now/baseline": ratio(now.p99_ms, old.p99_ms)}
+    _print_ratios(ratios, {"c rps now/baseline": ">= 0.9"})
+    return {"ref": ref, "results": {k: v.as_dict() for k, v in results.items()}, "ratios": ratios}
+
+
+async def _sibling_database(url: str, name: str) -> str:
+    """A new, empty database next to `url`'s, in the same cluster; its URL."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return url.rsplit("/", 1)[0] + f"/{name}"
 
 
 async def _owner(url: str) -> uuid.UUID:

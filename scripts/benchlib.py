@@ -24,6 +24,7 @@ from app.storage import migrations
 from app.storage.audit import READ_TASK_AUDITED
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def audited_read_args(task_id: Any, owner: Any) -> tuple[Any, ...]:
@@ -41,6 +42,8 @@ def audited_read_args(task_id: Any, owner: Any) -> tuple[Any, ...]:
 
 
 HASH_KEY = "bench-prompt-hash-key-" + "0" * 32
+# A fixed result key (bytes 32 to 63, base64): throwaway databases only.
+RESULT_KEYS = "bench:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
 
 
 @contextmanager
@@ -65,6 +68,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
     env.update(
         DATABASE_URL=database_url,
         PROMPT_HASH_KEY=HASH_KEY,
+        RESULT_ENCRYPTION_KEYS=RESULT_KEYS,
         LOG_LEVEL="WARNING",
         PURGE_ENABLED="false",
         **extra,
@@ -72,9 +76,9 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def create_key(env: dict[str, str], role: str = "client") -> str:
+def create_key(env: dict[str, str], role: str = "client", bin_dir: Path = BIN) -> str:
     out = subprocess.run(
-        [str(BIN / "agent-service"), "keys", "create", f"bench-{role}", "--role", role],
+        [str(bin_dir / "agent-service"), "keys", "create", f"bench-{role}", "--role", role],
         env=env,
         capture_output=True,
         text=True,
@@ -113,12 +117,27 @@ def process(
             proc.kill()
 
 
-def serve(env: dict[str, str], port: int, workers: int = 1) -> Any:
+def serve(env: dict[str, str], port: int, workers: int = 1, bin_dir: Path = BIN) -> Any:
     return process(
-        [str(BIN / "agent-service"), "serve", "--port", str(port), "--workers", str(workers)],
+        [str(bin_dir / "agent-service"), "serve", "--port", str(port), "--workers", str(workers)],
         env,
         f"http://127.0.0.1:{port}/healthz",
     )
+
+
+@contextmanager
+def baseline_checkout(ref: str) -> Iterator[Path]:
+    """The service as it was at git `ref`, in a temporary folder with an environment of its own
+    (`uv sync --frozen`, from uv's cache: no network); yields its bin folder. Removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="agent-service-baseline-"))
+    try:
+        archive = subprocess.run(["git", "archive", ref], cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+        subprocess.run(["uv", "sync", "--frozen", "--no-dev", "--quiet"], cwd=root, env=env, check=True)
+        yield root / ".venv" / "bin"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

@@ -12,30 +12,40 @@ row, or from `context` to `output`, it no longer opens.
 
 Keys come from a `KeyProvider`. The built-in one reads `RESULT_ENCRYPTION_KEYS`
 (`id:base64-32-bytes`, comma-separated, the first one active); a KMS or a HashiCorp Vault
-Transit provider can be installed as a plugin (entry-point group `agent_service.key_providers`).
+Transit provider can be installed as a plugin: an entry point in the group
+`agent_service.key_providers` whose object is `factory(settings) -> KeyProvider`, chosen by
+`RESULT_KEY_PROVIDER=<its name>`. Unlike a provider plugin, a key provider that fails stops
+the start: the service cannot read or write a result without its keys.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
+import json
 import os
-import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from importlib.metadata import entry_points
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from app.domain import OpenedResult, TaskRecord
+from app.settings import Settings
+from app.settings.secrets import (
+    GOOD_RESULT_KEY_HINT,
+    RESULT_KEY_BYTES,
+    RESULT_KEY_ID,
+    parse_result_keys,
+)
+
+KEY_PROVIDER_GROUP = "agent_service.key_providers"
 FORMAT_VERSION = 1
-KEY_BYTES = 32
+KEY_BYTES = RESULT_KEY_BYTES
 NONCE_BYTES = 12
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
-# 32 random bytes show about 30 distinct values; fewer than 16 is a made-up key, not a drawn one.
-MIN_DISTINCT_KEY_BYTES = 16
-GOOD_KEY_HINT = "generate one with `openssl rand -base64 32`"
+GOOD_KEY_HINT = GOOD_RESULT_KEY_HINT
 _AD_PREFIX = b"agent-service result v1"
 
 
@@ -71,29 +81,12 @@ class KeyProvider(Protocol):
 
 
 def parse_keys(value: str, *, name: str = "RESULT_ENCRYPTION_KEYS") -> list[ResultKey]:
-    """`id:base64,id:base64,…` as keys, the first active. Errors name the rule and the key's
-    position and id, never a key's bytes."""
-    keys: list[ResultKey] = []
-    for position, item in enumerate((part.strip() for part in value.split(",")), start=1):
-        key_id, sep, encoded = item.partition(":")
-        if not sep:
-            raise ValueError(f"{name}: entry {position} must be id:base64-of-32-bytes")
-        if not KEY_ID_PATTERN.match(key_id):
-            raise ValueError(f"{name}: entry {position} has an id that is not 1 to 32 of A-Z a-z 0-9 . _ -")
-        try:
-            secret = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError(f"{name}: key {key_id!r} is not base64") from None
-        if len(secret) != KEY_BYTES:
-            raise ValueError(f"{name}: key {key_id!r} is {len(secret)} bytes; AES-256 needs {KEY_BYTES}")
-        if len(set(secret)) < MIN_DISTINCT_KEY_BYTES:
-            raise ValueError(f"{name}: key {key_id!r} is too regular to be random; {GOOD_KEY_HINT}")
-        if any(key.id == key_id for key in keys):
-            raise ValueError(f"{name}: the id {key_id!r} is used twice")
-        keys.append(ResultKey(key_id, secret))
-    if not keys:
-        raise ValueError(f"{name} lists no key")
-    return keys
+    """`id:base64,id:base64,…` as keys, the first active (the rules: `app.settings.parse_result_keys`)."""
+    return [ResultKey(key_id, secret) for key_id, secret in parse_result_keys(value, name=name)]
+
+
+def valid_key_id(key_id: str) -> bool:
+    return RESULT_KEY_ID.match(key_id) is not None
 
 
 def new_key_entry(key_id: str) -> str:
@@ -167,3 +160,106 @@ def _split(ciphertext: bytes) -> tuple[str, bytes, bytes]:
 
 def _associated(task_id: uuid.UUID, owner_id: uuid.UUID, field: str) -> bytes:
     return b"|".join((_AD_PREFIX, task_id.bytes, owner_id.bytes, field.encode()))
+
+
+OUTPUT, CONTEXT = "output", "context"
+KEY_RETIRED = "key_retired"
+RESULT_UNREADABLE = "result_unreadable"
+
+
+class ResultVault:
+    """A task's output and context as the service writes and reads them: sealed for their row
+    on the way in, opened on the way out. A copy (a cache hit, a single-flight follower) is
+    opened from its source row and sealed again for its own: a ciphertext opens only where it
+    was written."""
+
+    def __init__(self, cipher: ResultCipher) -> None:
+        self.cipher = cipher
+
+    @property
+    def key_id(self) -> str:
+        return self.cipher.active_key_id
+
+    def seal_context(self, task_id: uuid.UUID, owner_id: uuid.UUID, context: dict[str, Any]) -> bytes | None:
+        if not context:
+            return None
+        text = json.dumps(context, separators=(",", ":"), ensure_ascii=False).encode()
+        return self.cipher.seal(text, task_id=task_id, owner_id=owner_id, field=CONTEXT)
+
+    def seal_output(self, task_id: uuid.UUID, owner_id: uuid.UUID, output: str | None) -> bytes | None:
+        if output is None:
+            return None
+        return self.cipher.seal(output.encode(), task_id=task_id, owner_id=owner_id, field=OUTPUT)
+
+    def open(self, task: TaskRecord) -> OpenedResult:
+        try:
+            output = None if task.output is None else self._open(task, task.output, OUTPUT).decode()
+            context = {} if task.context is None else json.loads(self._open(task, task.context, CONTEXT))
+        except KeyRetired:
+            return OpenedResult(None, {}, KEY_RETIRED)
+        except SealBroken:
+            return OpenedResult(None, {}, RESULT_UNREADABLE)
+        return OpenedResult(output, context)
+
+    def reseal_output(self, source: TaskRecord, task_id: uuid.UUID, owner_id: uuid.UUID) -> bytes | None:
+        """The source's answer sealed for another row (its copy). Raises if it cannot be opened."""
+        if source.output is None:
+            return None
+        return self.seal_output(task_id, owner_id, self._open(source, source.output, OUTPUT).decode())
+
+    def reseal(
+        self, task_id: uuid.UUID, owner_id: uuid.UUID, output: bytes | None, context: bytes | None
+    ) -> tuple[bytes | None, bytes | None]:
+        """A row's fields opened under whichever key sealed them and sealed again under the active
+        one (re-encryption). Raises `KeyRetired` or `SealBroken` when one cannot be opened."""
+
+        def again(sealed: bytes | None, field: str) -> bytes | None:
+            if sealed is None or self.cipher.is_active(sealed):
+                return sealed
+            plain = self.cipher.open(bytes(sealed), task_id=task_id, owner_id=owner_id, field=field)
+            return self.cipher.seal(plain, task_id=task_id, owner_id=owner_id, field=field)
+
+        return again(output, OUTPUT), again(context, CONTEXT)
+
+    def _open(self, task: TaskRecord, sealed: bytes, field: str) -> bytes:
+        return self.cipher.open(bytes(sealed), task_id=task.id, owner_id=task.owner_id, field=field)
+
+
+KeyProviderFactory = Callable[[Settings], KeyProvider]
+
+
+class KeyProviderError(Exception):
+    """The configured key provider could not be found or gave no usable key (the message names
+    the provider and the rule, never a key)."""
+
+
+def key_provider(settings: Settings) -> KeyProvider:
+    """The key provider the settings choose: a plugin by name, else RESULT_ENCRYPTION_KEYS."""
+    name = settings.result_key_provider
+    if name is None:
+        if settings.result_encryption_keys is None:
+            raise KeyProviderError("RESULT_ENCRYPTION_KEYS is not set")
+        return StaticKeyProvider(parse_keys(settings.result_encryption_keys.get_secret_value()))
+    found = [ep for ep in entry_points(group=KEY_PROVIDER_GROUP) if ep.name == name]
+    if not found:
+        raise KeyProviderError(f"no key provider plugin named {name!r} is installed (group {KEY_PROVIDER_GROUP})")
+    try:
+        factory: KeyProviderFactory = found[0].load()
+        return factory(settings)
+    except Exception as exc:  # the type only: a plugin's message could carry key material
+        raise KeyProviderError(f"the key provider {name!r} failed to start ({type(exc).__name__})") from None
+
+
+def build_vault(settings: Settings) -> ResultVault:
+    """The vault for these settings; `KeyProviderError` when its keys cannot be had or are unfit."""
+    provider = key_provider(settings)
+    try:
+        keys = list(provider.keys())
+    except Exception as exc:
+        raise KeyProviderError(f"the key provider failed to give its keys ({type(exc).__name__})") from None
+    for key in keys:
+        if len(key.secret) != KEY_BYTES:
+            raise KeyProviderError(f"the key provider gave key {key.id!r} of {len(key.secret)} bytes, not {KEY_BYTES}")
+    if not keys:
+        raise KeyProviderError("the key provider gave no key")
+    return ResultVault(ResultCipher(StaticKeyProvider(keys)))

@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import command_database, database_settings, fail, key_store, require_head
+from app.cli.common import command_database, database_settings, fail, key_store, require_head, result_vault
 from app.cli.devdb import devdb_app, masked_password
+from app.cli.encryption import encryption_app
 from app.cli.holds import holds_app
 from app.cli.keys import keys_app
 from app.domain import Channel, DatabaseUnavailable, Role
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(holds_app, name="holds")
+app.add_typer(encryption_app, name="encryption")
 app.add_typer(devdb_app, name="devdb")
 
 
@@ -52,6 +54,9 @@ def serve(
         # Workers are separate processes: they read the resolved settings from the environment.
         os.environ["DATABASE_URL"] = settings.database_url
         os.environ["PROMPT_HASH_KEY"] = settings.prompt_hash_key.get_secret_value()
+        if settings.result_encryption_keys is not None:
+            os.environ["RESULT_ENCRYPTION_KEYS"] = settings.result_encryption_keys.get_secret_value()
+        result_vault(settings)  # a key provider that cannot start is a plain error here, not a traceback
         get_settings.cache_clear()
         configure_logging(settings.log_level)
         transport.run(
@@ -88,7 +93,8 @@ def migrate() -> None:
     with database_settings() as (settings, _):
         assert settings.database_url is not None
         try:
-            migrations.upgrade(settings.database_url)
+            keys = settings.result_encryption_keys
+            migrations.upgrade(settings.database_url, result_keys=keys.get_secret_value() if keys else None)
         except OSError as exc:
             raise fail(f"Could not reach the database: {type(exc).__name__}") from None
         typer.echo(f"Database is at revision {migrations.head_revision()} (head).")

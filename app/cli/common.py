@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import typer
 from pydantic import SecretStr, ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from app.access.encryption import KeyProviderError, ResultVault, build_vault
 from app.access.keys import KeyStore
 from app.devdb.cluster import DevDatabaseError
-from app.devdb.embedded import development_hash_key, embedded_database
+from app.devdb.embedded import development_hash_key, development_result_keys, embedded_database
 from app.domain import DatabaseUnavailable
 from app.settings import Settings, get_settings
 from app.storage import migrations
@@ -48,16 +49,47 @@ def database_settings() -> Iterator[tuple[Settings, bool]]:
     try:
         with embedded_database(settings.data_dir) as url:
             key = settings.prompt_hash_key or SecretStr(development_hash_key(settings.data_dir))
-            resolved = settings.model_copy(update={"database_url": url, "prompt_hash_key": key})
-            migrations.upgrade(url)
+            result_keys = settings.result_encryption_keys or SecretStr(development_result_keys(settings.data_dir))
+            resolved = settings.model_copy(
+                update={"database_url": url, "prompt_hash_key": key, "result_encryption_keys": result_keys}
+            )
+            migrations.upgrade(url, result_keys=result_keys.get_secret_value())
             yield resolved, True
     except DevDatabaseError as exc:
         raise fail(str(exc)) from None
 
 
+def result_vault(settings: Settings) -> ResultVault:
+    """The result keys the settings give, or a one-line error (naming the rule, never a key)."""
+    try:
+        return build_vault(settings)
+    except KeyProviderError as exc:
+        raise fail(f"The result encryption keys cannot be loaded: {exc}.") from None
+
+
 def command_database(settings: Settings, *, connections: int) -> Database:
     """A small pool for a one-off command."""
     return Database(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": connections}))
+
+
+def on_database[T](act: Callable[[Database, Settings], Awaitable[T]]) -> T:
+    """Run `act` on the configured (or embedded) database at the head migration, on a small pool."""
+    with database_settings() as (settings, embedded):
+        if not embedded:
+            require_head(settings)
+
+        async def run() -> T:
+            db = command_database(settings, connections=1)
+            try:
+                await db.open()
+            except DatabaseUnavailable:
+                raise fail("The database is not reachable.") from None
+            try:
+                return await act(db, settings)
+            finally:
+                await db.close()
+
+        return asyncio.run(run())
 
 
 @retry(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -10,8 +9,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from app.cli.common import command_database, database_settings, fail, require_head
-from app.domain import Actor, Channel, DatabaseUnavailable, NotFound
+from app.cli.common import fail, on_database
+from app.domain import Actor, Channel, NotFound
 from app.schemas import HoldCreate, LegalHold
 from app.service.holds import LegalHolds
 
@@ -26,22 +25,7 @@ _CLI = Actor(None, None, Channel.CLI)
 
 def _with_holds[T](act: Callable[[LegalHolds], Awaitable[T]]) -> T:
     """Run `act` on the configured (or embedded) database at the head migration."""
-    with database_settings() as (settings, embedded):
-        if not embedded:
-            require_head(settings)
-
-        async def run() -> T:
-            db = command_database(settings, connections=1)
-            try:
-                await db.open()
-            except DatabaseUnavailable:
-                raise fail("The database is not reachable.") from None
-            try:
-                return await act(LegalHolds(db))
-            finally:
-                await db.close()
-
-        return asyncio.run(run())
+    return on_database(lambda db, _: act(LegalHolds(db)))
 
 
 def _show(hold: LegalHold) -> str:

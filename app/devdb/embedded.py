@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,17 @@ def embedded_database(data_dir: Path) -> Iterator[str]:
     finally:
         if started_here:
             cluster.stop()
+
+
+def development_result_keys(data_dir: Path) -> str:
+    """A RESULT_ENCRYPTION_KEYS ring of one key, made once for the embedded database and kept
+    beside it (mode 0600): results sealed in one run must open in the next."""
+    path = data_dir.absolute() / "result_encryption_keys"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(f"dev1:{base64.b64encode(secrets.token_bytes(32)).decode()}")
+    return path.read_text().strip()
 
 
 def development_hash_key(data_dir: Path) -> str:

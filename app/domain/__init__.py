@@ -19,7 +19,7 @@ from app.domain.errors import (
 )
 from app.domain.holds import LegalHoldRecord
 from app.domain.keys import ApiKeyRecord, Principal, Role
-from app.domain.tasks import AuditedTask, NewTask, PromptHashes, TaskOutcome, TaskRecord, TaskStatus
+from app.domain.tasks import AuditedTask, NewTask, OpenedResult, PromptHashes, TaskOutcome, TaskRecord, TaskStatus
 
 __all__ = [
     "Actor",
@@ -36,6 +36,7 @@ __all__ = [
     "LegalHoldRecord",
     "NewTask",
     "NotFound",
+    "OpenedResult",
     "Principal",
     "PromptHashes",
     "Role",

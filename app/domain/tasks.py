@@ -45,9 +45,9 @@ class TaskRecord:
     template: str | None
     prompt_hash: str
     prompt_hash_key_id: str
-    context: dict[str, Any]
+    context: bytes | None  # sealed (app.access.encryption): never plain in a row
     params: dict[str, Any]
-    output: str | None
+    output: bytes | None  # sealed, like context
     error_code: str | None
     error_message: str | None
     prompt_tokens: int | None
@@ -79,7 +79,7 @@ class NewTask:
     template: str | None
     prompt_hash: str
     prompt_hash_key_id: str
-    context: dict[str, Any]
+    context: bytes | None  # sealed for this task's id and owner
     params: dict[str, Any]
     retention_seconds: float
     cache_key: str | None = None
@@ -99,6 +99,17 @@ class TaskOutcome:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedResult:
+    """A task's sealed fields, opened for the caller in front of us. `unreadable` is the error
+    code when they cannot be (`key_retired`: the sealing key was removed on purpose;
+    `result_unreadable`: the ciphertext was altered or moved); the answer is then null."""
+
+    output: str | None
+    context: dict[str, Any]
+    unreadable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

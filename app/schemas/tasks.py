@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, WithJsonSchema, field_validator
 
 from app.domain import (
+    OpenedResult,
     TaskRecord,
     TaskStatus,
 )
@@ -160,17 +161,18 @@ class AgentResult(BaseModel):
     )
 
     @classmethod
-    def from_record(cls, task: TaskRecord) -> AgentResult:
+    def from_record(cls, task: TaskRecord, opened: OpenedResult) -> AgentResult:
+        """The row with its sealed fields as `opened` (the service opens them; see ResultVault)."""
         # Rows come from our own database: construct without re-validating (hot path).
         return cls.model_construct(
             task_id=task.id,
             status=task.status,
-            output=task.output,
-            error=_error_of(task),
+            output=opened.output,
+            error=_error_of(task, opened),
             model=task.model,
             template=task.template,
             prompt_hash=task.prompt_hash,
-            context=task.context,
+            context=opened.context,
             usage=_usage_of(task),
             cached=task.cached,
             created_at=task.created_at,
@@ -196,15 +198,15 @@ class AgentResultSummary(BaseModel):
     expires_at: datetime
 
     @classmethod
-    def from_record(cls, task: TaskRecord) -> AgentResultSummary:
+    def from_record(cls, task: TaskRecord, opened: OpenedResult) -> AgentResultSummary:
         return cls.model_construct(
             task_id=task.id,
             status=task.status,
-            error=_error_of(task),
+            error=_error_of(task, opened),
             model=task.model,
             template=task.template,
             prompt_hash=task.prompt_hash,
-            context=task.context,
+            context=opened.context,
             usage=_usage_of(task),
             cached=task.cached,
             created_at=task.created_at,
@@ -235,7 +237,15 @@ def _unstorable(value: dict[str, Any]) -> str | None:
     return None
 
 
-def _error_of(task: TaskRecord) -> TaskError | None:
+UNREADABLE_MESSAGES = {
+    "key_retired": "the key that sealed this result has been retired: the result can no longer be read",
+    "result_unreadable": "this result does not open under its key: it was altered or moved",
+}
+
+
+def _error_of(task: TaskRecord, opened: OpenedResult) -> TaskError | None:
+    if opened.unreadable is not None:
+        return TaskError.model_construct(code=opened.unreadable, message=UNREADABLE_MESSAGES[opened.unreadable])
     if task.error_code is None:
         return None
     return TaskError.model_construct(code=task.error_code, message=task.error_message or "")

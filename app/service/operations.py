@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from app.access.encryption import ResultVault
 from app.access.keys import KeyStore
 from app.access.limits import Limiter
 from app.domain import Actor, AuditOutcome, Channel, Forbidden, NotFound, Principal, Role, TaskRecord, UnderLegalHold
@@ -72,8 +73,10 @@ class AgentService:
         health: Health,
         holds: LegalHolds,
         retention: RetentionPolicy,
+        vault: ResultVault,
         traced: bool,
     ) -> None:
+        self._vault = vault
         self._db = db
         self._keys = keys
         self._limits = limits
@@ -116,23 +119,30 @@ class AgentService:
         plan = self._planner.plan(principal, task, idempotency_key)
         actor = Actor(principal.key_id, principal.role, channel, request_id)
         if idempotency_key is not None and (replay := await self._admission.replay(plan, actor, wait=wait)) is not None:
-            return _replayed(replay, wait)
+            return self._replayed(replay, wait)
         try:
             record, follow = await self._admission.admit(plan, actor, principal, pending=not wait)
         except asyncpg.UniqueViolationError:  # the same Idempotency-Key, a moment earlier
             if (replay := await self._admission.replay(plan, actor, wait=wait)) is not None:
-                return _replayed(replay, wait)
+                return self._replayed(replay, wait)
             raise
         if record.status.finished:  # a cache hit
             cache_hit_observed(record, plan.work, traced=self._traced)
-            return Submission(AgentResult.from_record(record), accepted=not wait)
+            return Submission(self._result(record), accepted=not wait)
         job = self._runner.launch(record.id, plan.work, pending=not wait, follow=follow)
         if not wait:
-            return Submission(AgentResult.from_record(record), accepted=True)
+            return Submission(self._result(record), accepted=True)
         final = await asyncio.shield(job)
         if final is None:
             raise NotFound("the task was erased while it ran")
-        return Submission(AgentResult.from_record(final))
+        return Submission(self._result(final))
+
+    def _result(self, record: TaskRecord) -> AgentResult:
+        """A row as the caller sees it: its sealed answer and context opened."""
+        return AgentResult.from_record(record, self._vault.open(record))
+
+    def _replayed(self, record: TaskRecord, wait: bool) -> Submission:
+        return Submission(self._result(record), accepted=not wait, replayed=True)
 
     async def get_result(
         self, principal: Principal, task_id: uuid.UUID, *, channel: Channel, request_id: str | None = None
@@ -144,7 +154,7 @@ class AgentService:
         _audited_read(channel, found.outcome)
         if found.task is None:
             raise NotFound
-        result = AgentResult.from_record(found.task)
+        result = self._result(found.task)
         return result.model_copy(update={"legal_hold": True}) if found.held else result
 
     async def delete_result(
@@ -180,7 +190,8 @@ class AgentService:
             )
         page = rows[:limit]
         next_cursor = encode_task_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-        return AgentResultPage(items=[AgentResultSummary.from_record(r) for r in page], next_cursor=next_cursor)
+        items = [AgentResultSummary.from_record(r, self._vault.open(r)) for r in page]
+        return AgentResultPage(items=items, next_cursor=next_cursor)
 
     # -- the audit log ----------------------------------------------------------------------
 
@@ -271,10 +282,6 @@ class AgentService:
     def metrics_text(self, principal: Principal) -> bytes:
         """The metrics in Prometheus text format, for auditors and admins only."""
         return self._health.metrics_text(principal)
-
-
-def _replayed(record: TaskRecord, wait: bool) -> Submission:
-    return Submission(AgentResult.from_record(record), accepted=not wait, replayed=True)
 
 
 def _audited_read(channel: Channel, outcome: AuditOutcome) -> None:

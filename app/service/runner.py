@@ -16,6 +16,7 @@ from typing import Any
 
 import logfire
 
+from app.access.encryption import KeyRetired, ResultVault, SealBroken
 from app.domain import DatabaseUnavailable, TaskOutcome, TaskRecord, TaskStatus
 from app.llm.base import CompletionRequest, Message, ProviderError
 from app.llm.registry import Route
@@ -45,7 +46,8 @@ class Work:
 class TaskRunner:
     """Runs stored tasks in the background of this process, and keeps their leases alive."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, vault: ResultVault) -> None:
+        self._vault = vault
         self._db = db
         self._settings = settings
         self._jobs: dict[uuid.UUID, asyncio.Task[TaskRecord | None]] = {}
@@ -109,10 +111,15 @@ class TaskRunner:
             # An identical request is being answered already: share its answer (single flight).
             source = await self.wait_for(follow)
             if source is not None and source.status == TaskStatus.SUCCEEDED:
-                async with self._db.connection() as conn:
-                    copied = await storage.complete_as_copy(conn, task_id, source.id)
-                if copied is not None:
-                    return copied
+                try:  # the leader's answer, opened and sealed again for this row
+                    output = self._vault.reseal_output(source, task_id, work.owner_id)
+                except (KeyRetired, SealBroken):
+                    output, source = None, None
+                if source is not None:
+                    async with self._db.connection() as conn:
+                        copied = await storage.complete_as_copy(conn, task_id, source.id, output)
+                    if copied is not None:
+                        return copied
             # The leader failed, was erased, or finished after its own expiry (its answer is gone
             # and is never copied): this task gets a real answer of its own.
         outcome = await self._call_provider(work)
@@ -122,6 +129,7 @@ class TaskRunner:
                 conn,
                 task_id,
                 outcome,
+                output=self._vault.seal_output(task_id, work.owner_id, outcome.output),
                 failed_retention_seconds=failed_days * SECONDS_PER_DAY if failed_days else None,
             )
 

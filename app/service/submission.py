@@ -14,6 +14,7 @@ from typing import Any
 
 import logfire
 
+from app.access.encryption import KeyRetired, ResultVault, SealBroken
 from app.access.hashing import PromptHasher
 from app.access.limits import Limiter
 from app.domain import Actor, Conflict, InvalidInput, NewTask, Principal, PromptHashes, TaskRecord, TaskStatus
@@ -49,9 +50,11 @@ class Planner:
         providers: ProviderRegistry,
         templates: TemplateStore,
         hasher: PromptHasher,
+        vault: ResultVault,
         *,
         lease_seconds: float,
     ) -> None:
+        self._vault = vault
         self._settings = settings
         self._providers = providers
         self._templates = templates
@@ -76,15 +79,16 @@ class Planner:
         request_hash = (
             self._hasher.hash(canonical(task.model_dump(mode="json"))) if idempotency_key is not None else None
         )
+        task_id = uuid.uuid4()
         new = NewTask(
-            id=uuid.uuid4(),
+            id=task_id,
             owner_id=principal.key_id,
             status=TaskStatus.RUNNING,
             model=route.resolved,
             template=template.ref if template is not None else None,
             prompt_hash=self._hasher.owner_hash(principal.key_id, hashed),
             prompt_hash_key_id=self._hasher.owner_key_id,
-            context=task.context,
+            context=self._vault.seal_context(task_id, principal.key_id, task.context),
             params=params,
             retention_seconds=self._retention_seconds(task.retention_days),
             cache_key=cache_key,
@@ -141,7 +145,10 @@ class Planner:
 class Admission:
     """Stores a planned task, unless the cache or an earlier submission already answers it."""
 
-    def __init__(self, db: Database, limits: Limiter, runner: TaskRunner, *, cache_ttl_seconds: float) -> None:
+    def __init__(
+        self, db: Database, limits: Limiter, runner: TaskRunner, vault: ResultVault, *, cache_ttl_seconds: float
+    ) -> None:
+        self._vault = vault
         self._db = db
         self._limits = limits
         self._runner = runner
@@ -167,20 +174,32 @@ class Admission:
                 return await storage.insert_task(conn, new, actor), None
         assert new.cache_key is not None
         hit = replace(new, status=TaskStatus.SUCCEEDED, lease_seconds=None)
-        async with self._db.connection() as conn:  # the common case, a hit: one statement, no lock
-            if (copy := await storage.insert_cache_hit(conn, hit, actor, max_age_seconds=self._ttl)) is not None:
-                metrics.CACHE_LOOKUPS.add(1, {"result": "hit"})
+        async with self._db.connection() as conn:  # the common case, a hit: no lock
+            found = await storage.find_cached(conn, new.owner_id, new.cache_key, max_age_seconds=self._ttl)
+            if found is not None and (copy := await self._copy(conn, hit, actor, found)) is not None:
                 return copy, None
         async with self._db.transaction() as conn:
             await storage.lock_cache_key(conn, new.cache_key)
             found = await storage.find_cached(conn, new.owner_id, new.cache_key, max_age_seconds=self._ttl)
-            if found is not None and found.status is TaskStatus.SUCCEEDED:
-                if (copy := await storage.insert_cached_copy(conn, hit, actor, found.id)) is not None:
-                    metrics.CACHE_LOOKUPS.add(1, {"result": "hit"})
-                    return copy, None
+            if found is not None and (copy := await self._copy(conn, hit, actor, found)) is not None:
+                return copy, None
             metrics.CACHE_LOOKUPS.add(1, {"result": "miss" if found is None else "in_flight"})
             await self._limits.check_running_cap(conn, principal)
             return await storage.insert_task(conn, new, actor), found.id if found is not None else None
+
+    async def _copy(self, conn: Any, hit: NewTask, actor: Actor, found: TaskRecord) -> TaskRecord | None:
+        """A cache hit copied from `found`, if it is a succeeded answer that still opens: opened
+        and sealed again for the new row. None to go on (in flight, gone, or unreadable)."""
+        if found.status is not TaskStatus.SUCCEEDED:
+            return None
+        try:
+            output = self._vault.reseal_output(found, hit.id, hit.owner_id)
+        except (KeyRetired, SealBroken):
+            return None  # a retired key's answer is not served again: ask the provider
+        copy = await storage.insert_cached_copy(conn, hit, actor, found.id, output)
+        if copy is not None:
+            metrics.CACHE_LOOKUPS.add(1, {"result": "hit"})
+        return copy
 
     async def replay(self, plan: Plan, actor: Actor, *, wait: bool) -> TaskRecord | None:
         """The task an Idempotency-Key already made (within 24 hours), read as the caller's

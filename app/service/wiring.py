@@ -6,6 +6,7 @@ The API's lifespan (and the tests) hold a `Components`; the faces are handed onl
 
 from __future__ import annotations
 
+from app.access.encryption import build_vault
 from app.access.hashing import PromptHasher
 from app.access.keys import KeyStore
 from app.access.limits import Limiter
@@ -33,6 +34,8 @@ class Components:
         if settings.prompt_hash_key is None:
             raise ValueError("PROMPT_HASH_KEY is not set")
         self.settings = settings
+        # Results are sealed at rest under this key ring (RESULT_ENCRYPTION_KEYS, or a KMS plugin).
+        self.vault = build_vault(settings)
         self.db = Database(settings)
         # One per process, for every credential checked here (API keys now, a console's sign-in later).
         self.auth_failures = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds)
@@ -49,7 +52,7 @@ class Components:
         self.limits = Limiter(self.db)
         self.providers: ProviderRegistry = build_registry(settings)
         self.templates = TemplateStore(settings.templates_dir)
-        self.runner = TaskRunner(self.db, settings)
+        self.runner = TaskRunner(self.db, settings, self.vault)
         self.holds = LegalHolds(self.db)
         self.purger = Purger(self.db, settings)
         self.schedule = Scheduler(settings, self.purger, self.runner)
@@ -59,8 +62,13 @@ class Components:
             db=self.db,
             keys=self.keys,
             limits=self.limits,
-            planner=Planner(settings, self.providers, self.templates, hasher, lease_seconds=self.runner.lease_seconds),
-            admission=Admission(self.db, self.limits, self.runner, cache_ttl_seconds=settings.cache_ttl_seconds),
+            planner=Planner(
+                settings, self.providers, self.templates, hasher, self.vault, lease_seconds=self.runner.lease_seconds
+            ),
+            admission=Admission(
+                self.db, self.limits, self.runner, self.vault, cache_ttl_seconds=settings.cache_ttl_seconds
+            ),
+            vault=self.vault,
             runner=self.runner,
             health=Health(self.db, self.schedule, self.providers, retention),
             holds=self.holds,

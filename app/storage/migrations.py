@@ -31,23 +31,28 @@ def script_location() -> Path:
     raise RuntimeError(f"no Alembic migrations found (looked in {_PACKAGED_SCRIPTS} and {_CHECKOUT_SCRIPTS})")
 
 
-def alembic_config(database_url: str | None = None) -> Config:
-    """Alembic's configuration, built here rather than read from alembic.ini (an install has none)."""
+def alembic_config(database_url: str | None = None, result_keys: str | None = None) -> Config:
+    """Alembic's configuration, built here rather than read from alembic.ini (an install has none).
+
+    `result_keys` (RESULT_ENCRYPTION_KEYS) is for the migrations that seal or open stored results.
+    """
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     config.attributes["quiet"] = True
     if database_url is not None:
         config.attributes["database_url"] = database_url
+    if result_keys is not None:
+        config.attributes["result_encryption_keys"] = result_keys
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "head", *, result_keys: str | None = None) -> None:
     """Bring the database to `revision` (blocking; call it off the event loop)."""
-    command.upgrade(alembic_config(database_url), revision)
+    command.upgrade(alembic_config(database_url, result_keys), revision)
 
 
-def downgrade(database_url: str, revision: str = "base") -> None:
-    command.downgrade(alembic_config(database_url), revision)
+def downgrade(database_url: str, revision: str = "base", *, result_keys: str | None = None) -> None:
+    command.downgrade(alembic_config(database_url, result_keys), revision)
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Identity, Index, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Identity, Index, LargeBinary, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -97,13 +97,13 @@ class TaskRow(SQLModel, table=True):
     template: str | None = Field(default=None, max_length=200)
     prompt_hash: str = Field(max_length=64)
     prompt_hash_key_id: str = Field(max_length=32)
-    context: dict[str, Any] = Field(
-        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
-    )
+    # Sealed (AES-256-GCM, bound to this row's id and owner): a reader of the table, a replica or
+    # a backup holds ciphertext only. NULL: no context.
+    context: bytes | None = Field(default=None, sa_type=LargeBinary)
     params: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     )
-    output: str | None = Field(default=None, sa_type=Text)
+    output: bytes | None = Field(default=None, sa_type=LargeBinary)  # sealed, like context
     error_code: str | None = Field(default=None, max_length=32)
     error_message: str | None = Field(default=None, sa_type=Text)
     prompt_tokens: int | None = None

@@ -52,46 +52,26 @@ SELECT {TASK_COLUMNS} FROM task
 )
 
 
-def _copy_answer_into_new_task(name: str, source: str) -> Statement:
-    """A statement that stores a new, finished task whose answer comes from the `source` query.
-
-    Every `source` copies only from a row that has not expired: an expired answer is gone.
-    """
-    return Statement(
-        name,
-        f"""
-WITH source AS ({source}
+# A cache hit: a new, finished task whose answer is the source's, opened and sealed again for the
+# new row by the service (`:output`; a ciphertext opens only in its own row). The source must
+# still be a fresh succeeded task when the copy is written: an expired answer is gone.
+INSERT_CACHED_COPY = Statement(
+    "insert_cached_copy",
+    f"""
+WITH source AS (
+    SELECT prompt_tokens, completion_tokens, total_tokens FROM agent_task
+    WHERE id = :source_id AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now()
 ), {_RELEASE_EXPIRED_KEY}, task AS (
     INSERT INTO agent_task ({_NEW_TASK_COLUMNS},
                             output, prompt_tokens, completion_tokens, total_tokens, cached, completed_at)
     SELECT {_NEW_TASK_VALUES},
-           output, prompt_tokens, completion_tokens, total_tokens, true, now()
+           :output, prompt_tokens, completion_tokens, total_tokens, true, now()
     FROM source, {_KEY_RELEASED}
     RETURNING {TASK_COLUMNS}
 ), audit AS ({_AUDIT_CREATE}
 )
 SELECT {TASK_COLUMNS} FROM task
 """,
-    )
-
-
-_ANSWER = "SELECT output, prompt_tokens, completion_tokens, total_tokens FROM agent_task"
-
-# A cache hit found under the cache key's lock: the answer is copied from the task `source_id`.
-INSERT_CACHED_COPY = _copy_answer_into_new_task(
-    "insert_cached_copy",
-    f"{_ANSWER} WHERE id = :source_id AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now()",
-)
-
-# The fast path of a cache hit, one statement with no lock: the owner's newest fresh succeeded
-# answer with this cache key, younger than `max_age_seconds`, is copied into a new task.
-INSERT_CACHE_HIT = _copy_answer_into_new_task(
-    "insert_cache_hit",
-    f"""{_ANSWER}
-    WHERE owner_id = :owner_id AND cache_key = :cache_key AND status = '{TaskStatus.SUCCEEDED}'
-      AND expires_at > now() AND created_at > now() - make_interval(secs => :max_age_seconds::float8)
-    ORDER BY created_at DESC
-    LIMIT 1""",
 )
 
 
@@ -125,18 +105,11 @@ async def insert_task(conn: asyncpg.Connection, task: NewTask, actor: Actor) -> 
 
 
 async def insert_cached_copy(
-    conn: asyncpg.Connection, task: NewTask, actor: Actor, source_id: uuid.UUID
+    conn: asyncpg.Connection, task: NewTask, actor: Actor, source_id: uuid.UUID, output: bytes | None
 ) -> TaskRecord | None:
-    """Store a cache hit (answer copied from `source_id`) and its audit event; None if the source is gone."""
-    row = await INSERT_CACHED_COPY.fetchrow(conn, **_new_task_values(task, actor), source_id=source_id)
-    return None if row is None else TaskRecord.from_row(row)
-
-
-async def insert_cache_hit(
-    conn: asyncpg.Connection, task: NewTask, actor: Actor, *, max_age_seconds: float
-) -> TaskRecord | None:
-    """A cache hit in one round trip (answer copied from the newest fresh match); None on a miss."""
-    row = await INSERT_CACHE_HIT.fetchrow(conn, **_new_task_values(task, actor), max_age_seconds=max_age_seconds)
+    """Store a cache hit (the answer of `source_id`, sealed for this row as `output`) and its
+    audit event; None if the source is gone or has expired."""
+    row = await INSERT_CACHED_COPY.fetchrow(conn, **_new_task_values(task, actor), source_id=source_id, output=output)
     return None if row is None else TaskRecord.from_row(row)
 
 
@@ -215,7 +188,7 @@ COMPLETE_AS_COPY = Statement(
     "complete_as_copy",
     f"""
 UPDATE agent_task AS t
-SET status = '{TaskStatus.SUCCEEDED}', output = s.output, prompt_tokens = s.prompt_tokens,
+SET status = '{TaskStatus.SUCCEEDED}', output = :output, prompt_tokens = s.prompt_tokens,
     completion_tokens = s.completion_tokens, total_tokens = s.total_tokens, cached = true,
     completed_at = now(), lease_expires_at = NULL
 FROM agent_task AS s
@@ -225,10 +198,13 @@ RETURNING {column_list(TaskRecord, prefix="t.")}
 )
 
 
-async def complete_as_copy(conn: asyncpg.Connection, task_id: uuid.UUID, source_id: uuid.UUID) -> TaskRecord | None:
-    """Finish a task with the answer of an identical one (single flight); None if either is gone,
-    or the source has expired (a leader may finish after its own `expires_at`): never copy that."""
-    row = await COMPLETE_AS_COPY.fetchrow(conn, task_id=task_id, source_id=source_id)
+async def complete_as_copy(
+    conn: asyncpg.Connection, task_id: uuid.UUID, source_id: uuid.UUID, output: bytes | None
+) -> TaskRecord | None:
+    """Finish a task with the answer of an identical one (single flight), sealed for this row as
+    `output`; None if either is gone, or the source has expired (a leader may finish after its
+    own `expires_at`): never copy that."""
+    row = await COMPLETE_AS_COPY.fetchrow(conn, task_id=task_id, source_id=source_id, output=output)
     return None if row is None else TaskRecord.from_row(row)
 
 
@@ -285,7 +261,8 @@ COMPLETE_TASK = Statement(
     "complete_task",
     f"""
 UPDATE agent_task
-SET status = :status::varchar, output = :output, error_code = :error_code, error_message = :error_message,
+SET status = :status::varchar, output = :output,
+    error_code = :error_code, error_message = :error_message,
     prompt_tokens = :prompt_tokens, completion_tokens = :completion_tokens, total_tokens = :total_tokens,
     completed_at = now(), lease_expires_at = NULL,
     expires_at = CASE
@@ -304,14 +281,16 @@ async def complete_task(
     task_id: uuid.UUID,
     outcome: TaskOutcome,
     *,
+    output: bytes | None,
     failed_retention_seconds: float | None = None,
 ) -> TaskRecord | None:
-    """Record a task's result; None when the task was erased while it ran."""
+    """Record a task's result (its answer sealed for this row as `output`); None when the task
+    was erased while it ran."""
     row = await COMPLETE_TASK.fetchrow(
         conn,
         task_id=task_id,
         status=outcome.status.value,
-        output=outcome.output,
+        output=output,
         error_code=outcome.error_code,
         error_message=outcome.error_message,
         prompt_tokens=outcome.prompt_tokens,

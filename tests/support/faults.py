@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.access.encryption import OUTPUT, ResultCipher, StaticKeyProvider, parse_keys
 from app.access.keys import KeyStore
 from app.domain import DatabaseUnavailable, Role
 from app.service.retention import Purger, PurgeReport
@@ -32,10 +33,10 @@ from app.telemetry.tracing import configure_observability
 from tests.support.app import Caller
 from tests.support.routes import GET, LIST, RUN
 from tests.support.service_process import cli
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.settings import TEST_HASH_KEY, TEST_RESULT_KEYS
 
 UNFINISHED = ("pending", "running")
-OURS = "WHERE context->>'seed' IS NULL"  # the tasks the clients made, not the rows seeded for the purge
+OURS = "WHERE prompt_hash_key_id <> 'seed'"  # the tasks the clients made, not the rows seeded for the purge
 
 # Spans nobody reads cost CPU the load needs; the in-process schedule stays off (the tests run the purge).
 QUIET: dict[str, Any] = {"trace_requests": False, "trace_sql": False, "purge_enabled": False}
@@ -122,6 +123,14 @@ class Losses:
         return self.missing + self.unfinished + self.changed + self.resurrected
 
 
+def _opened_output(row: asyncpg.Record) -> str | None:
+    """The stored answer, opened with the tests' result key (rows hold it sealed)."""
+    if row["output"] is None:
+        return None
+    cipher = ResultCipher(StaticKeyProvider(parse_keys(TEST_RESULT_KEYS)))
+    return cipher.open(row["output"], task_id=row["uuid"], owner_id=row["owner_id"], field=OUTPUT).decode()
+
+
 async def settle(conn: asyncpg.Connection, traffic: Traffic, *, within: float) -> None:
     """Wait (at most `within` s, while the service runs) until no acknowledged task is pending or running."""
     ids = list(traffic.acked)
@@ -144,7 +153,9 @@ async def count_losses(conn: asyncpg.Connection, traffic: Traffic, *, expiring: 
     rows = {
         r["id"]: r
         for r in await conn.fetch(
-            "SELECT id::text, status, output, error_code FROM agent_task WHERE id = ANY($1::uuid[])", ids
+            "SELECT id::text, id AS uuid, owner_id, status, output, error_code FROM agent_task "
+            "WHERE id = ANY($1::uuid[])",
+            ids,
         )
     }
     losses = Losses(acknowledged=len(ids))
@@ -161,7 +172,7 @@ async def count_losses(conn: asyncpg.Connection, traffic: Traffic, *, expiring: 
             losses.unfinished += 1
         elif answer["status"] not in UNFINISHED and (answer["status"], answer["output"]) != (
             row["status"],
-            row["output"],
+            _opened_output(row),
         ):
             losses.changed += 1
     return losses
@@ -180,10 +191,11 @@ async def seed_retention(conn: asyncpg.Connection, owner: uuid.UUID, *, expiring
     Returns when (time.monotonic()) the last of them has expired: the final purge waits for it.
     """
     insert = """
-        INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, context, output,
+        INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, template, output,
                                 created_at, completed_at, expires_at)
         SELECT gen_random_uuid(), $1, 'succeeded', 'offline:echo', md5(g::text) || md5(g::text), 'seed',
-               jsonb_build_object('seed', $2::text), 'an answer', now() - interval '31 days', now(), {expires}
+               'seed:' || $2::text, convert_to('an answer', 'UTF8'),
+               now() - interval '31 days', now(), {expires}
         FROM generate_series(1, $3) AS g
     """
     await conn.execute(
@@ -233,8 +245,8 @@ async def check_retention(conn: asyncpg.Connection, final: PurgeReport) -> Reten
     row = await conn.fetchrow(
         """
         SELECT (SELECT count(*) FROM agent_task WHERE expires_at <= $1)                 AS expired_left,
-               (SELECT count(*) FROM agent_task WHERE context->>'seed' IN ('expired', 'expiring')) AS seeds_left,
-               (SELECT count(*) FROM agent_task WHERE context->>'seed' = 'live')        AS live,
+               (SELECT count(*) FROM agent_task WHERE template IN ('seed:expired', 'seed:expiring')) AS seeds_left,
+               (SELECT count(*) FROM agent_task WHERE template = 'seed:live')        AS live,
                (SELECT count(*) FROM audit_event WHERE occurred_at < $2)                AS old_events,
                (SELECT count(*) FROM audit_event WHERE request_id = 'seed-recent')      AS recent_events
         """,
@@ -349,7 +361,13 @@ def nothing_unfinished(conn: asyncpg.Connection) -> Any:
 def service_env(database_url: str, **values: str) -> dict[str, str]:
     """The environment of an `agent-service` command on this database, with no provider configured but `values`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DEFAULT_MODEL", "PROVIDER_"))}
-    env.update(DATABASE_URL=database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, LOG_LEVEL="WARNING", **values)
+    env.update(
+        DATABASE_URL=database_url,
+        PROMPT_HASH_KEY=TEST_HASH_KEY,
+        RESULT_ENCRYPTION_KEYS=TEST_RESULT_KEYS,
+        LOG_LEVEL="WARNING",
+        **values,
+    )
     return env
 
 

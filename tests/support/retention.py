@@ -25,7 +25,7 @@ async def add_tasks(db: asyncpg.Connection, owner: uuid.UUID, count: int, *, exp
         """
         INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at, output)
         SELECT gen_random_uuid(), $1, 'succeeded', 'offline:echo', md5(i::text) || md5(i::text), 'k',
-               now() + $2::interval, 'answer ' || i
+               now() + $2::interval, convert_to('sealed answer ' || i, 'UTF8')  -- storage sees ciphertext only
         FROM generate_series(1, $3) AS i
         RETURNING id
         """,

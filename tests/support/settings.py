@@ -7,6 +7,8 @@ from typing import Any
 from app.settings import Settings
 
 TEST_HASH_KEY = "test-prompt-hash-key-" + "0123456789abcdef" * 2
+# Bytes 0 to 31, base64: a fixed key the tests can name (`test1`), distinct enough to pass the checks.
+TEST_RESULT_KEYS = "test1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 # Nobody connects to this database: the settings of tests that stop at start-up need one.
 UNUSED_DB = "postgresql://nobody:nothing@127.0.0.1:9/none"
 
@@ -15,6 +17,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "prompt_hash_key": TEST_HASH_KEY,
+        "result_encryption_keys": TEST_RESULT_KEYS,
         "openai_api_key": None,
         "openai_base_url": None,
         "default_model": None,

@@ -37,7 +37,7 @@ def new_task(owner: uuid.UUID, retention_seconds: float = 3600, **overrides: Any
         "template": None,
         "prompt_hash": "ab" * 32,
         "prompt_hash_key_id": "k1",
-        "context": {"a": 1},
+        "context": b"sealed context",  # storage keeps what the service sealed
         "params": {},
         "retention_seconds": retention_seconds,
     }

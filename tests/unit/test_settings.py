@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 
 import pytest
 from pydantic import ValidationError
 
 from app.devdb.embedded import development_hash_key
-from app.settings import Settings, secret_weakness
+from app.settings import Settings
+from app.settings.secrets import secret_weakness
 from app.storage.database import asyncpg_dsn, sqlalchemy_url
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.settings import TEST_HASH_KEY, TEST_RESULT_KEYS
 
 URL = "postgresql://u:p@db:5432/agents"
 
 
 def settings(**values: object) -> Settings:
+    values.setdefault("result_encryption_keys", TEST_RESULT_KEYS)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
@@ -122,3 +125,25 @@ def test_host_and_origin_lists_read_as_commas_or_json(monkeypatch):
     assert configured.mcp_allowed_hosts == ["agents.example.com", "*.internal"]
     assert configured.mcp_allowed_origins == ["https://app.example.com"]
     assert configured.cors_allow_origins == []
+
+
+def test_a_database_url_needs_result_encryption_keys():
+    with pytest.raises(ValidationError, match="RESULT_ENCRYPTION_KEYS is required"):
+        settings(database_url=URL, prompt_hash_key=TEST_HASH_KEY, result_encryption_keys=None)
+
+
+@pytest.mark.parametrize(
+    ("keys", "rule"),
+    [
+        ("k1", "must be id:base64"),
+        ("k1:not-base64!", "is not base64"),
+        ("k1:" + base64.b64encode(b"short").decode(), "AES-256 needs 32"),
+        ("k1:" + base64.b64encode(b"a" * 32).decode(), "too regular"),
+        ("bad id:" + base64.b64encode(secrets.token_bytes(32)).decode(), "an id that is not"),
+        (TEST_RESULT_KEYS + "," + TEST_RESULT_KEYS, "used twice"),
+    ],
+)
+def test_malformed_or_weak_result_keys_are_refused_without_showing_them(keys, rule):
+    with pytest.raises(ValidationError, match=rule) as refused:
+        settings(database_url=URL, prompt_hash_key=TEST_HASH_KEY, result_encryption_keys=keys)
+    assert all(keys.partition(":")[2] not in str(e["msg"]) for e in refused.value.errors() if ":" in keys)

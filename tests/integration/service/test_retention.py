@@ -63,7 +63,7 @@ async def test_a_row_that_expires_after_the_run_started_is_left_whole(db):
 
     assert (await purge_sql.delete_expired_tasks(db, expired_by=cutoff, limit=100)).deleted == 2
     row = await db.fetchrow("SELECT output, prompt_hash FROM agent_task WHERE id = $1", later[0])
-    assert row["output"].startswith("answer ")
+    assert bytes(row["output"]).startswith(b"sealed answer ")
     assert row["prompt_hash"]
 
 
@@ -246,6 +246,6 @@ async def test_new_task_rows_need_an_owner(db):
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await task_sql.insert_task(
             db,
-            NewTask(uuid.uuid4(), uuid.uuid4(), TaskStatus.RUNNING, "offline:echo", None, "h", "k", {}, {}, 60),
+            NewTask(uuid.uuid4(), uuid.uuid4(), TaskStatus.RUNNING, "offline:echo", None, "h", "k", None, {}, 60),
             Actor(None, None, Channel.REST),
         )

@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import pytest
 from alembic import command
 
+from app.access.encryption import OUTPUT, ResultCipher, StaticKeyProvider, parse_keys
 from app.storage import migrations
 from tests.support.postgres import run_sync
+from tests.support.settings import TEST_RESULT_KEYS
 
 TABLES = {"agent_task", "api_key", "audit_event", "legal_hold", "rate_limit"}
 
@@ -105,3 +108,60 @@ async def test_a_migrated_database_is_at_the_head(db):
     state = await schema_state(db)
     assert state.at_head
     assert state.revision == head_revision()
+
+
+PLAIN_ANSWER = "a plain answer from before sealing"
+
+
+async def _plain_task(url: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """A task as it was stored before results were sealed: output text, context jsonb."""
+    conn = await asyncpg.connect(url)
+    try:
+        key = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
+            key,
+            uuid.uuid4().hex * 2,
+        )
+        task = await conn.fetchval(
+            "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
+            " output, context) VALUES (gen_random_uuid(), $1, 'succeeded', 'offline:echo', 'ab', 'k', now(),"
+            " $2, '{\"ticket\": 7}'::jsonb) RETURNING id",
+            key,
+            PLAIN_ANSWER,
+        )
+        return task, key
+    finally:
+        await conn.close()
+
+
+async def _stored(url: str, task: uuid.UUID) -> tuple[object, object]:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow("SELECT output, context::text FROM agent_task WHERE id = $1", task)
+        assert row is not None
+        return row[0], row[1]
+    finally:
+        await conn.close()
+
+
+def test_the_sealing_migration_seals_stored_answers_and_opens_them_again_on_the_way_down(empty_database_url):
+    before_sealing = "a9b8c7d6e5f4"
+    migrations.upgrade(empty_database_url, before_sealing)
+    task, owner = run_sync(_plain_task(empty_database_url))
+    with pytest.raises(RuntimeError, match="RESULT_ENCRYPTION_KEYS is needed to seal"):
+        migrations.upgrade(empty_database_url, "b1c2d3e4f5a6")  # rows to seal, and no key: refused
+    assert run_sync(_revision(empty_database_url)) == before_sealing
+
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    output, context = run_sync(_stored(empty_database_url, task))
+    assert isinstance(output, bytes)
+    assert PLAIN_ANSWER.encode() not in output
+    assert "ticket" not in str(context)
+    cipher = ResultCipher(StaticKeyProvider(parse_keys(TEST_RESULT_KEYS)))
+    assert cipher.open(output, task_id=task, owner_id=owner, field=OUTPUT) == PLAIN_ANSWER.encode()
+
+    migrations.downgrade(empty_database_url, before_sealing, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_stored(empty_database_url, task)) == (PLAIN_ANSWER, '{"ticket": 7}')
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert isinstance(run_sync(_stored(empty_database_url, task))[0], bytes)

@@ -22,7 +22,6 @@ async def test_every_statement_prepares_against_the_migrated_schema(db: asyncpg.
     ("statement", "record", "skip"),
     [
         (tasks.INSERT_TASK, TaskRecord, 0),
-        (tasks.INSERT_CACHE_HIT, TaskRecord, 0),
         (tasks.INSERT_CACHED_COPY, TaskRecord, 0),
         (tasks.FIND_CACHED, TaskRecord, 0),
         (tasks.GET_TASK, TaskRecord, 0),

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-import re
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,85 +10,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Values people paste from examples; refusing them beats running with a known secret.
-PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me", "xxx", "example"})
-# Words that give a secret away wherever they stand in it (compared without case or punctuation).
-# Five letters or more: a random key contains one by chance with a probability below one in a million.
-PLACEHOLDER_WORDS = (
-    "changeme",
-    "secret",
-    "example",
-    "password",
-    "passwd",
-    "placeholder",
-    "default",
-    "dummy",
-    "sample",
-    "insecure",
-    "replaceme",
-    "qwerty",
-    "letmein",
+from app.settings.secrets import (
+    GOOD_RESULT_KEY_HINT,
+    GOOD_SECRET_HINT,
+    parse_result_keys,
+    secret_weakness,
 )
-MIN_HASH_KEY_CHARS = 32
-MIN_SECRET_DISTINCT_CHARS = 8
-# A character-frequency (Shannon) estimate: `openssl rand -hex 16`, the weakest generated key
-# we accept, never came under 92 bits in 100,000 draws; a key of one character repeated is 0.
-MIN_SECRET_ESTIMATED_BITS = 64
-GOOD_SECRET_HINT = "generate one with `openssl rand -hex 32`"
-_NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
-
-
-def secret_weakness(value: str, *, min_chars: int = MIN_HASH_KEY_CHARS) -> str | None:
-    """Why `value` is too guessable to be a key, or None when it is not.
-
-    Length alone let `"a" * 32` and `changemechangemechangemechangeme` through (issue 12):
-    a key also needs variety (distinct characters, no short pattern repeated, a plausible
-    entropy estimate) and no placeholder word. The reason names the rule, never the value.
-    For any secret the service takes: the prompt hash key now, an encryption key later.
-    """
-    if value.strip().lower() in PLACEHOLDER_SECRETS:
-        return "is a placeholder"
-    if len(value) < min_chars:
-        return f"must be at least {min_chars} characters"
-    words = _NOT_ALPHANUMERIC.sub("", value.lower())
-    if found := next((word for word in PLACEHOLDER_WORDS if word in words), None):
-        return f"contains the placeholder word {found!r}"
-    distinct = len(set(value))
-    if distinct < MIN_SECRET_DISTINCT_CHARS:
-        return f"has too little variety: {distinct} distinct characters (at least {MIN_SECRET_DISTINCT_CHARS})"
-    period = _period(value)
-    if period <= len(value) // 2:
-        return f"repeats a pattern of {period} characters"
-    bits = _estimated_bits(value)
-    if bits < MIN_SECRET_ESTIMATED_BITS:
-        return (
-            f"is too predictable: about {bits:.0f} bits by its character frequencies "
-            f"(at least {MIN_SECRET_ESTIMATED_BITS})"
-        )
-    return None
-
-
-def _period(value: str) -> int:
-    """The length of the shortest pattern that `value` repeats (its own length when none)."""
-    n = len(value)
-    border = [0] * n  # Knuth-Morris-Pratt failure function: the longest proper prefix that is also a suffix
-    for i in range(1, n):
-        k = border[i - 1]
-        while k and value[i] != value[k]:
-            k = border[k - 1]
-        border[i] = k + 1 if value[i] == value[k] else k
-    period = n - border[-1] if n else 0
-    return period if period and n % period == 0 else n
-
-
-def _estimated_bits(value: str) -> float:
-    """Shannon entropy of the character frequencies, times the length: a ceiling, never a proof."""
-    n = len(value)
-    return -sum(count * math.log2(count / n) for count in Counter(value).values())
-
 
 PositiveFloat = Annotated[float, Field(gt=0)]
-TEMPLATES_DIR = Path(__file__).resolve().parent / "prompt_templates"
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "prompt_templates"
 
 
 class ProviderEndpoint(BaseModel):
@@ -180,6 +107,17 @@ class Settings(BaseSettings):
         default=None,
         description="The HMAC-SHA-256 key for prompt hashes, at least 32 characters (`openssl rand -hex 32`); "
         "required when `DATABASE_URL` is set. Changing it rotates the key: old hashes keep their key id.",
+    )
+    result_encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="The keys that seal results at rest (AES-256-GCM): comma-separated `id:base64-of-32-bytes`, "
+        "the first one sealing new rows, the others still opening old ones (`openssl rand -base64 32`); "
+        "required when `DATABASE_URL` is set. See Governance for rotation and retirement.",
+    )
+    result_key_provider: str | None = Field(
+        default=None,
+        description="The name of a key-provider plugin (entry-point group `agent_service.key_providers`: a KMS, "
+        "Vault Transit) that gives the result keys instead of `RESULT_ENCRYPTION_KEYS`. See Governance.",
     )
     max_prompt_chars: int = Field(
         default=32_000, ge=1, le=1_000_000, description="The longest prompt accepted, in characters."
@@ -355,6 +293,11 @@ class Settings(BaseSettings):
             raise ValueError("PROMPT_HASH_KEY is required when DATABASE_URL is set")
         if key is not None and (weakness := secret_weakness(key)) is not None:
             raise ValueError(f"PROMPT_HASH_KEY {weakness}; {GOOD_SECRET_HINT}")
+        result_keys = self.result_encryption_keys.get_secret_value() if self.result_encryption_keys else None
+        if self.database_url is not None and result_keys is None and self.result_key_provider is None:
+            raise ValueError(f"RESULT_ENCRYPTION_KEYS is required when DATABASE_URL is set; {GOOD_RESULT_KEY_HINT}")
+        if result_keys is not None:
+            parse_result_keys(result_keys)
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         return self

@@ -1,0 +1,106 @@
+"""Answers sealed at rest, proved: a marker the provider puts in its answer is in no byte of
+any table nor of `pg_dump`, while its owner reads it back; moved ciphertext does not open."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from app.devdb.cluster import find_bin_dir
+from app.domain import Role
+from app.main import create_app
+from tests.support.app import Caller, running
+from tests.support.fake_openai import FakeOpenAI, Reply, completion
+from tests.support.mcp import mcp_as
+from tests.support.routes import RUN
+from tests.support.settings import make_settings
+
+
+def echo(body: dict[str, Any]) -> Reply:
+    """The worst provider for privacy: its answer quotes the prompt whole."""
+    return Reply(body=completion(text=f"You said: {body['messages'][-1]['content']}"))
+
+
+@pytest.fixture
+def marker() -> str:
+    return f"ANSWER-MARKER-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+async def gateway(database_url) -> AsyncIterator[tuple[httpx.AsyncClient, Caller, Any]]:
+    with FakeOpenAI(responder=echo).running() as fake:
+        settings = make_settings(database_url, openai_api_key="sk-test-not-a-real-key", openai_base_url=fake.base_url)
+        async with running(create_app(settings)) as app:
+            record, plain = await app.state.components.keys.create("at-rest", Role.CLIENT)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                yield http, Caller(record.id, plain, Role.CLIENT), app.state.components
+
+
+def forms(marker: str) -> list[bytes]:
+    """The marker as plain bytes and as the hex that bytea columns print."""
+    return [marker.encode(), marker.encode().hex().encode()]
+
+
+async def every_byte_stored(conn: asyncpg.Connection) -> bytes:
+    """Every row of every table, as text, with each bytea column also decoded to raw bytes."""
+    out: list[bytes] = []
+    for table in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"):
+        for row in await conn.fetch(f'SELECT * FROM "{table["tablename"]}"'):
+            for value in row.values():
+                out.append(bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode())
+    return b"\n".join(out)
+
+
+def pg_dump(database_url: str) -> bytes:
+    return subprocess.run(
+        [str(find_bin_dir() / "pg_dump"), "--data-only", "--inserts", database_url],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+async def test_an_answer_that_quotes_the_prompt_is_in_no_table_and_no_dump(gateway, db, database_url, marker):
+    http, caller, components = gateway
+    body = {"prompt": f"Summarise: {marker}", "model": "openai:gpt-test", "context": {"ticket": marker}}
+    ran = await http.post(RUN, json=body, headers=caller.headers)
+    assert ran.json()["status"] == "succeeded"
+    assert marker in ran.json()["output"]
+    copy = await http.post(RUN, json=body, headers=caller.headers)  # a cache hit: sealed again for its row
+    assert copy.json()["cached"] is True
+    async with mcp_as(components.service, caller) as mcp:  # the same over MCP
+        await mcp.call_tool("run_agent_task", {**body, "cache": False})
+
+    for task in (ran.json(), copy.json()):
+        read = await http.get(f"/resources/get_agent_result/{task['task_id']}", headers=caller.headers)
+        assert marker in read.json()["output"], "the owner reads the answer back"
+        assert read.json()["context"] == {"ticket": marker}
+    stored, dumped = await every_byte_stored(db), pg_dump(database_url)
+    assert b"agent_task" in dumped
+    assert ran.json()["task_id"].encode() in dumped
+    for form in forms(marker):
+        assert form not in stored
+        assert form not in dumped
+
+
+async def test_a_ciphertext_moved_to_another_row_does_not_open(gateway, db):
+    http, caller, _ = gateway
+    first = (await http.post(RUN, json={"prompt": "one", "cache": False}, headers=caller.headers)).json()
+    second = (await http.post(RUN, json={"prompt": "two", "cache": False}, headers=caller.headers)).json()
+    await db.execute(
+        "UPDATE agent_task SET output = (SELECT output FROM agent_task WHERE id = $1) WHERE id = $2",
+        uuid.UUID(first["task_id"]),
+        uuid.UUID(second["task_id"]),
+    )
+    read = await http.get(f"/resources/get_agent_result/{second['task_id']}", headers=caller.headers)
+    assert read.status_code == 200
+    assert read.json()["output"] is None
+    assert read.json()["error"]["code"] == "result_unreadable"
+    untouched = await http.get(f"/resources/get_agent_result/{first['task_id']}", headers=caller.headers)
+    assert untouched.json()["output"] == first["output"]
