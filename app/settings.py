@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -38,6 +40,7 @@ MIN_SECRET_DISTINCT_CHARS = 8
 # we accept, never came under 92 bits in 100,000 draws; a key of one character repeated is 0.
 MIN_SECRET_ESTIMATED_BITS = 64
 GOOD_SECRET_HINT = "generate one with `openssl rand -hex 32`"
+GOOD_SIGNING_KEY_HINT = "generate one with `openssl genpkey -algorithm ed25519 -outform DER | tail -c 32 | base64`"
 _NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
 
 
@@ -69,6 +72,17 @@ def secret_weakness(value: str, *, min_chars: int = MIN_HASH_KEY_CHARS) -> str |
             f"(at least {MIN_SECRET_ESTIMATED_BITS})"
         )
     return None
+
+
+def signing_key_weakness(value: str) -> str | None:
+    """Why `value` is not an Ed25519 private key made by a generator, or None when it is one."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return "is not base64"
+    if len(raw) != 32:
+        return f"must be the base64 of 32 bytes (it is {len(raw)})"
+    return secret_weakness(raw.hex(), min_chars=64)
 
 
 def _period(value: str) -> int:
@@ -120,7 +134,8 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         default=Path(".data"),
-        description="Where the embedded development database and its development prompt hash key live "
+        description="Where the embedded development database and its development prompt hash key and audit "
+        "signing key live "
         "(used only while `DATABASE_URL` is unset).",
     )
 
@@ -193,7 +208,21 @@ class Settings(BaseSettings):
     failed_result_retention_days: PositiveFloat | None = Field(
         default=None, description="Keep failed tasks at most this many days; unset: as long as any other task."
     )
-    audit_retention_days: PositiveFloat = Field(default=365, description="How long audit events are kept, in days.")
+    audit_retention_days: PositiveFloat = Field(
+        default=365,
+        description="How long audit events are kept, in days. The purge removes whole sealed ranges only: "
+        "a seal's events go once the newest of them is this old.",
+    )
+    audit_seal_seconds: PositiveFloat = Field(
+        default=60,
+        description="How often the audit events committed since the last seal are sealed into the signed chain.",
+    )
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="The Ed25519 private key that signs audit seals and exports: the base64 of its 32 bytes "
+        "(`openssl genpkey -algorithm ed25519 -outform DER | tail -c 32 | base64`); required when `DATABASE_URL` "
+        "is set. Unset in development: one is made under `DATA_DIR`.",
+    )
     purge_cron: str = Field(
         default="0 * * * *",
         description="When the in-service retention purge runs: a crontab expression (minute hour day month "
@@ -355,6 +384,11 @@ class Settings(BaseSettings):
             raise ValueError("PROMPT_HASH_KEY is required when DATABASE_URL is set")
         if key is not None and (weakness := secret_weakness(key)) is not None:
             raise ValueError(f"PROMPT_HASH_KEY {weakness}; {GOOD_SECRET_HINT}")
+        signing_key = self.audit_signing_key.get_secret_value() if self.audit_signing_key else None
+        if self.database_url is not None and signing_key is None:
+            raise ValueError("AUDIT_SIGNING_KEY is required when DATABASE_URL is set")
+        if signing_key is not None and (weakness := signing_key_weakness(signing_key)) is not None:
+            raise ValueError(f"AUDIT_SIGNING_KEY {weakness}; {GOOD_SIGNING_KEY_HINT}")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         return self

@@ -41,6 +41,8 @@ def audited_read_args(task_id: Any, owner: Any) -> tuple[Any, ...]:
 
 
 HASH_KEY = "bench-prompt-hash-key-" + "0" * 32
+# A fixed Ed25519 private key for the audit seals (base64 of 32 bytes): benchmarks only.
+SIGNING_KEY = "k0bL8nvUQ1Vq3m5hYw2x7Zr4Tt9Ee6Jc0Ss1Aa8Ff2I="
 
 
 @contextmanager
@@ -65,6 +67,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
     env.update(
         DATABASE_URL=database_url,
         PROMPT_HASH_KEY=HASH_KEY,
+        AUDIT_SIGNING_KEY=SIGNING_KEY,
         LOG_LEVEL="WARNING",
         PURGE_ENABLED="false",
         **extra,

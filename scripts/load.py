@@ -51,7 +51,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from benchlib import BIN, HASH_KEY, process, serve, service_env, throwaway_postgres
+from benchlib import BIN, HASH_KEY, SIGNING_KEY, process, serve, service_env, throwaway_postgres
 
 from app.access.keys import KeyStore
 from app.devdb.cluster import free_port
@@ -332,7 +332,9 @@ def _by_action(counts: Counter[tuple[str, str]]) -> Counter[str]:
 
 
 async def make_keys(database_url: str, count: int) -> tuple[list[Key], Key]:
-    settings = Settings(_env_file=None, database_url=database_url, prompt_hash_key=HASH_KEY)
+    settings = Settings(
+        _env_file=None, database_url=database_url, prompt_hash_key=HASH_KEY, audit_signing_key=SIGNING_KEY
+    )
     db = Database(settings)
     await db.open()
     try:

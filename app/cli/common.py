@@ -12,7 +12,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from app.access.keys import KeyStore
 from app.devdb.cluster import DevDatabaseError
-from app.devdb.embedded import development_hash_key, embedded_database
+from app.devdb.embedded import development_hash_key, development_signing_key, embedded_database
 from app.domain import DatabaseUnavailable
 from app.settings import Settings, get_settings
 from app.storage import migrations
@@ -48,7 +48,10 @@ def database_settings() -> Iterator[tuple[Settings, bool]]:
     try:
         with embedded_database(settings.data_dir) as url:
             key = settings.prompt_hash_key or SecretStr(development_hash_key(settings.data_dir))
-            resolved = settings.model_copy(update={"database_url": url, "prompt_hash_key": key})
+            signing_key = settings.audit_signing_key or SecretStr(development_signing_key(settings.data_dir))
+            resolved = settings.model_copy(
+                update={"database_url": url, "prompt_hash_key": key, "audit_signing_key": signing_key}
+            )
             migrations.upgrade(url)
             yield resolved, True
     except DevDatabaseError as exc:

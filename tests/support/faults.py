@@ -32,7 +32,7 @@ from app.telemetry.tracing import configure_observability
 from tests.support.app import Caller
 from tests.support.routes import GET, LIST, RUN
 from tests.support.service_process import cli
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY
 
 UNFINISHED = ("pending", "running")
 OURS = "WHERE context->>'seed' IS NULL"  # the tasks the clients made, not the rows seeded for the purge
@@ -349,7 +349,13 @@ def nothing_unfinished(conn: asyncpg.Connection) -> Any:
 def service_env(database_url: str, **values: str) -> dict[str, str]:
     """The environment of an `agent-service` command on this database, with no provider configured but `values`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DEFAULT_MODEL", "PROVIDER_"))}
-    env.update(DATABASE_URL=database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, LOG_LEVEL="WARNING", **values)
+    env.update(
+        DATABASE_URL=database_url,
+        PROMPT_HASH_KEY=TEST_HASH_KEY,
+        AUDIT_SIGNING_KEY=TEST_SIGNING_KEY,
+        LOG_LEVEL="WARNING",
+        **values,
+    )
     return env
 
 

@@ -23,7 +23,15 @@ from app.devdb.cluster import free_port
 
 CLI = str(Path(sys.executable).parent / "agent-service")
 # What a developer's shell may set that would change what the service under test does.
-CONFIG_VARS = ("DATABASE_URL", "PROMPT_HASH_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "DEFAULT_MODEL", "DATA_DIR")
+CONFIG_VARS = (
+    "DATABASE_URL",
+    "PROMPT_HASH_KEY",
+    "AUDIT_SIGNING_KEY",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "DEFAULT_MODEL",
+    "DATA_DIR",
+)
 
 
 def environment(**values: str) -> dict[str, str]:

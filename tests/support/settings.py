@@ -7,6 +7,8 @@ from typing import Any
 from app.settings import Settings
 
 TEST_HASH_KEY = "test-prompt-hash-key-" + "0123456789abcdef" * 2
+# A fixed Ed25519 private key (base64 of 32 bytes) for the audit seals: tests only.
+TEST_SIGNING_KEY = "uwIEpqD2ptw2HDDLyXArqBsj/7k77CWvMZT5DKi9oUY="
 # Nobody connects to this database: the settings of tests that stop at start-up need one.
 UNUSED_DB = "postgresql://nobody:nothing@127.0.0.1:9/none"
 
@@ -15,6 +17,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "prompt_hash_key": TEST_HASH_KEY,
+        "audit_signing_key": TEST_SIGNING_KEY,
         "openai_api_key": None,
         "openai_base_url": None,
         "default_model": None,

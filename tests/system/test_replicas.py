@@ -31,7 +31,7 @@ from tests.support.app import Caller
 from tests.support.fake_openai import FakeOpenAI, Reply, completion
 from tests.support.routes import GET, RUN
 from tests.support.service_process import CLI, ServiceProcess, environment, replicas
-from tests.support.settings import TEST_HASH_KEY, make_settings
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY, make_settings
 
 LEASE_SECONDS = 2  # the sweep runs every lease period: a dead replica's tasks settle within ~2 leases
 # A protocol version the pinned FastMCP speaks with a plain JSON-RPC initialize (2026-07-28 wants an envelope).
@@ -43,6 +43,7 @@ def env(database_url: str, fake: FakeOpenAI) -> dict[str, str]:
     return environment(
         DATABASE_URL=database_url,
         PROMPT_HASH_KEY=TEST_HASH_KEY,
+        AUDIT_SIGNING_KEY=TEST_SIGNING_KEY,
         OPENAI_API_KEY="sk-test",
         OPENAI_BASE_URL=fake.base_url,
         DEFAULT_MODEL="openai:gpt-test",
