@@ -61,6 +61,16 @@ def _summary(report: ChainReport) -> str:
     )
 
 
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Seal now what the schedule would seal next (every event committed since the last seal)."""
+    run = _with_trail(lambda trail: trail.seal())
+    if run.skipped:
+        typer.echo("Another process is sealing right now; nothing done.")
+        return
+    typer.echo(f"Sealed {run.events} audit events in {run.seals} seals.")
+
+
 @audit_app.command("verify")
 def audit_verify(
     since: Annotated[

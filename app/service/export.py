@@ -173,8 +173,8 @@ def _verify(lines: Iterable[bytes], verifier: AuditVerifier) -> ExportCheck:
         digest.add(raw)
     if manifest is None:
         raise _Bad(number + 1, "the manifest is missing (the export is cut short)")
+    _check_chain_and_events(seals, events)  # first: a changed event or seal is named by its own line
     _check_manifest(*manifest, digest.hexdigest(), verifier, len(events), len(seals))
-    _check_chain_and_events(seals, events)
     return ExportCheck(len(events), len(seals))
 
 
