@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from fastmcp.utilities.lifespan import combine_lifespans
 from starlette.routing import Route
 
-from app.api import holds, no_oauth, rest
+from app.api import audit, holds, no_oauth, rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.mcp_errors import TransportErrors
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(rest.router)
     app.include_router(holds.router)
+    app.include_router(audit.router)
     # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).
     app.router.routes.append(
         Route("/mcp", endpoint=TransportErrors(mcp_app), methods=["GET", "POST", "DELETE"], include_in_schema=False)

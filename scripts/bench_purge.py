@@ -125,6 +125,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             _env_file=None,
             database_url=url,
             prompt_hash_key="b" * 40,  # type: ignore[call-arg]
+            audit_signing_key="k0bL8nvUQ1Vq3m5hYw2x7Zr4Tt9Ee6Jc0Ss1Aa8Ff2I=",
             purge_batch_size=args.batch_size,
             db_pool_max_size=4,
         )

@@ -44,6 +44,8 @@ def audited_read_args(task_id: Any, owner: Any) -> tuple[Any, ...]:
 HASH_KEY = "bench-prompt-hash-key-" + "0" * 32
 # A fixed result key (bytes 32 to 63, base64): throwaway databases only.
 RESULT_KEYS = "bench:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+# A fixed Ed25519 private key for the audit seals (base64 of 32 bytes): benchmarks only.
+SIGNING_KEY = "k0bL8nvUQ1Vq3m5hYw2x7Zr4Tt9Ee6Jc0Ss1Aa8Ff2I="
 
 
 @contextmanager
@@ -69,6 +71,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         DATABASE_URL=database_url,
         PROMPT_HASH_KEY=HASH_KEY,
         RESULT_ENCRYPTION_KEYS=RESULT_KEYS,
+        AUDIT_SIGNING_KEY=SIGNING_KEY,
         LOG_LEVEL="WARNING",
         PURGE_ENABLED="false",
         **extra,

@@ -51,7 +51,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from benchlib import BIN, HASH_KEY, RESULT_KEYS, process, serve, service_env, throwaway_postgres
+from benchlib import BIN, HASH_KEY, RESULT_KEYS, SIGNING_KEY, process, serve, service_env, throwaway_postgres
 
 from app.access.keys import KeyStore
 from app.devdb.cluster import free_port
@@ -333,7 +333,11 @@ def _by_action(counts: Counter[tuple[str, str]]) -> Counter[str]:
 
 async def make_keys(database_url: str, count: int) -> tuple[list[Key], Key]:
     settings = Settings(
-        _env_file=None, database_url=database_url, prompt_hash_key=HASH_KEY, result_encryption_keys=RESULT_KEYS
+        _env_file=None,
+        database_url=database_url,
+        prompt_hash_key=HASH_KEY,
+        result_encryption_keys=RESULT_KEYS,
+        audit_signing_key=SIGNING_KEY,
     )
     db = Database(settings)
     await db.open()

@@ -1,4 +1,4 @@
-"""The `agent-service` command: serve, migrate, purge, and the command groups (keys, devdb)."""
+"""The `agent-service` command: serve, migrate, purge, and the command groups (keys, holds, audit, devdb)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from app.cli.audit import audit_app
 from app.cli.common import command_database, database_settings, fail, key_store, require_head, result_vault
 from app.cli.devdb import devdb_app, masked_password
 from app.cli.encryption import encryption_app
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(holds_app, name="holds")
 app.add_typer(encryption_app, name="encryption")
+app.add_typer(audit_app, name="audit")
 app.add_typer(devdb_app, name="devdb")
 
 
@@ -51,9 +53,11 @@ def serve(
             require_head(settings)
         assert settings.database_url is not None
         assert settings.prompt_hash_key is not None
+        assert settings.audit_signing_key is not None
         # Workers are separate processes: they read the resolved settings from the environment.
         os.environ["DATABASE_URL"] = settings.database_url
         os.environ["PROMPT_HASH_KEY"] = settings.prompt_hash_key.get_secret_value()
+        os.environ["AUDIT_SIGNING_KEY"] = settings.audit_signing_key.get_secret_value()
         if settings.result_encryption_keys is not None:
             os.environ["RESULT_ENCRYPTION_KEYS"] = settings.result_encryption_keys.get_secret_value()
         result_vault(settings)  # a key provider that cannot start is a plain error here, not a traceback
@@ -116,6 +120,7 @@ def purge(
     typer.echo(
         f"Purge {verb}: {report.deleted['agent_task']} expired tasks, "
         f"{report.deleted['audit_event']} audit events older than {settings.audit_retention_days:g} days "
+        f"in {report.deleted['audit_seal']} whole seals "
         f"({report.batches} batches, {report.seconds:.2f} s)."
     )
 

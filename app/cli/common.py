@@ -13,7 +13,12 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from app.access.encryption import KeyProviderError, ResultVault, build_vault
 from app.access.keys import KeyStore
 from app.devdb.cluster import DevDatabaseError
-from app.devdb.embedded import development_hash_key, development_result_keys, embedded_database
+from app.devdb.embedded import (
+    development_hash_key,
+    development_result_keys,
+    development_signing_key,
+    embedded_database,
+)
 from app.domain import DatabaseUnavailable
 from app.settings import Settings, get_settings
 from app.storage import migrations
@@ -50,8 +55,14 @@ def database_settings() -> Iterator[tuple[Settings, bool]]:
         with embedded_database(settings.data_dir) as url:
             key = settings.prompt_hash_key or SecretStr(development_hash_key(settings.data_dir))
             result_keys = settings.result_encryption_keys or SecretStr(development_result_keys(settings.data_dir))
+            signing_key = settings.audit_signing_key or SecretStr(development_signing_key(settings.data_dir))
             resolved = settings.model_copy(
-                update={"database_url": url, "prompt_hash_key": key, "result_encryption_keys": result_keys}
+                update={
+                    "database_url": url,
+                    "prompt_hash_key": key,
+                    "result_encryption_keys": result_keys,
+                    "audit_signing_key": signing_key,
+                }
             )
             migrations.upgrade(url, result_keys=result_keys.get_secret_value())
             yield resolved, True

@@ -54,3 +54,14 @@ def development_hash_key(data_dir: Path) -> str:
         path.touch(mode=0o600)
         path.write_text(secrets.token_hex(32))
     return path.read_text().strip()
+
+
+def development_signing_key(data_dir: Path) -> str:
+    """An AUDIT_SIGNING_KEY (base64 of 32 random bytes) made once for the embedded database, kept
+    beside it (mode 0600): the seals already made stay verifiable across restarts."""
+    path = data_dir.absolute() / "audit_signing_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    return path.read_text().strip()

@@ -29,6 +29,7 @@ class AuditAction(StrEnum):
     PROMPT_SEARCH = "prompt_search"
     HOLD_PLACE = "hold_place"
     HOLD_RELEASE = "hold_release"
+    AUDIT_EXPORT = "audit_export"  # a verifiable export of the audit trail (REST or CLI)
 
 
 class AuditOutcome(StrEnum):

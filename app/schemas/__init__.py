@@ -7,6 +7,8 @@ from app.schemas.audit import (
     AuditDetail,
     AuditEvent,
     AuditEventPage,
+    AuditSeal,
+    AuditSealPage,
     PromptMatch,
     PromptMatchPage,
 )
@@ -54,6 +56,8 @@ __all__ = [
     "AuditDetail",
     "AuditEvent",
     "AuditEventPage",
+    "AuditSeal",
+    "AuditSealPage",
     "ContextObject",
     "ErrorBody",
     "ErrorDetail",

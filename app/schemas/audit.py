@@ -17,6 +17,7 @@ from app.domain import (
     TaskRecord,
     TaskStatus,
 )
+from app.domain.seals import SealRecord
 
 AuditDetail = Annotated[
     dict[str, Any], WithJsonSchema({"type": "object", "title": "Detail", "additionalProperties": True})
@@ -73,4 +74,48 @@ class PromptMatch(BaseModel):
 
 class PromptMatchPage(BaseModel):
     items: list[PromptMatch]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class AuditSeal(BaseModel):
+    """A signed checkpoint over audit events. `signature` is Ed25519 (base64) over the canonical
+    JSON of every field here but `id`, `digest` and `signature`, plus `format` and `version`
+    (see the audit trail documentation); `digest` is that JSON's SHA-256."""
+
+    id: int
+    sealed_at: datetime
+    xact_watermark: int = Field(description="the events of transactions below this id not sealed before")
+    first_event_id: int
+    last_event_id: int
+    event_count: int
+    first_occurred_at: datetime
+    last_occurred_at: datetime
+    events_digest: str = Field(description="SHA-256 over the seal's list of [event id, event digest]")
+    previous_digest: str = Field(description="the digest of the seal before; 64 zeros for the first")
+    digest: str
+    signature: str
+    key_id: str = Field(description="the signing key's fingerprint: SHA-256 of its raw public key")
+
+    @classmethod
+    def from_record(cls, seal: SealRecord) -> AuditSeal:
+        c = seal.content
+        return cls.model_construct(
+            id=c.seal_id,
+            sealed_at=c.sealed_at,
+            xact_watermark=c.xact_watermark,
+            first_event_id=c.first_event_id,
+            last_event_id=c.last_event_id,
+            event_count=c.event_count,
+            first_occurred_at=c.first_occurred_at,
+            last_occurred_at=c.last_occurred_at,
+            events_digest=c.events_digest,
+            previous_digest=c.previous_digest,
+            digest=seal.digest,
+            signature=seal.signature,
+            key_id=c.key_id,
+        )
+
+
+class AuditSealPage(BaseModel):
+    items: list[AuditSeal]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -24,6 +26,7 @@ from app.schemas import (
     AgentTask,
     AuditEvent,
     AuditEventPage,
+    AuditSealPage,
     HoldCreate,
     LegalHold,
     LegalHoldPage,
@@ -44,6 +47,7 @@ from app.service.pagination import (
 )
 from app.service.runner import TaskRunner
 from app.service.submission import Admission, Planner, cache_hit_observed
+from app.service.trail import AuditTrail
 from app.storage import audit, search
 from app.storage.database import Database
 from app.telemetry import metrics
@@ -72,6 +76,7 @@ class AgentService:
         runner: TaskRunner,
         health: Health,
         holds: LegalHolds,
+        trail: AuditTrail,
         retention: RetentionPolicy,
         vault: ResultVault,
         traced: bool,
@@ -85,6 +90,7 @@ class AgentService:
         self._runner = runner
         self._health = health
         self._holds = holds
+        self._trail = trail
         self._traced = traced
         self.retention = retention
 
@@ -250,6 +256,34 @@ class AgentService:
         next_cursor = encode_task_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
         return PromptMatchPage(items=[PromptMatch.from_record(r) for r in page], next_cursor=next_cursor)
 
+    # -- the sealed trail -------------------------------------------------------------------
+
+    def audit_public_key(self, principal: Principal) -> str:
+        """The audit key's public half as PEM: what checks every seal and export (auditors and admins)."""
+        _require_audit_role(principal)
+        return self._trail.public_key_pem
+
+    async def list_audit_seals(
+        self, principal: Principal, *, cursor: str | None, limit: int = DEFAULT_PAGE_SIZE
+    ) -> AuditSealPage:
+        """The seals of the audit trail, newest first (auditors and admins)."""
+        _require_audit_role(principal)
+        return await self._trail.list_seals(cursor=cursor, limit=limit)
+
+    async def export_audit(
+        self,
+        principal: Principal,
+        *,
+        since: datetime,
+        until: datetime,
+        channel: Channel,
+        request_id: str | None = None,
+    ) -> AsyncIterator[bytes]:
+        """A verifiable export of the audit trail as JSON Lines, streamed (auditors and admins; audited)."""
+        _require_audit_role(principal)
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        return await self._trail.export(actor, since=since, until=until)
+
     # -- legal holds ------------------------------------------------------------------------
 
     async def place_hold(
@@ -282,6 +316,11 @@ class AgentService:
     def metrics_text(self, principal: Principal) -> bytes:
         """The metrics in Prometheus text format, for auditors and admins only."""
         return self._health.metrics_text(principal)
+
+
+def _require_audit_role(principal: Principal) -> None:
+    if not principal.sees_every_task:
+        raise Forbidden("the audit trail is for the auditor and admin roles")
 
 
 def _audited_read(channel: Channel, outcome: AuditOutcome) -> None:

@@ -11,7 +11,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import logfire
@@ -45,9 +44,10 @@ class PurgeReport:
     skipped: bool = False  # another process held the purge lock
     expired_by: datetime | None = None
     audit_before: datetime | None = None
-    deleted: dict[str, int] = field(default_factory=lambda: {"agent_task": 0, "audit_event": 0})
+    deleted: dict[str, int] = field(default_factory=lambda: {"agent_task": 0, "audit_event": 0, "audit_seal": 0})
     batches: int = 0
     held_kept: int = 0  # expired tasks kept for a legal hold
+    sealed_through: str | None = None  # the digest of the newest audit seal deleted: the kept chain follows it
     started_at: datetime | None = None
     finished_at: datetime | None = None
     seconds: float = 0.0
@@ -59,6 +59,7 @@ class PurgeReport:
             "deleted": dict(self.deleted),
             "batches": self.batches,
             "held_kept": self.held_kept,
+            "sealed_through": self.sealed_through,
             "expired_by": _iso(self.expired_by),
             "audit_before": _iso(self.audit_before),
             "started_at": _iso(self.started_at),
@@ -116,7 +117,7 @@ class Purger:
                     tasks, events = await storage.count_expired(
                         lock_conn, expired_by=report.expired_by, audit_before=report.audit_before
                     )
-                    report.deleted = {"agent_task": tasks, "audit_event": events}
+                    report.deleted = {"agent_task": tasks, "audit_event": events, "audit_seal": 0}
                 else:
                     await self._delete_in_batches(report)
                 report.held_kept = await storage.count_held_expired(lock_conn, expired_by=report.expired_by)
@@ -133,10 +134,11 @@ class Purger:
         # INFO only when there was something to delete: an idle service's hourly purge says nothing.
         log.log(
             logging.INFO if dry_run or any(report.deleted.values()) else logging.DEBUG,
-            "retention purge %s: %d tasks, %d audit events in %d batches, %.2f s",
+            "retention purge %s: %d tasks, %d audit events (%d seals) in %d batches, %.2f s",
             "(dry run) would delete" if dry_run else "deleted",
             report.deleted["agent_task"],
             report.deleted["audit_event"],
+            report.deleted["audit_seal"],
             report.batches,
             report.seconds,
         )
@@ -147,20 +149,26 @@ class Purger:
         assert report.expired_by is not None
         assert report.audit_before is not None
         limit = self._settings.purge_batch_size
-        deleters = {
-            "agent_task": partial(storage.delete_expired_tasks, expired_by=report.expired_by, limit=limit),
-            "audit_event": partial(storage.delete_audit_events_before, before=report.audit_before, limit=limit),
-        }
-        for table, delete_batch in deleters.items():
-            resume_from = None
-            while True:
-                async with self._db.connection() as conn:
-                    batch = await delete_batch(conn, resume_from=resume_from)
-                report.batches += 1
-                report.deleted[table] += batch.deleted
-                resume_from = batch.resume_from
-                if batch.deleted < limit:
-                    break
+        resume_from = None
+        while True:
+            async with self._db.connection() as conn:
+                batch = await storage.delete_expired_tasks(
+                    conn, expired_by=report.expired_by, limit=limit, resume_from=resume_from
+                )
+            report.batches += 1
+            report.deleted["agent_task"] += batch.deleted
+            resume_from = batch.resume_from
+            if batch.deleted < limit:
+                break
+        while True:  # audit events: whole seals at a time, oldest first
+            async with self._db.connection() as conn:
+                sealed = await storage.delete_sealed_audit_events(conn, before=report.audit_before, limit=limit)
+            if not sealed.seals:
+                break
+            report.batches += 1
+            report.deleted["audit_event"] += sealed.events
+            report.deleted["audit_seal"] += sealed.seals
+            report.sealed_through = sealed.last_digest
 
 
 async def _record_failure(conn: Any, actor: Actor, report: PurgeReport, exc: Exception) -> None:

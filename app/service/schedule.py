@@ -1,4 +1,4 @@
-"""Jobs inside the service, on its event loop (APScheduler): the retention purge and task leases."""
+"""Jobs inside the service, on its event loop (APScheduler): the retention purge, audit seals and task leases."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from app.domain import Channel
 from app.service.retention import Purger
 from app.service.runner import TaskRunner
+from app.service.trail import AuditTrail
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,13 +20,16 @@ log = logging.getLogger(__name__)
 PURGE_JOB_ID = "retention-purge"
 HEARTBEAT_JOB_ID = "lease-heartbeat"
 SWEEP_JOB_ID = "lease-sweep"
+SEAL_JOB_ID = "audit-seal"
 
 
 class Scheduler:
-    """The purge on PURGE_CRON (unless PURGE_ENABLED is false), the lease heartbeat and the lease sweep."""
+    """The purge on PURGE_CRON (unless PURGE_ENABLED is false), the audit seal every AUDIT_SEAL_SECONDS,
+    the lease heartbeat and the lease sweep."""
 
-    def __init__(self, settings: Settings, purger: Purger, runner: TaskRunner) -> None:
+    def __init__(self, settings: Settings, purger: Purger, runner: TaskRunner, trail: AuditTrail) -> None:
         self._purger = purger
+        self._trail = trail
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         if settings.purge_enabled:
             self.scheduler.add_job(
@@ -36,6 +40,13 @@ class Scheduler:
                 coalesce=True,
                 misfire_grace_time=300,
             )
+        self.scheduler.add_job(
+            self._seal,
+            IntervalTrigger(seconds=settings.audit_seal_seconds),
+            id=SEAL_JOB_ID,
+            max_instances=1,
+            coalesce=True,
+        )
         lease = settings.task_lease_seconds
         self.scheduler.add_job(
             runner.heartbeat, IntervalTrigger(seconds=lease / 3), id=HEARTBEAT_JOB_ID, max_instances=1, coalesce=True
@@ -55,6 +66,12 @@ class Scheduler:
             await self._purger.run(channel=Channel.SYSTEM)
         except Exception as exc:  # logged and audited in Purger.run; the schedule goes on
             log.debug("scheduled purge ended with %s", type(exc).__name__)
+
+    async def _seal(self) -> None:
+        try:
+            await self._trail.seal()
+        except Exception as exc:  # the next interval tries again; what is unsealed stays for it
+            log.warning("audit seal failed: %s", type(exc).__name__)
 
     def start(self) -> None:
         self.scheduler.start()

@@ -10,6 +10,7 @@ from app.access.encryption import build_vault
 from app.access.hashing import PromptHasher
 from app.access.keys import KeyStore
 from app.access.limits import Limiter
+from app.access.signing import AuditSigner
 from app.access.throttle import FailureThrottle
 from app.llm.registry import ProviderRegistry, build_registry
 from app.llm.templates import TemplateStore
@@ -20,6 +21,7 @@ from app.service.retention import Purger, retention_policy
 from app.service.runner import TaskRunner
 from app.service.schedule import Scheduler
 from app.service.submission import Admission, Planner
+from app.service.trail import AuditTrail
 from app.settings import Settings
 from app.storage.database import Database
 from app.storage.keys import KEY_EVENTS_CHANNEL
@@ -33,6 +35,8 @@ class Components:
     def __init__(self, settings: Settings) -> None:
         if settings.prompt_hash_key is None:
             raise ValueError("PROMPT_HASH_KEY is not set")
+        if settings.audit_signing_key is None:
+            raise ValueError("AUDIT_SIGNING_KEY is not set")
         self.settings = settings
         # Results are sealed at rest under this key ring (RESULT_ENCRYPTION_KEYS, or a KMS plugin).
         self.vault = build_vault(settings)
@@ -55,7 +59,8 @@ class Components:
         self.runner = TaskRunner(self.db, settings, self.vault)
         self.holds = LegalHolds(self.db)
         self.purger = Purger(self.db, settings)
-        self.schedule = Scheduler(settings, self.purger, self.runner)
+        self.trail = AuditTrail(self.db, AuditSigner(settings.audit_signing_key.get_secret_value()))
+        self.schedule = Scheduler(settings, self.purger, self.runner, self.trail)
         retention = retention_policy(settings)
         hasher = PromptHasher(settings.prompt_hash_key.get_secret_value())
         self.service = AgentService(
@@ -72,6 +77,7 @@ class Components:
             runner=self.runner,
             health=Health(self.db, self.schedule, self.providers, retention),
             holds=self.holds,
+            trail=self.trail,
             retention=retention,
             traced=settings.tracing_requests,
         )

@@ -13,8 +13,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.settings.secrets import (
     GOOD_RESULT_KEY_HINT,
     GOOD_SECRET_HINT,
+    GOOD_SIGNING_KEY_HINT,
     parse_result_keys,
     secret_weakness,
+    signing_key_weakness,
 )
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -47,7 +49,8 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         default=Path(".data"),
-        description="Where the embedded development database and its development prompt hash key live "
+        description="Where the embedded development database and its development prompt hash key and audit "
+        "signing key live "
         "(used only while `DATABASE_URL` is unset).",
     )
 
@@ -131,7 +134,21 @@ class Settings(BaseSettings):
     failed_result_retention_days: PositiveFloat | None = Field(
         default=None, description="Keep failed tasks at most this many days; unset: as long as any other task."
     )
-    audit_retention_days: PositiveFloat = Field(default=365, description="How long audit events are kept, in days.")
+    audit_retention_days: PositiveFloat = Field(
+        default=365,
+        description="How long audit events are kept, in days. The purge removes whole sealed ranges only: "
+        "a seal's events go once the newest of them is this old.",
+    )
+    audit_seal_seconds: PositiveFloat = Field(
+        default=60,
+        description="How often the audit events committed since the last seal are sealed into the signed chain.",
+    )
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="The Ed25519 private key that signs audit seals and exports: the base64 of its 32 bytes "
+        "(how to make one: The tamper-evident audit trail); required when `DATABASE_URL` is set. "
+        "Unset in development: one is made under `DATA_DIR`.",
+    )
     purge_cron: str = Field(
         default="0 * * * *",
         description="When the in-service retention purge runs: a crontab expression (minute hour day month "
@@ -298,6 +315,11 @@ class Settings(BaseSettings):
             raise ValueError(f"RESULT_ENCRYPTION_KEYS is required when DATABASE_URL is set; {GOOD_RESULT_KEY_HINT}")
         if result_keys is not None:
             parse_result_keys(result_keys)
+        signing_key = self.audit_signing_key.get_secret_value() if self.audit_signing_key else None
+        if self.database_url is not None and signing_key is None:
+            raise ValueError("AUDIT_SIGNING_KEY is required when DATABASE_URL is set")
+        if signing_key is not None and (weakness := signing_key_weakness(signing_key)) is not None:
+            raise ValueError(f"AUDIT_SIGNING_KEY {weakness}; {GOOD_SIGNING_KEY_HINT}")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         return self

@@ -119,3 +119,17 @@ def parse_result_keys(value: str, *, name: str = "RESULT_ENCRYPTION_KEYS") -> li
     if not keys:
         raise ValueError(f"{name} lists no key")
     return keys
+
+
+GOOD_SIGNING_KEY_HINT = "generate one with `openssl genpkey -algorithm ed25519 -outform DER | tail -c 32 | base64`"
+
+
+def signing_key_weakness(value: str) -> str | None:
+    """Why `value` is not an Ed25519 private key made by a generator, or None when it is one."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return "is not base64"
+    if len(raw) != 32:
+        return f"must be the base64 of 32 bytes (it is {len(raw)})"
+    return secret_weakness(raw.hex(), min_chars=64)

@@ -188,3 +188,17 @@ VALUES (:actor_id, :actor_role, :channel, '{AuditAction.PURGE}', NULL, :outcome,
 async def record_purge(conn: asyncpg.Connection, actor: Actor, outcome: AuditOutcome, detail: dict[str, Any]) -> None:
     """The purge run's audit event: figures only, never row contents."""
     await RECORD_PURGE.execute(conn, outcome=outcome.value, detail=detail, **_actor(actor))
+
+
+RECORD_EXPORT = Statement(
+    "record_export",
+    f"""
+INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id, detail)
+VALUES (:actor_id, :actor_role, :channel, '{AuditAction.AUDIT_EXPORT}', NULL, '{AuditOutcome.OK}', :request_id, :detail)
+""",
+)
+
+
+async def record_export(conn: asyncpg.Connection, actor: Actor, detail: dict[str, Any]) -> None:
+    """An export of the audit trail: its window only."""
+    await RECORD_EXPORT.execute(conn, detail=detail, **_actor(actor))

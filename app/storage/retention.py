@@ -39,19 +39,28 @@ SELECT count(*), max(expires_at) FROM gone
 """,
 )
 
-DELETE_AUDIT_EVENTS_BEFORE = Statement(
-    "delete_audit_events_before",
-    """
+# Audit events go only as whole sealed ranges, oldest seal first, with their seals: a seal goes
+# once the newest of its events is old enough, and only if every seal before it goes too, so the
+# chain still verifies from the oldest seal kept. Unsealed events are never purged. A batch takes
+# the oldest such seals up to about `limit` events (at least one seal).
+_PURGEABLE_SEALS = """
+SELECT id, event_ids, event_count FROM audit_seal
+WHERE id < coalesce((SELECT min(id) FROM audit_seal WHERE last_occurred_at >= :before), 9223372036854775807)"""
+
+DELETE_SEALED_AUDIT_EVENTS = Statement(
+    "delete_sealed_audit_events",
+    f"""
 WITH doomed AS (
-    SELECT ctid FROM audit_event
-    WHERE occurred_at < :before AND occurred_at >= :resume_from
-    ORDER BY occurred_at LIMIT :limit
-), gone AS (
-    DELETE FROM audit_event
-    WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed)) AND occurred_at < :before
-    RETURNING occurred_at
+    SELECT id, event_ids FROM (
+        SELECT id, event_ids, event_count, sum(event_count) OVER (ORDER BY id) AS upto FROM ({_PURGEABLE_SEALS}) AS s
+    ) AS running
+    WHERE upto - event_count < :limit
+), events AS (
+    DELETE FROM audit_event WHERE id = ANY (ARRAY(SELECT unnest(event_ids) FROM doomed)) RETURNING 1
+), seals AS (
+    DELETE FROM audit_seal WHERE id IN (SELECT id FROM doomed) RETURNING id, digest
 )
-SELECT count(*), max(occurred_at) FROM gone
+SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM seals), (SELECT digest FROM seals ORDER BY id DESC LIMIT 1)
 """,
 )
 
@@ -59,7 +68,7 @@ COUNT_EXPIRED = Statement(
     "count_expired",
     f"""
 SELECT (SELECT count(*) FROM agent_task WHERE expires_at <= :expired_by AND NOT {held("agent_task")}),
-       (SELECT count(*) FROM audit_event WHERE occurred_at < :audit_before)
+       (SELECT coalesce(sum(event_count), 0) FROM ({_PURGEABLE_SEALS.replace(":before", ":audit_before")}) AS s)
 """,
 )
 
@@ -103,12 +112,18 @@ async def delete_expired_tasks(
     return PurgeBatch(int(row[0]), row[1] or resume_from or _EPOCH)
 
 
-async def delete_audit_events_before(
-    conn: asyncpg.Connection, *, before: datetime, limit: int, resume_from: datetime | None = None
-) -> PurgeBatch:
-    row = await DELETE_AUDIT_EVENTS_BEFORE.fetchrow(conn, before=before, limit=limit, resume_from=resume_from or _EPOCH)
+@dataclass(frozen=True, slots=True)
+class SealedPurgeBatch:
+    events: int
+    seals: int
+    last_digest: str | None  # the digest of the newest seal deleted: where the kept chain picks up
+
+
+async def delete_sealed_audit_events(conn: asyncpg.Connection, *, before: datetime, limit: int) -> SealedPurgeBatch:
+    """Delete the oldest whole seals whose events are all older than `before`, with their events."""
+    row = await DELETE_SEALED_AUDIT_EVENTS.fetchrow(conn, before=before, limit=limit)
     assert row is not None
-    return PurgeBatch(int(row[0]), row[1] or resume_from or _EPOCH)
+    return SealedPurgeBatch(int(row[0]), int(row[1]), row[2])
 
 
 async def count_held_expired(conn: asyncpg.Connection, *, expired_by: datetime) -> int:

@@ -12,8 +12,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Identity, Index, LargeBinary, Text, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from app.domain import AuditAction, AuditOutcome, Channel, Role, TaskStatus
@@ -132,6 +143,9 @@ class AuditEventRow(SQLModel, table=True):
         CheckConstraint(_in("outcome", AuditOutcome), name="outcome"),
         Index("ix_audit_event_task_id_id", "task_id", "id"),
         Index("ix_audit_event_occurred_at", "occurred_at"),
+        # The sealer and `audit verify` select by transaction id. BRIN, not B-tree: xact grows with
+        # the table's physical order, and a BRIN index costs an insert (the hot path) next to nothing.
+        Index("ix_audit_event_xact", "xact", postgresql_using="brin"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True))
@@ -146,6 +160,40 @@ class AuditEventRow(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=64)
     # Counts and timings only (a purge run's figures), never task contents.
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    # Sealing bookkeeping, outside every digest: the writing transaction's id (the 64-bit xid8 as
+    # a bigint). A DEFAULT, so the audited statements' text is unchanged. The sealer takes only
+    # events whose transaction has ended for everyone, so a late commit never lands in a sealed range.
+    xact: int = Field(
+        sa_column=Column(BigInteger, nullable=False, server_default=text("(pg_current_xact_id())::text::bigint"))
+    )
+
+
+class AuditSealRow(SQLModel, table=True):
+    """A signed checkpoint over audit events, chained to the seal before it (app.domain.seals)."""
+
+    __tablename__ = "audit_seal"
+    __table_args__ = (
+        # The chain cannot fork: two seals never follow the same one.
+        UniqueConstraint("previous_digest"),
+        Index("ix_audit_seal_last_occurred_at", "last_occurred_at"),
+    )
+
+    id: int = Field(sa_column=Column(BigInteger, Identity(), primary_key=True))
+    sealed_at: datetime = _utc()
+    xact_watermark: int = Field(sa_column=Column(BigInteger, nullable=False))
+    first_event_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_event_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    event_count: int
+    first_occurred_at: datetime = _utc()
+    last_occurred_at: datetime = _utc()
+    # The covered events, in id order, and each one's digest (hex SHA-256): what names a changed event.
+    event_ids: list[int] = Field(sa_column=Column(ARRAY(BigInteger), nullable=False))
+    event_digests: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    events_digest: str = Field(max_length=64)
+    previous_digest: str = Field(max_length=64)
+    digest: str = Field(max_length=64)
+    signature: str = Field(max_length=128)  # base64 of the Ed25519 signature
+    key_id: str = Field(max_length=64)  # the signing key's fingerprint
 
 
 class RateLimitRow(SQLModel, table=True):

@@ -37,7 +37,7 @@ READ_CHANNELS = ("rest", "mcp")
 READ_OUTCOMES = ("ok", "not_found", "expired", "denied")
 THROTTLE_LIMITS = ("rate", "running_tasks")
 PURGE_OUTCOMES = ("ok", "dry_run", "skipped", "error")
-PURGE_TABLES = ("agent_task", "audit_event")
+PURGE_TABLES = ("agent_task", "audit_event", "audit_seal")
 
 # Prometheus text format has no exponential histograms: classic buckets (see tracing's views).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -53,6 +53,7 @@ CACHE_LOOKUPS = logfire.metric_counter("agent_cache_lookups", description="Respo
 AUDITED_READS = logfire.metric_counter("agent_audited_reads", description="Audited reads, by channel and outcome")
 PURGE_RUNS = logfire.metric_counter("agent_purge_runs", description="Retention purge runs, by outcome")
 PURGE_ROWS = logfire.metric_counter("agent_purge_rows_deleted", description="Rows deleted by the purge, by table")
+AUDIT_SEALS = logfire.metric_counter("agent_audit_seals", description="Audit seals written (signed checkpoints)")
 THROTTLED = logfire.metric_counter(
     "agent_throttled_requests", description="Requests refused by a per-key limit, by limit (rate, running_tasks)"
 )
@@ -66,6 +67,7 @@ COUNTER_NAMES = frozenset(
         "agent_purge_runs",
         "agent_purge_rows_deleted",
         "agent_throttled_requests",
+        "agent_audit_seals",
     }
 )
 
@@ -110,6 +112,7 @@ def register_routing(providers: Iterable[str], known_models: Iterable[str]) -> N
         PURGE_RUNS.add(0, {"outcome": outcome})
     for table in PURGE_TABLES:
         PURGE_ROWS.add(0, {"table": table})
+    AUDIT_SEALS.add(0)
 
 
 def _create_task_series(provider: str, model: str) -> None:

@@ -21,7 +21,7 @@ from tests.support.app import Caller, running
 from tests.support.fake_openai import FakeOpenAI, Reply, error_reply
 from tests.support.mcp import mcp_as
 from tests.support.routes import RUN
-from tests.support.settings import TEST_HASH_KEY, make_settings
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY, make_settings
 
 
 @pytest.fixture
@@ -168,6 +168,7 @@ async def test_secrets_are_never_logged_traced_or_stored(gateway, db, caplog, ca
     secrets = {
         "OPENAI_API_KEY": "sk-test-not-a-real-key",
         "PROMPT_HASH_KEY": TEST_HASH_KEY,
+        "AUDIT_SIGNING_KEY": TEST_SIGNING_KEY,
         "API key": caller.key,
         "wrong API key": "ask_" + "W" * 43,
     }

@@ -25,15 +25,17 @@ import httpx
 
 from app.access.encryption import OUTPUT, ResultCipher, StaticKeyProvider, parse_keys
 from app.access.keys import KeyStore
+from app.access.signing import AuditSigner
 from app.domain import DatabaseUnavailable, Role
 from app.service.retention import Purger, PurgeReport
+from app.service.trail import AuditTrail
 from app.settings import Settings
 from app.storage.database import Database
 from app.telemetry.tracing import configure_observability
 from tests.support.app import Caller
 from tests.support.routes import GET, LIST, RUN
 from tests.support.service_process import cli
-from tests.support.settings import TEST_HASH_KEY, TEST_RESULT_KEYS
+from tests.support.settings import TEST_HASH_KEY, TEST_RESULT_KEYS, TEST_SIGNING_KEY
 
 UNFINISHED = ("pending", "running")
 OURS = "WHERE prompt_hash_key_id <> 'seed'"  # the tasks the clients made, not the rows seeded for the purge
@@ -184,12 +186,31 @@ SEED_EXPIRED, SEED_EXPIRING, SEED_LIVE = 3000, 1500, 500
 SEED_OLD_EVENTS, SEED_RECENT_EVENTS = 2000, 300
 
 
-async def seed_retention(conn: asyncpg.Connection, owner: uuid.UUID, *, expiring_within: float) -> float:
+_EVENTS = """
+    INSERT INTO audit_event (occurred_at, actor_id, actor_role, channel, action, task_id, outcome, request_id)
+    SELECT {when}, $1, 'client', 'rest', 'read', gen_random_uuid(), 'ok', $2 FROM generate_series(1, $3)
+"""
+
+
+async def seed_retention(
+    conn: asyncpg.Connection, owner: uuid.UUID, *, expiring_within: float, settings: Settings
+) -> float:
     """Tasks already expired, expiring within `expiring_within` s, and live for a day; audit events
     older than the audit retention and recent ones. Marked, so the check can find them.
 
+    The old events are sealed at once, before anything else is written: the purge removes only
+    whole seals of old events, and events back-dated into a seal with today's events would stay
+    (as they should: see `check_retention`).
+
     Returns when (time.monotonic()) the last of them has expired: the final purge waits for it.
     """
+    await conn.execute(
+        _EVENTS.format(when="now() - interval '400 days' - random() * interval '30 days'"),
+        owner,
+        "seed-old",
+        SEED_OLD_EVENTS,
+    )
+    await seal_now(settings)
     insert = """
         INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, template, output,
                                 created_at, completed_at, expires_at)
@@ -215,24 +236,14 @@ async def seed_retention(conn: asyncpg.Connection, owner: uuid.UUID, *, expiring
     # now + expiring_within (measured before the inserts, the last rows could outlive the final purge).
     all_expired_at = time.monotonic() + expiring_within
     await conn.execute(insert.format(expires="now() + interval '1 day'"), owner, "live", SEED_LIVE)
-    events = """
-        INSERT INTO audit_event (occurred_at, actor_id, actor_role, channel, action, task_id, outcome, request_id)
-        SELECT {when}, $1, 'client', 'rest', 'read', gen_random_uuid(), 'ok', $2 FROM generate_series(1, $3)
-    """
-    await conn.execute(
-        events.format(when="now() - interval '400 days' - random() * interval '30 days'"),
-        owner,
-        "seed-old",
-        SEED_OLD_EVENTS,
-    )
-    await conn.execute(events.format(when="now() - interval '1 day'"), owner, "seed-recent", SEED_RECENT_EVENTS)
+    await conn.execute(_EVENTS.format(when="now() - interval '1 day'"), owner, "seed-recent", SEED_RECENT_EVENTS)
     return all_expired_at
 
 
 @dataclass
 class RetentionCheck:
     expired_left: int  # expired by the final purge's cut-off, still there
-    old_events_left: int
+    old_events_left: int  # in a seal whose events are all old (and every seal before it too): due to go
     live_deleted: int  # never expired, yet gone: lost
     recent_events_deleted: int  # lost
 
@@ -247,7 +258,9 @@ async def check_retention(conn: asyncpg.Connection, final: PurgeReport) -> Reten
         SELECT (SELECT count(*) FROM agent_task WHERE expires_at <= $1)                 AS expired_left,
                (SELECT count(*) FROM agent_task WHERE template IN ('seed:expired', 'seed:expiring')) AS seeds_left,
                (SELECT count(*) FROM agent_task WHERE template = 'seed:live')        AS live,
-               (SELECT count(*) FROM audit_event WHERE occurred_at < $2)                AS old_events,
+               (SELECT count(*) FROM audit_event e JOIN audit_seal s ON e.id = ANY(s.event_ids)
+                 WHERE s.id < coalesce((SELECT min(id) FROM audit_seal WHERE last_occurred_at >= $2),
+                                       9223372036854775807))                            AS old_events,
                (SELECT count(*) FROM audit_event WHERE request_id = 'seed-recent')      AS recent_events
         """,
         final.expired_by,
@@ -299,6 +312,16 @@ async def purging(purger: Purger, pause: float = 0.05) -> AsyncIterator[PurgeTal
     finally:
         stop.set()
         await task
+
+
+async def seal_now(settings: Settings) -> None:
+    """Seal the audit events committed so far, as the in-service job does every AUDIT_SEAL_SECONDS."""
+    db = Database(settings)
+    await db.open()
+    try:
+        await AuditTrail(db, AuditSigner(TEST_SIGNING_KEY)).seal()
+    finally:
+        await db.close()
 
 
 async def final_purge(settings: Settings, *, not_before: float) -> PurgeReport:
@@ -365,6 +388,7 @@ def service_env(database_url: str, **values: str) -> dict[str, str]:
         DATABASE_URL=database_url,
         PROMPT_HASH_KEY=TEST_HASH_KEY,
         RESULT_ENCRYPTION_KEYS=TEST_RESULT_KEYS,
+        AUDIT_SIGNING_KEY=TEST_SIGNING_KEY,
         LOG_LEVEL="WARNING",
         **values,
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from app.devdb.cluster import free_port
-from tests.support.settings import TEST_RESULT_KEYS
+from tests.support.settings import TEST_RESULT_KEYS, TEST_SIGNING_KEY
 
 CLI = str(Path(sys.executable).parent / "agent-service")
 # What a developer's shell may set that would change what the service under test does.
@@ -28,6 +28,7 @@ CONFIG_VARS = (
     "DATABASE_URL",
     "PROMPT_HASH_KEY",
     "RESULT_ENCRYPTION_KEYS",
+    "AUDIT_SIGNING_KEY",
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
     "DEFAULT_MODEL",
@@ -38,8 +39,9 @@ CONFIG_VARS = (
 def environment(**values: str) -> dict[str, str]:
     """This process's environment without the service's configuration, plus `values`."""
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
-    if "PROMPT_HASH_KEY" in values:  # a configured database: it needs its result keys too
+    if "PROMPT_HASH_KEY" in values:  # a configured database: it needs its result and signing keys too
         env["RESULT_ENCRYPTION_KEYS"] = TEST_RESULT_KEYS
+        env["AUDIT_SIGNING_KEY"] = TEST_SIGNING_KEY
     env.update(values)
     return env
 

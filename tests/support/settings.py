@@ -9,6 +9,8 @@ from app.settings import Settings
 TEST_HASH_KEY = "test-prompt-hash-key-" + "0123456789abcdef" * 2
 # Bytes 0 to 31, base64: a fixed key the tests can name (`test1`), distinct enough to pass the checks.
 TEST_RESULT_KEYS = "test1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+# A fixed Ed25519 private key (base64 of 32 bytes) for the audit seals: tests only.
+TEST_SIGNING_KEY = "uwIEpqD2ptw2HDDLyXArqBsj/7k77CWvMZT5DKi9oUY="
 # Nobody connects to this database: the settings of tests that stop at start-up need one.
 UNUSED_DB = "postgresql://nobody:nothing@127.0.0.1:9/none"
 
@@ -18,6 +20,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "prompt_hash_key": TEST_HASH_KEY,
         "result_encryption_keys": TEST_RESULT_KEYS,
+        "audit_signing_key": TEST_SIGNING_KEY,
         "openai_api_key": None,
         "openai_base_url": None,
         "default_model": None,

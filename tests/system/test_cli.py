@@ -19,11 +19,13 @@ import pytest
 from tests.support.postgres import run_sync
 from tests.support.retention import add_tasks, owner_key
 from tests.support.service_process import CLI, cli, environment, serving
-from tests.support.settings import TEST_HASH_KEY, UNUSED_DB
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY, UNUSED_DB
 
 
 def test_keys_are_created_with_limits_and_their_limits_can_be_changed(empty_database_url):
-    env = environment(DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    env = environment(
+        DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, AUDIT_SIGNING_KEY=TEST_SIGNING_KEY
+    )
     cli("migrate", env=env)
     created = cli("keys", "create", "batch-job", "--rate-limit", "120", "--max-running", "4", env=env).stdout
     key_id = re.search(r"id:\s+(\S+)", created).group(1)  # type: ignore[union-attr]
@@ -47,7 +49,12 @@ def test_two_purge_commands_at_once_delete_every_row_exactly_once(database_url):
             await conn.close()
 
     run_sync(seed())
-    env = environment(DATABASE_URL=database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, PURGE_BATCH_SIZE="100")
+    env = environment(
+        DATABASE_URL=database_url,
+        PROMPT_HASH_KEY=TEST_HASH_KEY,
+        AUDIT_SIGNING_KEY=TEST_SIGNING_KEY,
+        PURGE_BATCH_SIZE="100",
+    )
     dry = cli("purge", "--dry-run", env=env).stdout
     assert "would delete: 3000 expired tasks" in dry
     runs = [
@@ -85,7 +92,7 @@ def test_holds_are_placed_listed_and_released_from_the_command_line_and_audited(
             await conn.close()
 
     owner, task = run_sync(seed())
-    env = environment(DATABASE_URL=database_url, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    env = environment(DATABASE_URL=database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, AUDIT_SIGNING_KEY=TEST_SIGNING_KEY)
     on_task = cli("holds", "add", "--task", task, "--reference", "CASE-2026-17", env=env).stdout
     on_owner = cli("holds", "add", "--owner", owner, "--reference", "CASE/2026:18", env=env).stdout
     hold_id = re.search(r"Placed legal hold (\S+)", on_task).group(1)  # type: ignore[union-attr]
@@ -144,7 +151,7 @@ async def test_serve_masks_the_embedded_database_password_and_devdb_url_prints_t
 
 
 def test_devdb_url_refuses_when_a_database_url_is_configured():
-    env = environment(DATABASE_URL=UNUSED_DB, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    env = environment(DATABASE_URL=UNUSED_DB, PROMPT_HASH_KEY=TEST_HASH_KEY, AUDIT_SIGNING_KEY=TEST_SIGNING_KEY)
     configured = cli("devdb", "url", env=env, check=False)
 
     assert configured.returncode == 1
@@ -162,3 +169,40 @@ def test_serve_explains_a_data_dir_the_database_user_cannot_reach_without_a_trac
     assert "cannot reach" in refused.stderr + refused.stdout
     assert "chmod o+x" in refused.stderr + refused.stdout
     assert "Traceback" not in refused.stderr + refused.stdout
+
+
+def test_the_audit_trail_is_sealed_verified_exported_and_checked_offline_from_the_command_line(database_url, tmp_path):
+    env = environment(DATABASE_URL=database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, AUDIT_SIGNING_KEY=TEST_SIGNING_KEY)
+
+    async def sql(statement: str) -> object:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval(statement)
+        finally:
+            await conn.close()
+
+    run_sync(
+        sql("INSERT INTO audit_event (channel, action, outcome) SELECT 'rest', 'read', 'ok' FROM generate_series(1, 5)")
+    )
+    assert "Sealed 5 audit events in 1 seals." in cli("audit", "seal", env=env).stdout
+    assert "Audit trail verified: 1 seals (1..1) over 5 events, from genesis" in cli("audit", "verify", env=env).stdout
+
+    export, pem = tmp_path / "audit.jsonl", tmp_path / "audit.pem"
+    cli("audit", "export", "--since", "2026-01-01", "--until", "2100-01-01", "--output", str(export), env=env)
+    pem.write_text(cli("audit", "public-key", env=env).stdout)
+    offline = environment()  # no database: the file and the key are enough
+    checked = cli("audit", "verify-export", str(export), "--public-key", str(pem), env=offline)
+    assert "Export verified: 5 events in 1 seals" in checked.stdout
+    data = bytearray(export.read_bytes())
+    at = data.index(b'"outcome":"ok"') + len('"outcome":"')
+    data[at] = ord("O")  # one byte of the first event
+    export.write_bytes(bytes(data))
+    flipped = cli("audit", "verify-export", str(export), "--public-key", str(pem), env=offline, check=False)
+    assert flipped.returncode == 1
+    assert "Export verification FAILED at line 2: event 1 does not match its digest in seal 1" in flipped.stderr
+
+    run_sync(sql("UPDATE audit_event SET outcome = 'denied' WHERE id = 3"))
+    failed = cli("audit", "verify", env=env, check=False)
+    assert failed.returncode == 1
+    assert "FAILED at seal 1: event 3 was modified" in failed.stderr
+    assert "Traceback" not in failed.stderr

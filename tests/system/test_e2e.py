@@ -16,14 +16,19 @@ from fastmcp import Client
 
 from app.devdb.cluster import LocalPostgres, free_port
 from tests.support.service_process import cli, environment, serving
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY
 
 KEY = re.compile(r"ask_[A-Za-z0-9_\-]{43}")
 
 
 @pytest.fixture
 def empty_db_env(empty_database_url: str) -> dict[str, str]:
-    return environment(DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, AUTH_CACHE_SECONDS="0")
+    return environment(
+        DATABASE_URL=empty_database_url,
+        PROMPT_HASH_KEY=TEST_HASH_KEY,
+        AUDIT_SIGNING_KEY=TEST_SIGNING_KEY,
+        AUTH_CACHE_SECONDS="0",
+    )
 
 
 async def test_a_configured_deployment_end_to_end(empty_db_env, empty_database_url):

@@ -14,7 +14,7 @@ from fastmcp import Client
 
 from tests.support.routes import RUN
 from tests.support.service_process import cli, environment, serving
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY
 
 KEY = re.compile(r"ask_[A-Za-z0-9_\-]{43}")
 
@@ -35,7 +35,12 @@ async def test_a_real_server_logs_the_type_of_an_unexpected_error_and_nothing_el
     finally:
         await conn.close()
     # The lease heartbeat every 0.1 s and the sweep every 0.3 s: APScheduler would log a lot.
-    env = environment(DATABASE_URL=database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, TASK_LEASE_SECONDS="0.3")
+    env = environment(
+        DATABASE_URL=database_url,
+        PROMPT_HASH_KEY=TEST_HASH_KEY,
+        AUDIT_SIGNING_KEY=TEST_SIGNING_KEY,
+        TASK_LEASE_SECONDS="0.3",
+    )
     key = KEY.search(cli("keys", "create", "alice", env=env).stdout).group(0)  # type: ignore[union-attr]
     task = {"prompt": f"a prompt {marker}", "model": f"offline:{marker}"}
 

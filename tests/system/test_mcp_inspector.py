@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from tests.support.service_process import cli, environment, serving
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY
 
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 KEY = re.compile(r"ask_[A-Za-z0-9_\-]{43}")
@@ -46,7 +46,9 @@ def inspect(command: list[str], *args: str, terminal: bool = False) -> dict[str,
 
 
 def test_the_inspector_tells_the_user_that_the_key_is_wrong_and_works_with_the_right_one(inspector, empty_database_url):
-    env = environment(DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    env = environment(
+        DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, AUDIT_SIGNING_KEY=TEST_SIGNING_KEY
+    )
     cli("migrate", env=env)
     key = KEY.search(cli("keys", "create", "inspector", env=env).stdout).group(0)  # type: ignore[union-attr]
     with serving(env) as service:

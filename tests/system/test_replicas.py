@@ -29,9 +29,10 @@ from app.storage.database import Database
 from app.storage.retention import PURGE_LOCK_KEY
 from tests.support.app import Caller
 from tests.support.fake_openai import FakeOpenAI, Reply, completion
+from tests.support.faults import seal_now
 from tests.support.routes import GET, RUN
 from tests.support.service_process import CLI, ServiceProcess, environment, replicas
-from tests.support.settings import TEST_HASH_KEY, make_settings
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY, make_settings
 
 LEASE_SECONDS = 2  # the sweep runs every lease period: a dead replica's tasks settle within ~2 leases
 # A protocol version the pinned FastMCP speaks with a plain JSON-RPC initialize (2026-07-28 wants an envelope).
@@ -43,6 +44,7 @@ def env(database_url: str, fake: FakeOpenAI) -> dict[str, str]:
     return environment(
         DATABASE_URL=database_url,
         PROMPT_HASH_KEY=TEST_HASH_KEY,
+        AUDIT_SIGNING_KEY=TEST_SIGNING_KEY,
         OPENAI_API_KEY="sk-test",
         OPENAI_BASE_URL=fake.base_url,
         DEFAULT_MODEL="openai:gpt-test",
@@ -179,6 +181,7 @@ async def _until(condition: Any, timeout: float = 30) -> None:
 async def test_two_concurrent_purges_delete_each_expired_row_once_while_both_replicas_serve(env, database_url, db):
     alice = await new_key(database_url)
     expired, live = await _seed_for_purge(db, alice.key_id)
+    await seal_now(make_settings(database_url))  # the purge takes old audit events only as whole seals
     with replicas(env) as pair:
         async with clients(pair) as http:
             reads: Counter[tuple[int, str, int]] = Counter()  # (replica, kind, status)
@@ -229,7 +232,7 @@ async def test_two_concurrent_purges_delete_each_expired_row_once_while_both_rep
     assert await db.fetchval("SELECT count(*) FROM audit_event WHERE occurred_at < now() - interval '365 days'") == 0
     runs = await db.fetch("SELECT outcome, detail FROM audit_event WHERE action = 'purge'")
     assert [(r["outcome"], r["detail"]["deleted"]) for r in runs] == [
-        ("ok", {"agent_task": EXPIRED, "audit_event": OLD_EVENTS})
+        ("ok", {"agent_task": EXPIRED, "audit_event": OLD_EVENTS, "audit_seal": 1})
     ]
     # Both replicas kept answering throughout: every live row 200, every expired one 404.
     assert reads_during > 0

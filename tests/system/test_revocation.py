@@ -10,7 +10,7 @@ import httpx
 
 from tests.support.routes import LIST
 from tests.support.service_process import ServiceProcess, cli, environment, replicas
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY
 
 
 def status_within(server: ServiceProcess, key: str, want: int, *, seconds: float) -> int:
@@ -27,6 +27,7 @@ def test_a_key_revoked_by_the_cli_is_refused_by_every_server_within_a_second(dat
     env = environment(
         DATABASE_URL=database_url,
         PROMPT_HASH_KEY=TEST_HASH_KEY,
+        AUDIT_SIGNING_KEY=TEST_SIGNING_KEY,
         AUTH_CACHE_SECONDS="300",
         PURGE_ENABLED="false",
         LOG_LEVEL="WARNING",

@@ -24,7 +24,7 @@ from fastmcp import Client
 
 from tests.support.postgres import admin_execute, run_sync, url_for
 from tests.support.service_process import ServiceProcess, cli, environment, serving
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY
 
 HEADER_TIMEOUT = 1.5
 BODY_TIMEOUT = 2.0
@@ -52,6 +52,7 @@ def served(pg_server: str, template_database: str) -> Iterator[Served]:
     env = environment(
         DATABASE_URL=url_for(pg_server, name),
         PROMPT_HASH_KEY=TEST_HASH_KEY,
+        AUDIT_SIGNING_KEY=TEST_SIGNING_KEY,
         AUTH_CACHE_SECONDS="0",
         HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
         HTTP_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),

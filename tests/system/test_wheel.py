@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support.service_process import cli, environment, serving
-from tests.support.settings import TEST_HASH_KEY
+from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
 UV = os.environ.get("UV") or shutil.which("uv") or str(Path(sys.executable).parent / "uv")
@@ -60,7 +60,9 @@ def test_the_wheel_carries_migrations_and_templates_and_no_tests(installed):
 
 async def test_the_installed_service_migrates_and_serves_a_postgresql_of_its_own(installed, empty_database_url):
     cwd = Path(tempfile.mkdtemp(prefix="agent-service-wheel-run-"))
-    env = environment(DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    env = environment(
+        DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY, AUDIT_SIGNING_KEY=TEST_SIGNING_KEY
+    )
     try:
         assert "(head)" in cli("migrate", env=env, cwd=cwd, command=str(installed)).stdout
         created = cli("keys", "create", "wheel-user", env=env, cwd=cwd, command=str(installed)).stdout

@@ -12,13 +12,14 @@ from app.devdb.embedded import development_hash_key
 from app.settings import Settings
 from app.settings.secrets import secret_weakness
 from app.storage.database import asyncpg_dsn, sqlalchemy_url
-from tests.support.settings import TEST_HASH_KEY, TEST_RESULT_KEYS
+from tests.support.settings import TEST_HASH_KEY, TEST_RESULT_KEYS, TEST_SIGNING_KEY
 
 URL = "postgresql://u:p@db:5432/agents"
 
 
 def settings(**values: object) -> Settings:
     values.setdefault("result_encryption_keys", TEST_RESULT_KEYS)
+    values.setdefault("audit_signing_key", TEST_SIGNING_KEY)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 

@@ -24,6 +24,7 @@ from schemathesis.core.result import Ok
 from schemathesis.python import asgi
 
 from app.access.keys import KeyStore
+from app.api import audit as audit_routes
 from app.api import holds, rest
 from app.domain import Role
 from app.main import create_app
@@ -71,6 +72,9 @@ AUDITOR_OPERATIONS = {
     "POST /holds",
     "GET /holds",
     "DELETE /holds/{hold_id}",
+    "GET /audit/public-key",
+    "GET /audit/seals",
+    "GET /audit/export",
 }
 
 FUZZ_SETTINGS = settings(
@@ -112,7 +116,7 @@ def fuzz_app(fuzz_settings: Settings) -> Iterator[FastAPI]:
 def _rest_operations() -> set[str]:
     return {
         f"{method} {route.path}"
-        for route in (*rest.router.routes, *holds.router.routes)
+        for route in (*rest.router.routes, *holds.router.routes, *audit_routes.router.routes)
         if isinstance(route, APIRoute) and route.include_in_schema
         for method in route.methods or ()
     }

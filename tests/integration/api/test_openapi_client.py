@@ -16,9 +16,16 @@ import pytest
 from fastapi import FastAPI
 
 GENERATOR = "openapi-python-client==0.29.1"
+NDJSON = "application/x-ndjson"
 OPERATIONS = {
     "tasks": {"run_agent_task", "get_agent_result", "list_agent_results", "delete_agent_result"},
-    "audit": {"list_audit_events", "search_tasks_by_prompt"},
+    "audit": {
+        "list_audit_events",
+        "search_tasks_by_prompt",
+        "get_audit_public_key",
+        "list_audit_seals",
+        "export_audit_trail",
+    },
     "holds": {"place_legal_hold", "list_legal_holds", "release_legal_hold"},
     "health": {"check_liveness", "check_readiness", "get_retention_policy", "get_metrics"},
 }
@@ -33,10 +40,18 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     work = tmp_path_factory.mktemp("client")
     document = work / "openapi.json"
     document.write_text(json.dumps(create_app(make_settings("postgresql://nobody@127.0.0.1:1/none")).openapi()))
+    # The generator reads JSON, text and bytes; the PEM key is text and the JSON Lines export bytes
+    # (a client streams and checks it as a file): its documented `content_type_overrides`.
+    config = work / "generator.json"
+    config.write_text(
+        json.dumps(
+            {"content_type_overrides": {"application/x-pem-file": "text/plain", NDJSON: "application/octet-stream"}}
+        )
+    )
     uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     done = subprocess.run(
         [uv, "tool", "run", "--python", sys.executable, "--from", GENERATOR, "openapi-python-client", "generate",
-         "--path", str(document), "--output-path", str(work / "client")],
+         "--path", str(document), "--output-path", str(work / "client"), "--config", str(config)],
         capture_output=True, text=True, timeout=300, check=False, cwd=work,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

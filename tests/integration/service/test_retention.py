@@ -11,11 +11,13 @@ import asyncpg
 import httpx
 import pytest
 
+from app.access.signing import AuditSigner
 from app.domain import Actor, Channel, NewTask, Principal, Role, TaskStatus
 from app.main import create_app
 from app.schemas import AgentTask
 from app.service.retention import Purger
 from app.service.schedule import PURGE_JOB_ID
+from app.service.trail import AuditTrail
 from app.settings import Settings
 from app.storage import retention as purge_sql
 from app.storage import tasks as task_sql
@@ -23,7 +25,7 @@ from app.storage.database import Database
 from tests.support.app import count_rows, running
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.retention import add_audit_events, add_tasks, owner_key
-from tests.support.settings import make_settings
+from tests.support.settings import TEST_SIGNING_KEY, make_settings
 
 
 @pytest.fixture
@@ -38,17 +40,23 @@ def purger(db: Database, settings: Settings, **overrides: object) -> Purger:
     return Purger(db, settings.model_copy(update=overrides))
 
 
+async def seal(db: Database) -> None:
+    """Audit events are purged as whole sealed ranges only: seal what is there."""
+    await AuditTrail(db, AuditSigner(TEST_SIGNING_KEY)).seal()
+
+
 async def test_exactly_the_expired_rows_go(db, purge_db, settings):
     owner = await owner_key(db)
     live = await add_tasks(db, owner, 3, expires_in=timedelta(hours=1))
     await add_tasks(db, owner, 7, expires_in=-timedelta(seconds=1))
-    await add_audit_events(db, 4, age=timedelta(days=366))
-    await add_audit_events(db, 2, age=timedelta(days=364))
+    for age in (366, 366, 364):  # three seals of two events each
+        await add_audit_events(db, 2, age=timedelta(days=age))
+        await seal(purge_db)
 
     report = await purger(purge_db, settings, purge_batch_size=2).run()
 
-    assert report.deleted == {"agent_task": 7, "audit_event": 4}
-    assert report.batches == 4 + 3  # 2+2+2+1 tasks, then 2+2+0 events
+    assert report.deleted == {"agent_task": 7, "audit_event": 4, "audit_seal": 2}
+    assert report.batches == 4 + 2  # 2+2+2+1 tasks, then one seal of 2 events at a time
     remaining = {r["id"] for r in await db.fetch("SELECT id FROM agent_task")}
     assert remaining == set(live)
     assert await db.fetchval("SELECT count(*) FROM audit_event WHERE action = 'read'") == 2
@@ -71,10 +79,11 @@ async def test_a_dry_run_deletes_nothing_and_says_what_it_would_delete(db, purge
     owner = await owner_key(db)
     await add_tasks(db, owner, 5, expires_in=-timedelta(minutes=1))
     await add_audit_events(db, 3, age=timedelta(days=400))
+    await seal(purge_db)
 
     report = await purger(purge_db, settings).run(dry_run=True)
 
-    assert report.deleted == {"agent_task": 5, "audit_event": 3}
+    assert report.deleted == {"agent_task": 5, "audit_event": 3, "audit_seal": 0}
     assert await count_rows(db, "agent_task") == 5
     event = await db.fetchrow("SELECT detail FROM audit_event WHERE action = 'purge'")
     assert event["detail"]["dry_run"] is True
@@ -89,7 +98,7 @@ async def test_every_run_is_recorded_with_its_figures_and_no_row_contents(db, pu
     event = await db.fetchrow("SELECT * FROM audit_event WHERE action = 'purge'")
     assert (event["channel"], event["outcome"], event["task_id"], event["actor_id"]) == ("cli", "ok", None, None)
     detail = event["detail"]
-    assert detail["deleted"] == {"agent_task": 3, "audit_event": 0}
+    assert detail["deleted"] == {"agent_task": 3, "audit_event": 0, "audit_seal": 0}
     assert detail["dry_run"] is False
     assert datetime.fromisoformat(detail["started_at"]) <= datetime.fromisoformat(detail["finished_at"])
     assert "answer" not in str(detail)

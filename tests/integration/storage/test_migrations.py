@@ -14,7 +14,7 @@ from app.storage import migrations
 from tests.support.postgres import run_sync
 from tests.support.settings import TEST_RESULT_KEYS
 
-TABLES = {"agent_task", "api_key", "audit_event", "legal_hold", "rate_limit"}
+TABLES = {"agent_task", "api_key", "audit_event", "audit_seal", "legal_hold", "rate_limit"}
 
 
 async def _tables(url: str) -> set[str]:
@@ -87,6 +87,37 @@ def test_the_legal_holds_migration_goes_down_and_up_again_with_holds_in_the_tabl
     migrations.upgrade(empty_database_url)
     run_sync(_seed_holds(empty_database_url))  # the new values are allowed again
     assert "legal_hold" in run_sync(_tables(empty_database_url))
+
+
+async def _seed_seal(url: str) -> int:
+    """An export's audit event and a seal over it; the event's transaction id, from the column's default."""
+    conn = await asyncpg.connect(url)
+    try:
+        event_id, xact = await conn.fetchrow(
+            "INSERT INTO audit_event (channel, action, outcome) VALUES ('cli', 'audit_export', 'ok') RETURNING id, xact"
+        )
+        await conn.execute(
+            "INSERT INTO audit_seal (sealed_at, xact_watermark, first_event_id, last_event_id, event_count,"
+            " first_occurred_at, last_occurred_at, event_ids, event_digests, events_digest, previous_digest,"
+            " digest, signature, key_id) VALUES (now(), $1 + 1, $2, $2, 1, now(), now(), ARRAY[$2::bigint],"
+            " ARRAY['d'], 'e', repeat('0', 64), 'g', 's', 'k')",
+            xact,
+            event_id,
+        )
+        return int(xact)
+    finally:
+        await conn.close()
+
+
+def test_the_seals_migration_goes_down_and_up_again_with_seals_and_exports_in_the_tables(empty_database_url):
+    migrations.upgrade(empty_database_url)
+    assert run_sync(_seed_seal(empty_database_url)) > 0  # the default gives each event its transaction id
+
+    migrations.downgrade(empty_database_url, "a9b8c7d6e5f4")
+    assert "audit_seal" not in run_sync(_tables(empty_database_url))
+
+    migrations.upgrade(empty_database_url)
+    assert run_sync(_seed_seal(empty_database_url)) > 0
 
 
 def test_models_and_migrations_agree(empty_database_url):

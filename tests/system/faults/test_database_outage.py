@@ -66,7 +66,9 @@ async def test_postgres_stopping_under_load_answers_503_quickly_recovers_and_los
             callers = [await new_caller(service.keys) for _ in range(3)]
             seed_conn = await asyncpg.connect(url)
             try:
-                seeds_expired_at = await seed_retention(seed_conn, callers[0].key_id, expiring_within=6)
+                seeds_expired_at = await seed_retention(
+                    seed_conn, callers[0].key_id, expiring_within=6, settings=settings
+                )
             finally:
                 await seed_conn.close()
             transport = httpx.ASGITransport(app=app)

@@ -52,7 +52,7 @@ async def test_a_killed_service_leaves_no_task_pending_or_running(database_url):
     finally:
         await keys_db.close()
     conn = await asyncpg.connect(database_url)
-    seeds_expired_at = await seed_retention(conn, alice.key_id, expiring_within=5)
+    seeds_expired_at = await seed_retention(conn, alice.key_id, expiring_within=5, settings=settings)
 
     with FakeOpenAI(answer).running() as fake:
         env = service_env(

@@ -77,7 +77,7 @@ async def test_provider_faults_end_failed_with_the_right_code_in_bounded_time_an
             service = app.state.components
             alice = await new_caller(service.keys)
             conn = await asyncpg.connect(database_url)
-            seeds_expired_at = await seed_retention(conn, alice.key_id, expiring_within=3)
+            seeds_expired_at = await seed_retention(conn, alice.key_id, expiring_within=3, settings=settings)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
                 traffic = Traffic(http, [alice])

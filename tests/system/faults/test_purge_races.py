@@ -37,7 +37,7 @@ async def test_purges_racing_each_other_and_the_load_delete_exactly_what_expired
         service = app.state.components
         callers = [await new_caller(service.keys) for _ in range(3)]
         conn = await asyncpg.connect(database_url)
-        seeds_expired_at = await seed_retention(conn, callers[0].key_id, expiring_within=3)
+        seeds_expired_at = await seed_retention(conn, callers[0].key_id, expiring_within=3, settings=settings)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
             traffic = Traffic(http, callers)
