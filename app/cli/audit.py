@@ -81,7 +81,7 @@ def audit_verify(
     start = None if since is None else _iso(since, "--since")
     report = _with_trail(lambda trail: trail.verify(since=start))
     if report.problem is not None:
-        typer.echo(_summary(report))
+        typer.echo(f"{report.seals} seals checked in full before the first difference (from {report.start}).")
         raise fail(f"Audit trail verification FAILED at {report.problem.describe()}.")
     typer.echo(f"Audit trail verified: {_summary(report)}")
 
