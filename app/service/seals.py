@@ -10,6 +10,8 @@ a higher one) is simply left for a later seal: no sealed range can ever gain an 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +27,9 @@ from app.telemetry import metrics
 log = logging.getLogger(__name__)
 
 # A seal stays a modest row: past this many events, one run writes several seals.
-MAX_EVENTS_PER_SEAL = 50_000
+# It also bounds one seal's digest work (~10 us an event), done in a worker thread so that the
+# event loop, which serves reads, is never held for it (issue 13: sealing must not stall reads).
+MAX_EVENTS_PER_SEAL = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +75,16 @@ class Sealer:
         events = await storage.events_to_seal(conn, from_xact=floor, to_xact=upper)
         if not events:
             return 0, more
-        content, ids, digests = seal_over(
-            events,
-            seal_id=await storage.next_seal_id(conn),
-            sealed_at=now,
-            xact_watermark=upper,
-            previous_digest=last_digest or GENESIS_DIGEST,
-            key_id=self._signer.key_id,
+        content, ids, digests = await asyncio.to_thread(
+            functools.partial(
+                seal_over,
+                events,
+                seal_id=await storage.next_seal_id(conn),
+                sealed_at=now,
+                xact_watermark=upper,
+                previous_digest=last_digest or GENESIS_DIGEST,
+                key_id=self._signer.key_id,
+            )
         )
         signature = self._signer.sign(content.signed_bytes())
         await storage.insert_seal(conn, SealRecord(content, content.digest, signature, ids, digests))
