@@ -143,10 +143,12 @@ def seal_over(
     xact_watermark: int,
     previous_digest: str,
     key_id: str,
+    digests: Sequence[str] | None = None,
 ) -> tuple[SealContent, tuple[int, ...], tuple[str, ...]]:
-    """A new seal's content over `events` (at least one, in id order), and its (id, digest) lists."""
+    """A new seal's content over `events` (at least one, in id order), and its (id, digest) lists.
+    `digests`: the events' digests, when the caller has computed them already (in slices)."""
     ids = tuple(event.id for event in events)
-    digests = tuple(event_digest(event_content(event)) for event in events)
+    digests = tuple(digests) if digests is not None else tuple(event_digest(event_content(e)) for e in events)
     times = [event.occurred_at for event in events]
     content = SealContent(
         seal_id=seal_id,
