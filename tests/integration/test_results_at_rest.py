@@ -1,5 +1,6 @@
 """Answers sealed at rest, proved: a marker the provider puts in its answer is in no byte of
-any table nor of `pg_dump`, while its owner reads it back; moved ciphertext does not open."""
+any table, of `pg_dump`, of the audit seals or of an audit export, while its owner reads it back;
+moved ciphertext does not open."""
 
 from __future__ import annotations
 
@@ -81,12 +82,23 @@ async def test_an_answer_that_quotes_the_prompt_is_in_no_table_and_no_dump(gatew
         read = await http.get(f"/resources/get_agent_result/{task['task_id']}", headers=caller.headers)
         assert marker in read.json()["output"], "the owner reads the answer back"
         assert read.json()["context"] == {"ticket": marker}
+    _, auditor = await components.keys.create("auditor", Role.AUDITOR)
+    await components.trail.seal()
+    audit_views = b""
+    for path in (
+        "/audit/events",
+        "/audit/seals",
+        "/audit/export?since=2026-01-01T00:00:00Z&until=2100-01-01T00:00:00Z",
+    ):
+        audit_views += (await http.get(path, headers={"Authorization": f"Bearer {auditor}"})).content
+    assert b'"type":"manifest"' in audit_views.replace(b" ", b"")
     stored, dumped = await every_byte_stored(db), pg_dump(database_url)
     assert b"agent_task" in dumped
     assert ran.json()["task_id"].encode() in dumped
     for form in forms(marker):
         assert form not in stored
         assert form not in dumped
+        assert form not in audit_views
 
 
 async def test_a_ciphertext_moved_to_another_row_does_not_open(gateway, db):
