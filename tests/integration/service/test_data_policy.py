@@ -4,6 +4,7 @@ key can force that (`store_output never`) and lower the retention ceiling (`max_
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.domain import StoreOutput
+from app.domain import Role, StoreOutput
 from app.main import create_app
 from tests.support.app import count_rows, key, running
 from tests.support.at_rest import echo, every_byte_stored, forms, pg_dump
@@ -38,13 +39,16 @@ def provider() -> AsyncIterator[FakeOpenAI]:
 
 
 @asynccontextmanager
-async def gateway(database_url: str, fake: FakeOpenAI) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def gateway(
+    database_url: str, fake: FakeOpenAI, **overrides: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     settings = make_settings(
         database_url,
         openai_api_key="sk-test-not-a-real-key",
         openai_base_url=fake.base_url,
         default_model="openai:gpt-test",
         result_retention_days=RETENTION_DAYS,
+        **overrides,
     )
     async with running(create_app(settings)) as app:
         transport = httpx.ASGITransport(app=app)
@@ -88,6 +92,24 @@ async def test_a_store_false_answer_reaches_its_caller_and_is_in_no_table_nor_du
     for form in forms(marker):
         assert form not in stored
         assert form not in dumped
+
+
+async def test_a_store_false_answer_is_in_no_log_span_or_metric(database_url, provider, marker, caplog, capfd, spans):
+    caplog.set_level(logging.DEBUG)
+    async with gateway(database_url, provider, log_level="DEBUG") as (app, http):
+        alice = await key(app)
+        ran = (await http.post(RUN, json={"prompt": marker, "store": False}, headers=alice.headers)).json()
+        auditor = await key(app, Role.AUDITOR)
+        metrics_text = (await http.get("/metrics", headers=auditor.headers)).text
+
+    assert marker in ran["output"]
+    traced = " ".join(f"{s.name} {dict(s.attributes or {})!r}" for s in spans.get_finished_spans())
+    assert "agent task" in traced
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    out, err = capfd.readouterr()
+    assert "agent_tasks_total" in metrics_text
+    for text in (traced, logged, metrics_text, out, err):
+        assert marker not in text
 
 
 async def test_a_store_false_answer_is_never_a_cache_source_nor_served_from_the_cache(database_url, provider, db):
