@@ -93,13 +93,13 @@ def keys_list() -> None:
         with key_store(settings) as (keys, runner):
             records = runner.run(keys.list())
     typer.echo(
-        f"{'id':36}  {'role':7}  {'prefix':10}  {'created':20}  {'revoked':20}  {'limits':28}  {'policy':34}  name"
+        f"{'id':36}  {'role':7}  {'prefix':10}  {'created':20}  {'revoked':20}  {'limits':32}  {'policy':34}  name"
     )
     for r in records:
         revoked = r.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if r.revoked_at else "-"
         typer.echo(
             f"{r.id!s:36}  {r.role:7}  {r.key_prefix:10}  {r.created_at:%Y-%m-%d %H:%M:%S}  {revoked:20}  "
-            f"{_limits(r):28}  {_policy(r):34}  {r.name}"
+            f"{_limits(r):32}  {_policy(r):34}  {r.name}"
         )
 
 

@@ -132,7 +132,8 @@ class AgentService:
         plan = self._planner.plan(principal, task, idempotency_key)
         if not plan.stored and not wait:  # before anything is written
             raise InvalidInput(
-                "store: false needs wait: an answer that is not stored cannot be read later",
+                "this task's answer is not stored (store: false, or the API key's store_output is never), "
+                "so it needs wait: there would be nothing to read later",
                 code="store_required",
             )
         actor = Actor(principal.key_id, principal.role, channel, request_id)
