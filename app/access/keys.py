@@ -9,7 +9,7 @@ from cachetools import LRUCache, TTLCache
 
 from app.access.hashing import API_KEY_PREFIX, display_prefix, hash_api_key, new_api_key
 from app.access.throttle import FailureThrottle, RefusedCredentials
-from app.domain import ApiKeyRecord, NotFound, Principal, Role, Unauthenticated
+from app.domain import ApiKeyRecord, NotFound, Principal, Role, StoreOutput, Unauthenticated
 from app.storage import keys as storage
 from app.storage.database import Database
 from app.storage.keys import KeyEvent, KeyEventKind
@@ -100,6 +100,8 @@ class KeyStore:
             record.role,
             rate_limit_per_minute=_or_default(record.rate_limit_per_minute, self._default_rate),
             max_running_tasks=_or_default(record.max_running_tasks, self._default_running),
+            store_output=record.store_output,
+            max_retention_days=record.max_retention_days,
         )
         if self._cache is not None and evictions == self._evictions:
             self._cache[key_hash] = principal
@@ -147,7 +149,14 @@ class KeyStore:
     # -- managing keys ---------------------------------------------------------------------------
 
     async def create(
-        self, name: str, role: Role, *, rate_limit_per_minute: int | None = None, max_running_tasks: int | None = None
+        self,
+        name: str,
+        role: Role,
+        *,
+        rate_limit_per_minute: int | None = None,
+        max_running_tasks: int | None = None,
+        store_output: StoreOutput = StoreOutput.ALLOWED,
+        max_retention_days: float | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         """A new key; the plain key is returned here and never again."""
         plain = new_api_key()
@@ -160,17 +169,31 @@ class KeyStore:
                 key_prefix=display_prefix(plain),
                 rate_limit_per_minute=rate_limit_per_minute,
                 max_running_tasks=max_running_tasks,
+                store_output=store_output,
+                max_retention_days=max_retention_days,
             )
         self._apply(KeyEvent(KeyEventKind.CREATED, record.id, record.key_hash))
         return record, plain
 
     async def set_limits(
-        self, key_id: uuid.UUID, *, rate_limit_per_minute: int | None, max_running_tasks: int | None
+        self,
+        key_id: uuid.UUID,
+        *,
+        rate_limit_per_minute: int | None,
+        max_running_tasks: int | None,
+        store_output: StoreOutput = StoreOutput.ALLOWED,
+        max_retention_days: float | None = None,
     ) -> ApiKeyRecord:
-        """Replace a key's own limits (None: the server's default)."""
+        """Replace a key's own limits and data policy (None: the server's default). Every process
+        forgets its cached principal for the key, so its next request runs under the new policy."""
         async with self._db.transaction() as conn:
             record = await storage.set_key_limits(
-                conn, key_id, rate_limit_per_minute=rate_limit_per_minute, max_running_tasks=max_running_tasks
+                conn,
+                key_id,
+                rate_limit_per_minute=rate_limit_per_minute,
+                max_running_tasks=max_running_tasks,
+                store_output=store_output,
+                max_retention_days=max_retention_days,
             )
         if record is None:
             raise NotFound("no API key has that id")

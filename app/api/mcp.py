@@ -22,6 +22,7 @@ from app.api.mcp_errors import SERVER_ERROR, ArgumentErrors, as_json_rpc_error
 from app.api.mcp_errors import mcp_errors as _mcp_errors
 from app.domain import Channel, InvalidInput, Principal, Role, ServiceError, Throttled, Unauthenticated
 from app.schemas import (
+    STORE_DESCRIPTION,
     AgentResult,
     AgentResultPage,
     AgentTask,
@@ -169,6 +170,7 @@ def build_mcp(service: AgentService) -> FastMCP:
         params: TaskParams | None = None,
         cache: Annotated[bool, NullMeansTrue, Field(description="false bypasses the response cache")] = True,
         retention_days: RetentionDays = None,
+        store: Annotated[bool, NullMeansTrue, Field(description=STORE_DESCRIPTION)] = True,
         idempotency_key: Annotated[
             str | None,
             Field(
@@ -191,6 +193,7 @@ def build_mcp(service: AgentService) -> FastMCP:
                 params=params or TaskParams(),
                 cache=cache,
                 retention_days=retention_days,
+                store=store,
             )
             submission = await service.run_task(
                 principal,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from app.cli.common import database_settings, fail, key_store, require_head
-from app.domain import ApiKeyRecord, NotFound, Role
+from app.domain import ApiKeyRecord, NotFound, Role, StoreOutput
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed; the plain key is shown once).", no_args_is_help=True)
 
@@ -21,12 +21,32 @@ MaxRunningOption = Annotated[
     typer.Option(min=0, help="unfinished tasks this key may have at once (0: none); default MAX_RUNNING_TASKS"),
 ]
 
+StoreOutputOption = Annotated[
+    StoreOutput,
+    typer.Option(help="never: no answer of this key is ever written (every task acts as store: false)"),
+]
+MaxRetentionOption = Annotated[
+    float | None,
+    typer.Option(help="this key's retention ceiling in days (> 0), below RESULT_RETENTION_DAYS; default none"),
+]
+
 
 def _limits(record: ApiKeyRecord) -> str:
     def show(value: int | None) -> str:
         return "default" if value is None else ("none" if value == 0 else str(value))
 
     return f"rate/min={show(record.rate_limit_per_minute)} running={show(record.max_running_tasks)}"
+
+
+def _policy(record: ApiKeyRecord) -> str:
+    days = "default" if record.max_retention_days is None else f"{record.max_retention_days:g}"
+    return f"store={record.store_output} retention-days={days}"
+
+
+def _check_retention(days: float | None) -> None:
+    # Not `min=`: typer's bounds are inclusive, and 0 days would keep nothing for a moment.
+    if days is not None and not days > 0:
+        raise fail("--max-retention-days must be greater than 0")
 
 
 @keys_app.command("create")
@@ -37,19 +57,30 @@ def keys_create(
     ] = Role.CLIENT,
     rate_limit: RateLimitOption = None,
     max_running: MaxRunningOption = None,
+    store_output: StoreOutputOption = StoreOutput.ALLOWED,
+    max_retention_days: MaxRetentionOption = None,
 ) -> None:
     """Create an API key and print it (the only time it is shown)."""
     if not name.strip() or len(name) > 200:
         raise fail("NAME must be 1 to 200 characters")
+    _check_retention(max_retention_days)
     with database_settings() as (settings, embedded):
         if not embedded:
             require_head(settings)
         with key_store(settings) as (keys, runner):
             record, plain = runner.run(
-                keys.create(name.strip(), role, rate_limit_per_minute=rate_limit, max_running_tasks=max_running)
+                keys.create(
+                    name.strip(),
+                    role,
+                    rate_limit_per_minute=rate_limit,
+                    max_running_tasks=max_running,
+                    store_output=store_output,
+                    max_retention_days=max_retention_days,
+                )
             )
     typer.echo(f"id:   {record.id}\nname: {record.name}\nrole: {record.role}\nkey:  {plain}")
     typer.echo(f"limits: {_limits(record)}")
+    typer.echo(f"policy: {_policy(record)}")
     typer.echo("Store the key now: it cannot be shown again.", err=True)
 
 
@@ -61,12 +92,14 @@ def keys_list() -> None:
             require_head(settings)
         with key_store(settings) as (keys, runner):
             records = runner.run(keys.list())
-    typer.echo(f"{'id':36}  {'role':7}  {'prefix':10}  {'created':20}  {'revoked':20}  {'limits':28}  name")
+    typer.echo(
+        f"{'id':36}  {'role':7}  {'prefix':10}  {'created':20}  {'revoked':20}  {'limits':32}  {'policy':34}  name"
+    )
     for r in records:
         revoked = r.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if r.revoked_at else "-"
         typer.echo(
             f"{r.id!s:36}  {r.role:7}  {r.key_prefix:10}  {r.created_at:%Y-%m-%d %H:%M:%S}  {revoked:20}  "
-            f"{_limits(r):28}  {r.name}"
+            f"{_limits(r):32}  {_policy(r):34}  {r.name}"
         )
 
 
@@ -75,19 +108,28 @@ def keys_limits(
     key_id: Annotated[uuid.UUID, typer.Argument(metavar="ID", help="the key's id (keys list)")],
     rate_limit: RateLimitOption = None,
     max_running: MaxRunningOption = None,
+    store_output: StoreOutputOption = StoreOutput.ALLOWED,
+    max_retention_days: MaxRetentionOption = None,
 ) -> None:
-    """Set a key's own limits; an option left out goes back to the server's default."""
+    """Set a key's own limits and data policy; an option left out goes back to its default."""
+    _check_retention(max_retention_days)
     with database_settings() as (settings, embedded):
         if not embedded:
             require_head(settings)
         with key_store(settings) as (keys, runner):
             try:
                 record = runner.run(
-                    keys.set_limits(key_id, rate_limit_per_minute=rate_limit, max_running_tasks=max_running)
+                    keys.set_limits(
+                        key_id,
+                        rate_limit_per_minute=rate_limit,
+                        max_running_tasks=max_running,
+                        store_output=store_output,
+                        max_retention_days=max_retention_days,
+                    )
                 )
             except NotFound:
                 raise fail(f"No API key has id {key_id}.") from None
-    typer.echo(f"{record.id} ({record.name}): {_limits(record)}")
+    typer.echo(f"{record.id} ({record.name}): {_limits(record)} {_policy(record)}")
 
 
 @keys_app.command("revoke")

@@ -18,7 +18,7 @@ from app.domain.errors import (
     UnderLegalHold,
 )
 from app.domain.holds import LegalHoldRecord
-from app.domain.keys import ApiKeyRecord, Principal, Role
+from app.domain.keys import ApiKeyRecord, Principal, Role, StoreOutput
 from app.domain.tasks import AuditedTask, NewTask, OpenedResult, PromptHashes, TaskOutcome, TaskRecord, TaskStatus
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "PromptHashes",
     "Role",
     "ServiceError",
+    "StoreOutput",
     "TaskOutcome",
     "TaskRecord",
     "TaskStatus",

@@ -16,6 +16,14 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class StoreOutput(StrEnum):
+    """Whether a key's answers may be written at all: `never` makes each of its tasks
+    `store: false`, whatever the task says (a caller whose data must not be kept)."""
+
+    NEVER = "never"
+    ALLOWED = "allowed"
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     """One `api_key` row, its columns in table order: the key's SHA-256, never the key."""
@@ -29,10 +37,14 @@ class ApiKeyRecord:
     revoked_at: datetime | None
     rate_limit_per_minute: int | None
     max_running_tasks: int | None
+    store_output: StoreOutput
+    max_retention_days: float | None  # a ceiling below the server's RESULT_RETENTION_DAYS; None: none
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ApiKeyRecord:
-        return cls(row[0], row[1], Role(row[2]), *row[3:])
+        return cls(
+            row[0], row[1], Role(row[2]), row[3], row[4], row[5], row[6], row[7], row[8], StoreOutput(row[9]), row[10]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +57,9 @@ class Principal:
     # Effective per-key limits (the key's own, else the server's); 0 is no limit.
     rate_limit_per_minute: int = 0
     max_running_tasks: int = 0
+    # The key's data policy: whether its answers may be stored, and its own retention ceiling.
+    store_output: StoreOutput = StoreOutput.ALLOWED
+    max_retention_days: float | None = None
 
     @property
     def sees_every_task(self) -> bool:

@@ -61,6 +61,9 @@ class TaskRecord:
     idempotency_key: str | None
     request_hash: str | None
     lease_expires_at: datetime | None
+    # False for a `store: false` task: its answer went to the waiting caller only, and its
+    # output and context were never written (NULL).
+    output_stored: bool
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskRecord:
@@ -86,6 +89,7 @@ class NewTask:
     idempotency_key: str | None = None
     request_hash: str | None = None
     lease_seconds: float | None = None  # pending and running tasks carry a lease
+    output_stored: bool = True  # False: `store: false`, so `context` is None and no output is written
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from app.schemas.common import (
 )
 from app.schemas.holds import HOLD_REFERENCE_PATTERN, HoldCreate, LegalHold, LegalHoldPage
 from app.schemas.tasks import (
+    STORE_DESCRIPTION,
     AgentResult,
     AgentResultPage,
     AgentResultSummary,
@@ -49,6 +50,7 @@ __all__ = [
     "MAX_CONTEXT_DEPTH",
     "NAME_PATTERN",
     "PROMPT_HARD_LIMIT",
+    "STORE_DESCRIPTION",
     "AgentResult",
     "AgentResultPage",
     "AgentResultSummary",

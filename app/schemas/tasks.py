@@ -66,8 +66,20 @@ ModelName = Annotated[
 ]
 RetentionDays = Annotated[
     float | None,
-    Field(gt=0, description="Keep the result this many days (at most the server's RESULT_RETENTION_DAYS)."),
+    Field(
+        gt=0,
+        description="Keep the result this many days (at most the server's RESULT_RETENTION_DAYS, "
+        "and at most the API key's own ceiling when it has one).",
+    ),
 ]
+STORE_DESCRIPTION = (
+    "false: the answer goes back to the waiting caller once and is never written (the row keeps "
+    "metadata only; reads say output null, output_stored false; never a cache source). Needs wait."
+)
+OUTPUT_STORED_DESCRIPTION = (
+    "false when the task was run with store: false (or under a key that never stores): "
+    "its output and context were never written, and a read answers output null"
+)
 
 
 class PromptFields(BaseModel):
@@ -113,6 +125,7 @@ class AgentTask(PromptFields):
     params: Annotated[TaskParams, null_is_default(TaskParams, dict)] = Field(default_factory=TaskParams)
     cache: Annotated[bool, NullMeansTrue] = Field(default=True, description="false bypasses the response cache")
     retention_days: RetentionDays = None
+    store: Annotated[bool, NullMeansTrue] = Field(default=True, description=STORE_DESCRIPTION)
 
     @field_validator("model")
     @classmethod
@@ -159,6 +172,7 @@ class AgentResult(BaseModel):
     legal_hold: bool = Field(
         default=False, description="a legal hold keeps this task past its expiry and refuses its erasure"
     )
+    output_stored: bool = Field(default=True, description=OUTPUT_STORED_DESCRIPTION)
 
     @classmethod
     def from_record(cls, task: TaskRecord, opened: OpenedResult) -> AgentResult:
@@ -178,6 +192,7 @@ class AgentResult(BaseModel):
             created_at=task.created_at,
             completed_at=task.completed_at,
             expires_at=task.expires_at,
+            output_stored=task.output_stored,
         )
 
 
@@ -196,6 +211,7 @@ class AgentResultSummary(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     expires_at: datetime
+    output_stored: bool = Field(default=True, description=OUTPUT_STORED_DESCRIPTION)
 
     @classmethod
     def from_record(cls, task: TaskRecord, opened: OpenedResult) -> AgentResultSummary:
@@ -212,6 +228,7 @@ class AgentResultSummary(BaseModel):
             created_at=task.created_at,
             completed_at=task.completed_at,
             expires_at=task.expires_at,
+            output_stored=task.output_stored,
         )
 
 

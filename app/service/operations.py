@@ -18,7 +18,18 @@ import asyncpg
 from app.access.encryption import ResultVault
 from app.access.keys import KeyStore
 from app.access.limits import Limiter
-from app.domain import Actor, AuditOutcome, Channel, Forbidden, NotFound, Principal, Role, TaskRecord, UnderLegalHold
+from app.domain import (
+    Actor,
+    AuditOutcome,
+    Channel,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Principal,
+    Role,
+    TaskRecord,
+    UnderLegalHold,
+)
 from app.schemas import (
     AgentResult,
     AgentResultPage,
@@ -120,9 +131,17 @@ class AgentService:
         """Store the task, have it answered (from the cache, an identical task in flight, or the provider).
 
         With `wait`, return once it is finished; without, at once with the pending task.
-        The provider call and the final write go on even if the caller goes away.
+        The provider call and the final write go on even if the caller goes away. A task that is
+        not stored (`store: false`, or a key that never stores) needs `wait`: its answer is
+        handed to this caller only, and is lost if they go away.
         """
         plan = self._planner.plan(principal, task, idempotency_key)
+        if not plan.stored and not wait:  # before anything is written
+            raise InvalidInput(
+                "this task's answer is not stored (store: false, or the API key's store_output is never), "
+                "so it needs wait: there would be nothing to read later",
+                code="store_required",
+            )
         actor = Actor(principal.key_id, principal.role, channel, request_id)
         if idempotency_key is not None and (replay := await self._admission.replay(plan, actor, wait=wait)) is not None:
             return self._replayed(replay, wait)
@@ -138,10 +157,13 @@ class AgentService:
         job = self._runner.launch(record.id, plan.work, pending=not wait, follow=follow)
         if not wait:
             return Submission(self._result(record), accepted=True)
-        final = await asyncio.shield(job)
-        if final is None:
+        finished = await asyncio.shield(job)
+        if finished.record is None:
             raise NotFound("the task was erased while it ran")
-        return Submission(self._result(final))
+        result = self._result(finished.record)
+        if not plan.stored:  # the one time this answer is seen: from memory, never from the row
+            result = result.model_copy(update={"output": finished.answer, "context": task.context})
+        return Submission(result)
 
     def _result(self, record: TaskRecord) -> AgentResult:
         """A row as the caller sees it: its sealed answer and context opened."""

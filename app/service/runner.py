@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import logfire
@@ -38,9 +38,20 @@ class Work:
     messages: tuple[Message, ...]
     params: dict[str, Any]
     owner_id: uuid.UUID
+    stored: bool = True  # False: `store: false`, the answer is not written (the job hands it back)
 
     def __repr__(self) -> str:  # never the messages
         return f"Work(model={self.route.resolved!r}, messages={len(self.messages)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a job ends with: the task's final row (None if it was erased meanwhile), and the
+    answer itself when the row does not hold it (`store: false`). Only the job's own waiter
+    sees `answer`: it lives as long as that caller holds it, in memory, and is never written."""
+
+    record: TaskRecord | None
+    answer: str | None = field(default=None, repr=False)
 
 
 class TaskRunner:
@@ -50,7 +61,7 @@ class TaskRunner:
         self._vault = vault
         self._db = db
         self._settings = settings
-        self._jobs: dict[uuid.UUID, asyncio.Task[TaskRecord | None]] = {}
+        self._jobs: dict[uuid.UUID, asyncio.Task[Finished]] = {}
 
     @property
     def lease_seconds(self) -> float:
@@ -58,34 +69,33 @@ class TaskRunner:
 
     def launch(
         self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None = None
-    ) -> asyncio.Task[TaskRecord | None]:
-        """Run a stored task in the background; the returned job resolves to its final row."""
+    ) -> asyncio.Task[Finished]:
+        """Run a stored task in the background; the returned job resolves to its final row (and
+        to its answer, when that is not stored)."""
         job = asyncio.create_task(self._traced(task_id, work, pending=pending, follow=follow), name=f"task-{task_id}")
         self._jobs[task_id] = job
         job.add_done_callback(lambda done: self._finished(task_id, done))
         return job
 
-    def _finished(self, task_id: uuid.UUID, job: asyncio.Task[TaskRecord | None]) -> None:
+    def _finished(self, task_id: uuid.UUID, job: asyncio.Task[Finished]) -> None:
         self._jobs.pop(task_id, None)
         if not job.cancelled() and (exc := job.exception()) is not None:
             # Type only: the caller sees it if still waiting; the lease sweep settles the row.
             log.warning("task runner ended with %s", type(exc).__name__)
 
-    async def _traced(
-        self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None
-    ) -> TaskRecord | None:
+    async def _traced(self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None) -> Finished:
         """Metrics for every task, and a span when tracing is on: ids, model, outcome, latency,
         tokens. Never the messages."""
         started = time.perf_counter()
         if not self._settings.tracing_requests:
-            record = await self._run(task_id, work, pending=pending, follow=follow)
-            _observe(record, work, time.perf_counter() - started)
-            return record
+            finished = await self._run(task_id, work, pending=pending, follow=follow)
+            _observe(finished.record, work, time.perf_counter() - started)
+            return finished
         with logfire.span(
             "agent task {task_id}", task_id=str(task_id), owner_key_id=str(work.owner_id), model=work.route.resolved
         ) as span:
-            record = await self._run(task_id, work, pending=pending, follow=follow)
-            seconds = time.perf_counter() - started
+            finished = await self._run(task_id, work, pending=pending, follow=follow)
+            record, seconds = finished.record, time.perf_counter() - started
             if record is not None:
                 span.set_attributes(
                     {
@@ -98,15 +108,13 @@ class TaskRunner:
                     }
                 )
             _observe(record, work, seconds)
-            return record
+            return finished
 
-    async def _run(
-        self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None
-    ) -> TaskRecord | None:
+    async def _run(self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None) -> Finished:
         if pending:
             async with self._db.connection() as conn:
                 if not await storage.mark_running(conn, task_id, self.lease_seconds):
-                    return await self._current(task_id)  # erased (or settled) before it started
+                    return Finished(await self._current(task_id))  # erased (or settled) before it started
         if follow is not None:
             # An identical request is being answered already: share its answer (single flight).
             source = await self.wait_for(follow)
@@ -119,19 +127,20 @@ class TaskRunner:
                     async with self._db.connection() as conn:
                         copied = await storage.complete_as_copy(conn, task_id, source.id, output)
                     if copied is not None:
-                        return copied
+                        return Finished(copied)
             # The leader failed, was erased, or finished after its own expiry (its answer is gone
             # and is never copied): this task gets a real answer of its own.
         outcome = await self._call_provider(work)
         failed_days = self._settings.failed_result_retention_days
         async with self._db.connection() as conn:
-            return await storage.complete_task(
+            record = await storage.complete_task(
                 conn,
                 task_id,
                 outcome,
-                output=self._vault.seal_output(task_id, work.owner_id, outcome.output),
+                output=self._vault.seal_output(task_id, work.owner_id, outcome.output) if work.stored else None,
                 failed_retention_seconds=failed_days * SECONDS_PER_DAY if failed_days else None,
             )
+        return Finished(record) if work.stored else Finished(record, outcome.output)
 
     async def _call_provider(self, work: Work) -> TaskOutcome:
         route = work.route
@@ -173,7 +182,7 @@ class TaskRunner:
         if (job := self._jobs.get(task_id)) is not None:
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await asyncio.shield(job)
+                    return (await asyncio.shield(job)).record
             except Exception:  # timed out, or the job failed: the row says where it stands
                 return await self._current(task_id)
         delay = 0.02

@@ -17,7 +17,17 @@ import logfire
 from app.access.encryption import KeyRetired, ResultVault, SealBroken
 from app.access.hashing import PromptHasher
 from app.access.limits import Limiter
-from app.domain import Actor, Conflict, InvalidInput, NewTask, Principal, PromptHashes, TaskRecord, TaskStatus
+from app.domain import (
+    Actor,
+    Conflict,
+    InvalidInput,
+    NewTask,
+    Principal,
+    PromptHashes,
+    StoreOutput,
+    TaskRecord,
+    TaskStatus,
+)
 from app.llm.base import Message
 from app.llm.registry import ProviderRegistry
 from app.llm.templates import PromptTemplate, TemplateStore
@@ -39,6 +49,11 @@ class Plan:
     new: NewTask
     work: Work
     use_cache: bool
+
+    @property
+    def stored(self) -> bool:
+        """False when the answer must not be written (`store: false`, or the key's `never`)."""
+        return self.new.output_stored
 
 
 class Planner:
@@ -80,6 +95,8 @@ class Planner:
             self._hasher.hash(canonical(task.model_dump(mode="json"))) if idempotency_key is not None else None
         )
         task_id = uuid.uuid4()
+        # A key that never stores makes every one of its tasks `store: false`, whatever it says.
+        stored = task.store and principal.store_output is StoreOutput.ALLOWED
         new = NewTask(
             id=task_id,
             owner_id=principal.key_id,
@@ -88,18 +105,22 @@ class Planner:
             template=template.ref if template is not None else None,
             prompt_hash=self._hasher.owner_hash(principal.key_id, hashed),
             prompt_hash_key_id=self._hasher.owner_key_id,
-            context=self._vault.seal_context(task_id, principal.key_id, task.context),
+            # Context may be as private as the answer: a not-stored task writes neither.
+            context=self._vault.seal_context(task_id, principal.key_id, task.context) if stored else None,
             params=params,
-            retention_seconds=self._retention_seconds(task.retention_days),
+            retention_seconds=self._retention_seconds(task.retention_days, principal),
             cache_key=cache_key,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             lease_seconds=self._lease_seconds,
+            output_stored=stored,
         )
         return Plan(
             new,
-            Work(route, messages, params, principal.key_id),
-            use_cache=task.cache and self._settings.cache_ttl_seconds > 0,
+            Work(route, messages, params, principal.key_id, stored=stored),
+            # A not-stored answer is neither served from the cache nor a source for it: the
+            # caller asked that it exist only in their hands, so no copy row may hold it.
+            use_cache=stored and task.cache and self._settings.cache_ttl_seconds > 0,
         )
 
     def hashed_material(
@@ -132,13 +153,17 @@ class Planner:
         if len(prompt) > limit:
             raise InvalidInput(f"prompt has {len(prompt)} characters; the limit is {limit}", code="prompt_too_long")
 
-    def _retention_seconds(self, retention_days: float | None) -> float:
+    def _retention_seconds(self, retention_days: float | None, principal: Principal) -> float:
+        """The task's retention: as asked, at most the ceiling (the server's, or the key's own
+        when lower), which is also the default."""
         limit = self._settings.result_retention_days
+        own = principal.max_retention_days
+        if own is not None and own < limit:
+            limit, whose = own, "this API key's max_retention_days"
+        else:
+            whose = "the server's RESULT_RETENTION_DAYS"
         if retention_days is not None and retention_days > limit:
-            raise InvalidInput(
-                f"retention_days may be at most {limit:g} (the server's RESULT_RETENTION_DAYS)",
-                code="retention_too_long",
-            )
+            raise InvalidInput(f"retention_days may be at most {limit:g} ({whose})", code="retention_too_long")
         return (retention_days or limit) * SECONDS_PER_DAY
 
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import asyncpg
 
-from app.domain import ApiKeyRecord, Role
+from app.domain import ApiKeyRecord, Role, StoreOutput
 from app.storage.sql import Statement, column_list
 
 KEY_COLUMNS = column_list(ApiKeyRecord)
@@ -66,8 +66,10 @@ INSERT_API_KEY = Statement(
     _announcing(
         KeyEventKind.CREATED,
         """
-INSERT INTO api_key (id, name, role, key_hash, key_prefix, rate_limit_per_minute, max_running_tasks)
-VALUES (:id, :name, :role, :key_hash, :key_prefix, :rate_limit_per_minute, :max_running_tasks)""",
+INSERT INTO api_key (id, name, role, key_hash, key_prefix, rate_limit_per_minute, max_running_tasks,
+                     store_output, max_retention_days)
+VALUES (:id, :name, :role, :key_hash, :key_prefix, :rate_limit_per_minute, :max_running_tasks,
+        :store_output, :max_retention_days)""",
     ),
 )
 
@@ -81,6 +83,8 @@ async def insert_api_key(
     key_prefix: str,
     rate_limit_per_minute: int | None = None,
     max_running_tasks: int | None = None,
+    store_output: StoreOutput = StoreOutput.ALLOWED,
+    max_retention_days: float | None = None,
 ) -> ApiKeyRecord:
     row = await INSERT_API_KEY.fetchrow(
         conn,
@@ -91,6 +95,8 @@ async def insert_api_key(
         key_prefix=key_prefix,
         rate_limit_per_minute=rate_limit_per_minute,
         max_running_tasks=max_running_tasks,
+        store_output=store_output.value,
+        max_retention_days=max_retention_days,
     )
     assert row is not None
     return ApiKeyRecord.from_row(row)
@@ -101,18 +107,31 @@ SET_KEY_LIMITS = Statement(
     _announcing(
         KeyEventKind.LIMITS,
         """
-UPDATE api_key SET rate_limit_per_minute = :rate_limit_per_minute, max_running_tasks = :max_running_tasks
+UPDATE api_key SET rate_limit_per_minute = :rate_limit_per_minute, max_running_tasks = :max_running_tasks,
+                   store_output = :store_output, max_retention_days = :max_retention_days
 WHERE id = :key_id""",
     ),
 )
 
 
 async def set_key_limits(
-    conn: asyncpg.Connection, key_id: uuid.UUID, *, rate_limit_per_minute: int | None, max_running_tasks: int | None
+    conn: asyncpg.Connection,
+    key_id: uuid.UUID,
+    *,
+    rate_limit_per_minute: int | None,
+    max_running_tasks: int | None,
+    store_output: StoreOutput = StoreOutput.ALLOWED,
+    max_retention_days: float | None = None,
 ) -> ApiKeyRecord | None:
-    """Replace a key's own limits (None: the server default); None when no key has that id."""
+    """Replace a key's own limits and data policy (None: the server default); None when no key
+    has that id."""
     row = await SET_KEY_LIMITS.fetchrow(
-        conn, key_id=key_id, rate_limit_per_minute=rate_limit_per_minute, max_running_tasks=max_running_tasks
+        conn,
+        key_id=key_id,
+        rate_limit_per_minute=rate_limit_per_minute,
+        max_running_tasks=max_running_tasks,
+        store_output=store_output.value,
+        max_retention_days=max_retention_days,
     )
     return None if row is None else ApiKeyRecord.from_row(row)
 

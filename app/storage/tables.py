@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Double,
     Identity,
     Index,
     LargeBinary,
@@ -27,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
-from app.domain import AuditAction, AuditOutcome, Channel, Role, TaskStatus
+from app.domain import AuditAction, AuditOutcome, Channel, Role, StoreOutput, TaskStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -51,7 +52,11 @@ class ApiKeyRow(SQLModel, table=True):
     """An API key: only its SHA-256 is kept; the plain key is shown once."""
 
     __tablename__ = "api_key"
-    __table_args__ = (CheckConstraint(_in("role", Role), name="role"),)
+    __table_args__ = (
+        CheckConstraint(_in("role", Role), name="role"),
+        CheckConstraint(_in("store_output", StoreOutput), name="store_output"),
+        CheckConstraint("max_retention_days > 0", name="max_retention_days"),
+    )
 
     id: uuid.UUID = Field(primary_key=True)
     name: str = Field(max_length=200)
@@ -63,6 +68,12 @@ class ApiKeyRow(SQLModel, table=True):
     # Per-key limits; NULL means the server's default (RATE_LIMIT_PER_MINUTE, MAX_RUNNING_TASKS), 0 none.
     rate_limit_per_minute: int | None = Field(default=None, ge=0)
     max_running_tasks: int | None = Field(default=None, ge=0)
+    # The key's data policy: `never` stores none of its answers (every task acts as `store: false`);
+    # `max_retention_days` caps its tasks' retention below RESULT_RETENTION_DAYS (NULL: no own cap).
+    store_output: str = Field(
+        default=StoreOutput.ALLOWED.value, max_length=16, sa_column_kwargs={"server_default": text("'allowed'")}
+    )
+    max_retention_days: float | None = Field(default=None, sa_type=Double())
 
 
 class TaskRow(SQLModel, table=True):
@@ -131,6 +142,9 @@ class TaskRow(SQLModel, table=True):
     request_hash: str | None = Field(default=None, max_length=64)
     # Until when the runner vouches for a pending or running task (renewed while it runs).
     lease_expires_at: datetime | None = _utc(default=None, nullable=True)
+    # False for a `store: false` task: its answer went to the waiting caller and nowhere else;
+    # `output` and `context` stay NULL, and the row is never a cache source.
+    output_stored: bool = Field(default=True, sa_column_kwargs={"server_default": text("true")})
 
 
 class AuditEventRow(SQLModel, table=True):

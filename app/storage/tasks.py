@@ -20,9 +20,9 @@ TASK_COLUMNS = column_list(TaskRecord)
 _LIVE = sql_values(UNFINISHED)  # a runner vouches for these (a lease)
 
 _NEW_TASK_COLUMNS = """id, owner_id, status, model, template, prompt_hash, prompt_hash_key_id, context, params,
-    expires_at, cache_key, idempotency_key, request_hash"""
+    expires_at, cache_key, idempotency_key, request_hash, output_stored"""
 _NEW_TASK_VALUES = """:id, :owner_id, :status, :model, :template, :prompt_hash, :prompt_hash_key_id, :context, :params,
-    now() + make_interval(secs => :retention_seconds), :cache_key, :idempotency_key, :request_hash"""
+    now() + make_interval(secs => :retention_seconds), :cache_key, :idempotency_key, :request_hash, :output_stored"""
 _AUDIT_CREATE = f"""
     INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
     SELECT :actor_id, :actor_role, :channel, '{AuditAction.CREATE}', id, '{AuditOutcome.OK}', :request_id FROM task"""
@@ -54,13 +54,14 @@ SELECT {TASK_COLUMNS} FROM task
 
 # A cache hit: a new, finished task whose answer is the source's, opened and sealed again for the
 # new row by the service (`:output`; a ciphertext opens only in its own row). The source must
-# still be a fresh succeeded task when the copy is written: an expired answer is gone.
+# still be a fresh succeeded task when the copy is written: an expired answer is gone. A
+# not-stored answer (`output_stored` false) is never a source: it was for its caller only.
 INSERT_CACHED_COPY = Statement(
     "insert_cached_copy",
     f"""
 WITH source AS (
     SELECT prompt_tokens, completion_tokens, total_tokens FROM agent_task
-    WHERE id = :source_id AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now()
+    WHERE id = :source_id AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now() AND output_stored
 ), {_RELEASE_EXPIRED_KEY}, task AS (
     INSERT INTO agent_task ({_NEW_TASK_COLUMNS},
                             output, prompt_tokens, completion_tokens, total_tokens, cached, completed_at)
@@ -90,6 +91,7 @@ def _new_task_values(task: NewTask, actor: Actor) -> dict[str, Any]:
         "cache_key": task.cache_key,
         "idempotency_key": task.idempotency_key,
         "request_hash": task.request_hash,
+        "output_stored": task.output_stored,
         "actor_id": actor.key_id,
         "actor_role": actor.role,
         "channel": actor.channel.value,
@@ -117,7 +119,7 @@ FIND_CACHED = Statement(
     "find_cached",
     f"""
 SELECT {TASK_COLUMNS} FROM agent_task
-WHERE owner_id = :owner_id AND cache_key = :cache_key AND expires_at > now()
+WHERE owner_id = :owner_id AND cache_key = :cache_key AND expires_at > now() AND output_stored
   AND created_at > now() - make_interval(secs => :max_age_seconds::float8)
   AND (status = '{TaskStatus.SUCCEEDED}' OR (status IN ({_LIVE}) AND lease_expires_at > now()))
 ORDER BY status = '{TaskStatus.SUCCEEDED}' DESC, created_at DESC
@@ -132,7 +134,8 @@ async def find_cached(
     """The owner's newest live task with this cache key that is finished or still being answered.
 
     Finished means succeeded within the cache TTL; in flight means pending or running
-    under a live lease (its answer is coming: wait for it rather than ask again).
+    under a live lease (its answer is coming: wait for it rather than ask again). A task whose
+    answer is not stored is neither: there is nothing to copy, and it never will be.
     """
     row = await FIND_CACHED.fetchrow(conn, owner_id=owner, cache_key=cache_key, max_age_seconds=max_age_seconds)
     return None if row is None else TaskRecord.from_row(row)
@@ -193,6 +196,7 @@ SET status = '{TaskStatus.SUCCEEDED}', output = :output, prompt_tokens = s.promp
     completed_at = now(), lease_expires_at = NULL
 FROM agent_task AS s
 WHERE t.id = :task_id AND s.id = :source_id AND s.status = '{TaskStatus.SUCCEEDED}' AND s.expires_at > now()
+  AND s.output_stored
 RETURNING {column_list(TaskRecord, prefix="t.")}
 """,
 )

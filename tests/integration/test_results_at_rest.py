@@ -4,28 +4,21 @@ moved ciphertext does not open."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
-from app.devdb.cluster import find_bin_dir
 from app.domain import Role
 from app.main import create_app
 from tests.support.app import Caller, running
-from tests.support.fake_openai import FakeOpenAI, Reply, completion
+from tests.support.at_rest import echo, every_byte_stored, forms, pg_dump
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.mcp import mcp_as
 from tests.support.routes import RUN
 from tests.support.settings import make_settings
-
-
-def echo(body: dict[str, Any]) -> Reply:
-    """The worst provider for privacy: its answer quotes the prompt whole."""
-    return Reply(body=completion(text=f"You said: {body['messages'][-1]['content']}"))
 
 
 @pytest.fixture
@@ -42,29 +35,6 @@ async def gateway(database_url) -> AsyncIterator[tuple[httpx.AsyncClient, Caller
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
                 yield http, Caller(record.id, plain, Role.CLIENT), app.state.components
-
-
-def forms(marker: str) -> list[bytes]:
-    """The marker as plain bytes and as the hex that bytea columns print."""
-    return [marker.encode(), marker.encode().hex().encode()]
-
-
-async def every_byte_stored(conn: asyncpg.Connection) -> bytes:
-    """Every row of every table, as text, with each bytea column also decoded to raw bytes."""
-    out: list[bytes] = []
-    for table in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"):
-        for row in await conn.fetch(f'SELECT * FROM "{table["tablename"]}"'):
-            for value in row.values():
-                out.append(bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode())
-    return b"\n".join(out)
-
-
-def pg_dump(database_url: str) -> bytes:
-    return subprocess.run(
-        [str(find_bin_dir() / "pg_dump"), "--data-only", "--inserts", database_url],
-        capture_output=True,
-        check=True,
-    ).stdout
 
 
 async def test_an_answer_that_quotes_the_prompt_is_in_no_table_and_no_dump(gateway, db, database_url, marker):

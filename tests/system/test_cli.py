@@ -40,6 +40,29 @@ def test_keys_are_created_with_limits_and_their_limits_can_be_changed(empty_data
     assert refused.returncode != 0
 
 
+def test_a_keys_data_policy_is_set_at_creation_changed_by_limits_and_shown_by_list(empty_database_url):
+    env = environment(DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    cli("migrate", env=env)
+    created = cli(
+        "keys", "create", "private-job", "--store-output", "never", "--max-retention-days", "7", env=env
+    ).stdout
+    key_id = re.search(r"id:\s+(\S+)", created).group(1)  # type: ignore[union-attr]
+    other = cli("keys", "create", "ordinary", env=env).stdout
+    other_id = re.search(r"id:\s+(\S+)", other).group(1)  # type: ignore[union-attr]
+    assert "policy: store=never retention-days=7" in created
+    assert "policy: store=allowed retention-days=default" in other
+
+    cli("keys", "limits", other_id, "--store-output", "never", "--max-retention-days", "2.5", env=env)
+    listed = {line.split()[0]: line for line in cli("keys", "list", env=env).stdout.splitlines()[1:]}
+
+    assert "store=never retention-days=7" in listed[key_id]
+    assert "store=never retention-days=2.5" in listed[other_id]
+    back = cli("keys", "limits", other_id, env=env).stdout  # left out: back to the defaults
+    assert "store=allowed retention-days=default" in back
+    for refused in (["--store-output", "sometimes"], ["--max-retention-days", "0"]):
+        assert cli("keys", "create", "x", *refused, env=env, check=False).returncode != 0
+
+
 def test_two_purge_commands_at_once_delete_every_row_exactly_once(database_url):
     async def seed() -> None:
         conn = await asyncpg.connect(database_url)

@@ -32,6 +32,7 @@ async def test_tools_and_resource_template_are_listed(app_service, alice):
         "params",
         "cache",
         "retention_days",
+        "store",
         "idempotency_key",
         "wait",
     }

@@ -196,3 +196,55 @@ def test_the_sealing_migration_seals_stored_answers_and_opens_them_again_on_the_
     assert run_sync(_stored(empty_database_url, task)) == (PLAIN_ANSWER, '{"ticket": 7}')
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     assert isinstance(run_sync(_stored(empty_database_url, task))[0], bytes)
+
+
+async def _policy_columns(url: str) -> dict[str, object]:
+    """The data-policy columns of the one key and task `_seed_holds` made (None: no such column)."""
+    conn = await asyncpg.connect(url)
+    try:
+        columns = {
+            r["column_name"]
+            for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name IN ('agent_task', 'api_key')"
+            )
+        }
+        if "output_stored" not in columns:
+            return {"rows": await conn.fetchval("SELECT count(*) FROM agent_task")}
+        return dict(
+            await conn.fetchrow(
+                "SELECT t.output_stored, k.store_output, k.max_retention_days, count(*) OVER () AS rows"
+                " FROM agent_task t JOIN api_key k ON k.id = t.owner_id"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _refuses_bad_policies(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for column, value in (("store_output", "sometimes"), ("max_retention_days", 0)):
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute(f"UPDATE api_key SET {column} = $1", value)
+    finally:
+        await conn.close()
+
+
+def test_the_data_policy_migration_keeps_rows_as_stored_and_allowed_and_goes_down_and_up(empty_database_url):
+    before_policy = "c2d3e4f5a6b7"
+    migrations.upgrade(empty_database_url, before_policy, result_keys=TEST_RESULT_KEYS)
+    run_sync(_seed_holds(empty_database_url))
+
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_policy_columns(empty_database_url)) == {
+        "output_stored": True,
+        "store_output": "allowed",
+        "max_retention_days": None,
+        "rows": 1,
+    }
+    run_sync(_refuses_bad_policies(empty_database_url))
+
+    migrations.downgrade(empty_database_url, before_policy, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_policy_columns(empty_database_url)) == {"rows": 1}
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_policy_columns(empty_database_url))["output_stored"] is True
