@@ -137,7 +137,9 @@ def baseline_checkout(ref: str) -> Iterator[Path]:
         archive = subprocess.run(["git", "archive", ref], cwd=REPO, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
-        subprocess.run(["uv", "sync", "--frozen", "--no-dev", "--quiet"], cwd=root, env=env, check=True)
+        # With the dev group, as the service under test runs from this checkout's environment:
+        # the two differ only in their code.
+        subprocess.run(["uv", "sync", "--frozen", "--quiet"], cwd=root, env=env, check=True)
         yield root / ".venv" / "bin"
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -175,11 +175,10 @@ class AuditEventRow(SQLModel, table=True):
     # Counts and timings only (a purge run's figures), never task contents.
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
     # Sealing bookkeeping, outside every digest: the writing transaction's id (the 64-bit xid8 as
-    # a bigint). A DEFAULT, so the audited statements' text is unchanged. The sealer takes only
+    # a bigint: txid_current(), which is pg_current_xact_id() without its cast through text). A
+    # DEFAULT, so the audited statements' text is unchanged. The sealer takes only
     # events whose transaction has ended for everyone, so a late commit never lands in a sealed range.
-    xact: int = Field(
-        sa_column=Column(BigInteger, nullable=False, server_default=text("(pg_current_xact_id())::text::bigint"))
-    )
+    xact: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("txid_current()")))
 
 
 class AuditSealRow(SQLModel, table=True):

@@ -36,7 +36,7 @@ NEW_ACTIONS = (
 
 def upgrade() -> None:
     op.add_column("audit_event", sa.Column("xact", sa.BigInteger(), server_default=sa.text("0"), nullable=False))
-    op.alter_column("audit_event", "xact", server_default=sa.text("(pg_current_xact_id())::text::bigint"))
+    op.alter_column("audit_event", "xact", server_default=sa.text("txid_current()"))
     op.create_index("ix_audit_event_xact", "audit_event", ["xact"], unique=False, postgresql_using="brin")
     op.drop_constraint(op.f("ck_audit_event_action"), "audit_event", type_="check")
     op.create_check_constraint(op.f("ck_audit_event_action"), "audit_event", NEW_ACTIONS)
