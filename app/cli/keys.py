@@ -108,23 +108,39 @@ def keys_limits(
     key_id: Annotated[uuid.UUID, typer.Argument(metavar="ID", help="the key's id (keys list)")],
     rate_limit: RateLimitOption = None,
     max_running: MaxRunningOption = None,
-    store_output: StoreOutputOption = StoreOutput.ALLOWED,
-    max_retention_days: MaxRetentionOption = None,
+    store_output: Annotated[
+        StoreOutput | None,
+        typer.Option(help="never: no answer of this key is ever written; left out: unchanged"),
+    ] = None,
+    max_retention_days: Annotated[
+        float | None,
+        typer.Option(help="this key's retention ceiling in days; 0 removes it; left out: unchanged"),
+    ] = None,
 ) -> None:
-    """Set a key's own limits and data policy; an option left out goes back to its default."""
-    _check_retention(max_retention_days)
+    """Set a key's own limits and data policy. A limit left out goes back to the server's default;
+    the data policy (--store-output, --max-retention-days) left out stays as it is: a privacy
+    setting is never loosened by a command that did not name it."""
+    if max_retention_days is not None and max_retention_days < 0:
+        raise fail("--max-retention-days must be 0 (no ceiling) or greater")
     with database_settings() as (settings, embedded):
         if not embedded:
             require_head(settings)
         with key_store(settings) as (keys, runner):
+            current = next((r for r in runner.run(keys.list()) if r.id == key_id), None)
+            if current is None:
+                raise fail(f"No API key has id {key_id}.")
+            if max_retention_days is None:
+                ceiling = current.max_retention_days
+            else:
+                ceiling = max_retention_days or None  # 0: no ceiling
             try:
                 record = runner.run(
                     keys.set_limits(
                         key_id,
                         rate_limit_per_minute=rate_limit,
                         max_running_tasks=max_running,
-                        store_output=store_output,
-                        max_retention_days=max_retention_days,
+                        store_output=store_output if store_output is not None else current.store_output,
+                        max_retention_days=ceiling,
                     )
                 )
             except NotFound:

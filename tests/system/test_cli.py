@@ -57,7 +57,10 @@ def test_a_keys_data_policy_is_set_at_creation_changed_by_limits_and_shown_by_li
 
     assert "store=never retention-days=7" in listed[key_id]
     assert "store=never retention-days=2.5" in listed[other_id]
-    back = cli("keys", "limits", other_id, env=env).stdout  # left out: back to the defaults
+    # A limit left out goes back to its default; the data policy left out stays: never loosened unasked.
+    kept = cli("keys", "limits", other_id, "--rate-limit", "5", env=env).stdout
+    assert "store=never retention-days=2.5" in kept
+    back = cli("keys", "limits", other_id, "--store-output", "allowed", "--max-retention-days", "0", env=env).stdout
     assert "store=allowed retention-days=default" in back
     for refused in (["--store-output", "sometimes"], ["--max-retention-days", "0"]):
         assert cli("keys", "create", "x", *refused, env=env, check=False).returncode != 0
