@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
@@ -35,23 +33,14 @@ from app.schemas import (
     AgentResultPage,
     AgentResultSummary,
     AgentTask,
-    AuditEvent,
-    AuditEventPage,
-    AuditSealPage,
-    HoldCreate,
-    LegalHold,
-    LegalHoldPage,
-    PromptMatch,
-    PromptMatchPage,
-    PromptSearch,
     ReadinessReport,
     RetentionPolicy,
 )
 from app.service.health import Health
-from app.service.holds import LegalHolds, require_hold_role
+from app.service.holds import LegalHolds
+from app.service.oversight import OversightOperations
 from app.service.pagination import (
     DEFAULT_PAGE_SIZE,
-    decode_int_cursor,
     decode_task_cursor,
     encode_task_cursor,
     page_size,
@@ -59,7 +48,7 @@ from app.service.pagination import (
 from app.service.runner import TaskRunner
 from app.service.submission import Admission, Planner, cache_hit_observed
 from app.service.trail import AuditTrail
-from app.storage import audit, search
+from app.storage import audit
 from app.storage.database import Database
 from app.telemetry import metrics
 
@@ -73,7 +62,7 @@ class Submission:
     replayed: bool = False  # an Idempotency-Key replay of an earlier submission
 
 
-class AgentService:
+class AgentService(OversightOperations):
     """Every operation of the service, for REST and MCP alike."""
 
     def __init__(
@@ -221,114 +210,6 @@ class AgentService:
         items = [AgentResultSummary.from_record(r, self._vault.open(r)) for r in page]
         return AgentResultPage(items=items, next_cursor=next_cursor)
 
-    # -- the audit log ----------------------------------------------------------------------
-
-    async def list_audit_events(
-        self,
-        principal: Principal,
-        *,
-        task_id: uuid.UUID | None,
-        cursor: str | None,
-        limit: int = DEFAULT_PAGE_SIZE,
-        channel: Channel,
-        request_id: str | None = None,
-    ) -> AuditEventPage:
-        """The audit log, newest first, for auditors and admins; reading it is audited too."""
-        if not principal.sees_every_task:
-            raise Forbidden("the audit log is for the auditor and admin roles")
-        limit = page_size(limit)
-        before_id = decode_int_cursor(cursor)
-        actor = Actor(principal.key_id, principal.role, channel, request_id)
-        async with self._db.connection() as conn:
-            rows = await audit.list_audit_events_audited(
-                conn, task_id=task_id, before_id=before_id, limit=limit + 1, actor=actor
-            )
-        page = rows[:limit]
-        next_cursor = str(page[-1].id) if len(rows) > limit else None
-        return AuditEventPage(items=[AuditEvent.from_record(r) for r in page], next_cursor=next_cursor)
-
-    async def search_by_prompt(
-        self,
-        principal: Principal,
-        prompt_search: PromptSearch,
-        *,
-        cursor: str | None,
-        limit: int = DEFAULT_PAGE_SIZE,
-        channel: Channel,
-        request_id: str | None = None,
-    ) -> PromptMatchPage:
-        """The live tasks that carried a prompt, whoever sent them (auditors and admins).
-
-        Hashes are bound to their owner, so the prompt is hashed here for every owner there is
-        (and once the old global way, for rows from before that binding). The search, and each
-        task it returns, is audited; the prompt is never stored.
-        """
-        if not principal.sees_every_task:
-            raise Forbidden("searching by prompt is for the auditor and admin roles")
-        limit = page_size(limit)
-        before = decode_task_cursor(cursor)
-        actor = Actor(principal.key_id, principal.role, channel, request_id)
-        async with self._db.connection() as conn:
-            owners = await search.owner_ids(conn)
-            hashes = self._planner.prompt_hashes(
-                prompt_search.prompt, prompt_search.template, prompt_search.context, owners
-            )
-            rows = await search.search_tasks_audited(conn, hashes, before=before, limit=limit, actor=actor)
-        page = rows[:limit]
-        next_cursor = encode_task_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-        return PromptMatchPage(items=[PromptMatch.from_record(r) for r in page], next_cursor=next_cursor)
-
-    # -- the sealed trail -------------------------------------------------------------------
-
-    def audit_public_key(self, principal: Principal) -> str:
-        """The audit key's public half as PEM: what checks every seal and export (auditors and admins)."""
-        _require_audit_role(principal)
-        return self._trail.public_key_pem
-
-    async def list_audit_seals(
-        self, principal: Principal, *, cursor: str | None, limit: int = DEFAULT_PAGE_SIZE
-    ) -> AuditSealPage:
-        """The seals of the audit trail, newest first (auditors and admins)."""
-        _require_audit_role(principal)
-        return await self._trail.list_seals(cursor=cursor, limit=limit)
-
-    async def export_audit(
-        self,
-        principal: Principal,
-        *,
-        since: datetime,
-        until: datetime,
-        channel: Channel,
-        request_id: str | None = None,
-    ) -> AsyncIterator[bytes]:
-        """A verifiable export of the audit trail as JSON Lines, streamed (auditors and admins; audited)."""
-        _require_audit_role(principal)
-        actor = Actor(principal.key_id, principal.role, channel, request_id)
-        return await self._trail.export(actor, since=since, until=until)
-
-    # -- legal holds ------------------------------------------------------------------------
-
-    async def place_hold(
-        self, principal: Principal, hold: HoldCreate, *, channel: Channel, request_id: str | None = None
-    ) -> LegalHold:
-        """Place a legal hold on a task or on every task of an API key (auditors and admins; audited)."""
-        require_hold_role(principal)
-        return await self._holds.place(Actor(principal.key_id, principal.role, channel, request_id), hold)
-
-    async def list_holds(
-        self, principal: Principal, *, cursor: str | None, limit: int = DEFAULT_PAGE_SIZE
-    ) -> LegalHoldPage:
-        """The legal holds in force, newest first (auditors and admins)."""
-        require_hold_role(principal)
-        return await self._holds.list(cursor=cursor, limit=limit)
-
-    async def release_hold(
-        self, principal: Principal, hold_id: uuid.UUID, *, channel: Channel, request_id: str | None = None
-    ) -> None:
-        """Release a legal hold in force (auditors and admins; audited)."""
-        require_hold_role(principal)
-        await self._holds.release(Actor(principal.key_id, principal.role, channel, request_id), hold_id)
-
     # -- health -----------------------------------------------------------------------------
 
     async def readiness(self) -> ReadinessReport:
@@ -338,11 +219,6 @@ class AgentService:
     def metrics_text(self, principal: Principal) -> bytes:
         """The metrics in Prometheus text format, for auditors and admins only."""
         return self._health.metrics_text(principal)
-
-
-def _require_audit_role(principal: Principal) -> None:
-    if not principal.sees_every_task:
-        raise Forbidden("the audit trail is for the auditor and admin roles")
 
 
 def _audited_read(channel: Channel, outcome: AuditOutcome) -> None:
