@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.domain import (
+    AlreadyFinished,
     Conflict,
     DatabaseUnavailable,
     Forbidden,
@@ -32,6 +33,7 @@ STATUS_OF: dict[type[ServiceError], int] = {
     NotFound: 404,
     Conflict: 409,
     UnderLegalHold: 409,
+    AlreadyFinished: 409,
     Throttled: 429,
     DatabaseUnavailable: 503,
 }

@@ -233,6 +233,14 @@ def build_mcp(service: AgentService) -> FastMCP:
             )
         return {"task_id": task_id, "status": "deleted"}
 
+    @mcp.tool(annotations={"destructiveHint": True, "idempotentHint": False})
+    async def cancel_agent_task(task_id: TaskIdArg) -> AgentResult:
+        """Stop a pending or running task (audited); it ends with status cancelled."""
+        with _mcp_errors():
+            return await service.cancel_task(
+                await caller(), _task_id(task_id), channel=Channel.MCP, request_id=_request_id()
+            )
+
     @mcp.tool(annotations={"readOnlyHint": True})
     async def search_tasks_by_prompt(
         prompt: Annotated[str, Field(description="The prompt to look for; hashed in memory, never stored.")],

@@ -36,6 +36,7 @@ router = APIRouter(dependencies=[Depends(reject_unknown_query)])
 Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "unknown, expired, or another client's task"}}
 _HELD: Responses = {409: {"model": ErrorBody, "description": "`legal_hold`: the task is under a legal hold"}}
+_FINISHED: Responses = {409: {"model": ErrorBody, "description": "`already_finished`: the task has ended"}}
 _FORBIDDEN: Responses = {403: {"model": ErrorBody, "description": "the key's role does not allow this"}}
 # What an operation behind a key can answer: 413 only where a request has a body to be too large.
 _KEYED: Responses = {status: answer for status, answer in ERROR_RESPONSES.items() if status != 413}
@@ -138,6 +139,19 @@ async def delete_agent_result(
     """Erase a task and its result now (audited)."""
     await service.delete_result(principal, task_id, channel=Channel.REST, request_id=request_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/resources/get_agent_result/{task_id}/cancel",
+    response_model=AgentResult,
+    responses={**_KEYED, **_NOT_FOUND, **_FORBIDDEN, **_FINISHED},
+    tags=["tasks"],
+)
+async def cancel_agent_task(
+    task_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
+) -> Response:
+    """Stop a pending or running task (audited); it ends `cancelled`, and its waiting callers get it."""
+    return _json(await service.cancel_task(principal, task_id, channel=Channel.REST, request_id=request_id))
 
 
 @router.get(

@@ -6,6 +6,7 @@ Every layer may import these; they import nothing of the service's own.
 
 from app.domain.audit import Actor, AuditAction, AuditEventRecord, AuditOutcome, Channel
 from app.domain.errors import (
+    AlreadyFinished,
     Conflict,
     DatabaseUnavailable,
     Forbidden,
@@ -23,6 +24,7 @@ from app.domain.tasks import AuditedTask, NewTask, OpenedResult, PromptHashes, T
 
 __all__ = [
     "Actor",
+    "AlreadyFinished",
     "ApiKeyRecord",
     "AuditAction",
     "AuditEventRecord",

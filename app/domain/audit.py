@@ -30,6 +30,7 @@ class AuditAction(StrEnum):
     HOLD_PLACE = "hold_place"
     HOLD_RELEASE = "hold_release"
     AUDIT_EXPORT = "audit_export"  # a verifiable export of the audit trail (REST or CLI)
+    CANCEL = "cancel"  # a request to stop a pending or running task
 
 
 class AuditOutcome(StrEnum):
@@ -39,6 +40,7 @@ class AuditOutcome(StrEnum):
     DENIED = "denied"
     ERROR = "error"
     HELD = "held"  # an erasure refused: the task is under a legal hold
+    FINISHED = "finished"  # a cancel refused: the task had already finished
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,13 @@ class UnderLegalHold(ServiceError):
     default_message = "this task is under a legal hold and cannot be erased until the hold is released"
 
 
+class AlreadyFinished(ServiceError):
+    """A cancel came after the task had ended: its result stands (read it), nothing was changed."""
+
+    code = "already_finished"
+    default_message = "this task has already finished; there is nothing to cancel"
+
+
 class Throttled(ServiceError):
     """A per-key limit was reached; `retry_after` says when trying again can succeed."""
 

@@ -23,14 +23,15 @@ class TaskStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped at a caller's request before it finished
 
     @property
     def finished(self) -> bool:
-        """Succeeded or failed: nothing will change the task any more."""
+        """Succeeded, failed or cancelled: nothing will change the task any more."""
         return self in _FINISHED
 
 
-_FINISHED = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED})
+_FINISHED = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 UNFINISHED = (TaskStatus.PENDING, TaskStatus.RUNNING)
 
 

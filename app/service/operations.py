@@ -18,6 +18,7 @@ from app.access.keys import KeyStore
 from app.access.limits import Limiter
 from app.domain import (
     Actor,
+    AlreadyFinished,
     AuditOutcome,
     Channel,
     Forbidden,
@@ -188,6 +189,29 @@ class AgentService(OversightOperations):
             raise Forbidden("auditors may read any task but erase only their own")
         if outcome is not AuditOutcome.OK:
             raise NotFound
+
+    async def cancel_task(
+        self, principal: Principal, task_id: uuid.UUID, *, channel: Channel, request_id: str | None = None
+    ) -> AgentResult:
+        """Stop a pending or running task, audited: it ends `cancelled` on whichever replica runs it.
+
+        The same callers as an erasure: owners their own tasks, admins any. Another client's task is
+        the same `NotFound` as an unknown one; a task that has ended is `AlreadyFinished` (409)."""
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        owner = None if principal.role is Role.ADMIN else principal.key_id
+        async with self._db.connection() as conn:
+            outcome, record = await audit.cancel_task_audited(
+                conn, task_id, owner, actor, failed_retention_seconds=self._runner.failed_retention_seconds
+            )
+        if outcome is AuditOutcome.FINISHED:
+            raise AlreadyFinished
+        if outcome is AuditOutcome.DENIED and principal.role is Role.AUDITOR:
+            raise Forbidden("auditors may read any task but cancel only their own")
+        if record is None:
+            raise NotFound
+        metrics.TASKS_CANCELLED.add(1, {"channel": channel.value})
+        self._runner.task_cancelled(str(task_id))  # this replica, at once, without the round trip
+        return self._result(record)
 
     async def list_results(
         self,

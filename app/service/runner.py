@@ -3,6 +3,11 @@
 A task being run carries a lease (`lease_expires_at`) that this process renews while it
 works. If the process dies, the lease runs out and any replica's sweep marks the task
 `failed` with `interrupted`, so no task stays pending or running forever.
+
+A cancel (`app.storage.audit.cancel_task_audited`) is committed first, then announced on
+`task_cancelled`; the replica running the task cancels its job, which aborts the provider call
+(the HTTP request is closed), and the job ends with the cancelled row. A notification lost with
+the listener's connection is caught up when it reconnects, and by the heartbeat.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import logfire
 
 from app.access.encryption import KeyRetired, ResultVault, SealBroken
@@ -62,10 +68,18 @@ class TaskRunner:
         self._db = db
         self._settings = settings
         self._jobs: dict[uuid.UUID, asyncio.Task[Finished]] = {}
+        self._cancelled: set[uuid.UUID] = set()  # jobs being stopped because their task was cancelled
 
     @property
     def lease_seconds(self) -> float:
         return self._settings.task_lease_seconds
+
+    @property
+    def failed_retention_seconds(self) -> float | None:
+        """FAILED_RESULT_RETENTION_DAYS in seconds (None: a failed or cancelled task keeps the
+        retention it was given)."""
+        days = self._settings.failed_result_retention_days
+        return days * SECONDS_PER_DAY if days else None
 
     def launch(
         self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None = None
@@ -79,6 +93,7 @@ class TaskRunner:
 
     def _finished(self, task_id: uuid.UUID, job: asyncio.Task[Finished]) -> None:
         self._jobs.pop(task_id, None)
+        self._cancelled.discard(task_id)
         if not job.cancelled() and (exc := job.exception()) is not None:
             # Type only: the caller sees it if still waiting; the lease sweep settles the row.
             log.warning("task runner ended with %s", type(exc).__name__)
@@ -111,6 +126,18 @@ class TaskRunner:
             return finished
 
     async def _run(self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None) -> Finished:
+        try:
+            return await self._answer(task_id, work, pending=pending, follow=follow)
+        except asyncio.CancelledError:
+            if task_id not in self._cancelled:
+                raise  # not a cancel of the task (a shutdown): the lease sweep settles the row
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            self._cancelled.discard(task_id)
+            return Finished(await self._current(task_id))
+
+    async def _answer(self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None) -> Finished:
         if pending:
             async with self._db.connection() as conn:
                 if not await storage.mark_running(conn, task_id, self.lease_seconds):
@@ -128,18 +155,21 @@ class TaskRunner:
                         copied = await storage.complete_as_copy(conn, task_id, source.id, output)
                     if copied is not None:
                         return Finished(copied)
+                    if (now := await self._current(task_id)) is None or now.status.finished:
+                        return Finished(now)  # erased or cancelled meanwhile
             # The leader failed, was erased, or finished after its own expiry (its answer is gone
             # and is never copied): this task gets a real answer of its own.
         outcome = await self._call_provider(work)
-        failed_days = self._settings.failed_result_retention_days
         async with self._db.connection() as conn:
             record = await storage.complete_task(
                 conn,
                 task_id,
                 outcome,
                 output=self._vault.seal_output(task_id, work.owner_id, outcome.output) if work.stored else None,
-                failed_retention_seconds=failed_days * SECONDS_PER_DAY if failed_days else None,
+                failed_retention_seconds=self.failed_retention_seconds,
             )
+        if record is None:  # erased, or cancelled, while the provider answered: the row says which
+            return Finished(await self._current(task_id))
         return Finished(record) if work.stored else Finished(record, outcome.output)
 
     async def _call_provider(self, work: Work) -> TaskOutcome:
@@ -199,15 +229,36 @@ class TaskRunner:
         async with self._db.connection() as conn:
             return await storage.get_task(conn, task_id)
 
+    # -- cancels ------------------------------------------------------------------------
+
+    def task_cancelled(self, payload: str) -> None:
+        """A notification on `task_cancelled`: stop the job if this process runs that task."""
+        self._stop(uuid.UUID(payload))
+
+    async def catch_up_cancels(self, conn: asyncpg.Connection) -> None:
+        """After the listener (re)connects: stop the jobs whose tasks were cancelled meanwhile."""
+        if self._jobs:
+            for task_id in await storage.cancelled_among(conn, list(self._jobs)):
+                self._stop(task_id)
+
+    def _stop(self, task_id: uuid.UUID) -> None:
+        job = self._jobs.get(task_id)
+        if job is not None and not job.done() and task_id not in self._cancelled:
+            self._cancelled.add(task_id)
+            job.cancel()
+
     # -- leases -------------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        """Renew the leases of every task this process is running."""
+        """Renew the leases of every task this process is running, and stop those cancelled."""
         if not self._jobs:
             return
         try:
+            running = list(self._jobs)
             async with self._db.connection() as conn:
-                await storage.renew_leases(conn, list(self._jobs), self.lease_seconds)
+                if await storage.renew_leases(conn, running, self.lease_seconds) < len(running):
+                    for task_id in await storage.cancelled_among(conn, running):
+                        self._stop(task_id)  # a cancel whose notification did not arrive
         except DatabaseUnavailable:
             log.warning("could not renew task leases: database unreachable")
 

@@ -23,6 +23,7 @@ from app.service.schedule import Scheduler
 from app.service.submission import Admission, Planner
 from app.service.trail import AuditTrail
 from app.settings import Settings
+from app.storage.audit import TASK_CANCELLED_CHANNEL
 from app.storage.database import Database
 from app.storage.keys import KEY_EVENTS_CHANNEL
 from app.storage.notifications import Listener
@@ -57,6 +58,10 @@ class Components:
         self.providers: ProviderRegistry = build_registry(settings)
         self.templates = TemplateStore(settings.templates_dir)
         self.runner = TaskRunner(self.db, settings, self.vault)
+        # A cancel made on any replica stops the provider call on the one running the task.
+        self.listener.subscribe(
+            TASK_CANCELLED_CHANNEL, self.runner.task_cancelled, on_connect=self.runner.catch_up_cancels
+        )
         self.holds = LegalHolds(self.db)
         self.purger = Purger(self.db, settings)
         self.trail = AuditTrail(self.db, AuditSigner(settings.audit_signing_key.get_secret_value()))

@@ -1,4 +1,4 @@
-"""A caller's reads and erasures of tasks, each one statement with its audit event, and the audit log.
+"""A caller's reads, cancels and erasures of tasks, each one statement with its audit event, and the audit log.
 
 Each audited operation is a single statement whose CTE writes the audit event, so an
 operation can never succeed without its audit row, and the hot path is one round trip.
@@ -12,9 +12,10 @@ from typing import Any
 
 import asyncpg
 
-from app.domain import Actor, AuditAction, AuditedTask, AuditEventRecord, AuditOutcome, TaskRecord
+from app.domain import Actor, AuditAction, AuditedTask, AuditEventRecord, AuditOutcome, TaskRecord, TaskStatus
+from app.domain.tasks import UNFINISHED
 from app.storage.holds import held
-from app.storage.sql import Statement, column_list
+from app.storage.sql import Statement, column_list, sql_values
 from app.storage.tasks import TASK_COLUMNS
 
 AUDIT_COLUMNS = column_list(AuditEventRecord)
@@ -101,6 +102,63 @@ async def delete_task_audited(
 ) -> AuditOutcome:
     """Erase a task now and record the attempt, whatever its outcome (`held`: refused for a legal hold)."""
     return AuditOutcome(await DELETE_TASK_AUDITED.fetchval(conn, task_id=task_id, owner=owner, **_actor(actor)))
+
+
+TASK_CANCELLED_CHANNEL = "task_cancelled"  # payload: the task id; the replica running it stops its job
+
+# A cancel: the same verdict as an erasure (owners their own tasks, admins any), then 'finished'
+# for a task that has already ended. Only a pending or running row changes, and only here; every
+# other final write leaves a cancelled row alone (`WHERE status IN (pending, running)`). A
+# cancelled task keeps the retention of a failed one (`failed_retention_seconds`, or NULL).
+CANCEL_TASK_AUDITED = Statement(
+    "cancel_task_audited",
+    f"""
+WITH found AS (
+    SELECT id, owner_id, expires_at, status FROM agent_task WHERE id = :task_id FOR UPDATE
+), {_VERDICT}, judged AS (
+    SELECT CASE
+        WHEN verdict.outcome = '{AuditOutcome.OK}' AND found.status NOT IN ({sql_values(UNFINISHED)})
+        THEN '{AuditOutcome.FINISHED}' ELSE verdict.outcome
+    END AS outcome
+    FROM verdict LEFT JOIN found ON true
+), cancelled AS (
+    UPDATE agent_task SET status = '{TaskStatus.CANCELLED}', error_code = 'cancelled',
+        error_message = 'cancelled at the request of its owner or an admin',
+        completed_at = now(), lease_expires_at = NULL,
+        expires_at = CASE WHEN :failed_retention_seconds::float8 IS NULL THEN expires_at
+            ELSE least(expires_at, created_at + make_interval(secs => :failed_retention_seconds::float8)) END
+    FROM judged WHERE agent_task.id = :task_id AND judged.outcome = '{AuditOutcome.OK}'
+    RETURNING {column_list(TaskRecord, prefix="agent_task.")}
+), audit AS ({_RECORD}
+    SELECT :actor_id, :actor_role, :channel, '{AuditAction.CANCEL}', :task_id, outcome, :request_id FROM judged
+)
+SELECT judged.outcome, cancelled.* FROM judged LEFT JOIN cancelled ON true
+""",
+)
+NOTIFY_CANCELLED = Statement("notify_task_cancelled", f"SELECT pg_notify('{TASK_CANCELLED_CHANNEL}', :task_id)")
+
+
+async def cancel_task_audited(
+    conn: asyncpg.Connection,
+    task_id: uuid.UUID,
+    owner: uuid.UUID | None,
+    actor: Actor,
+    *,
+    failed_retention_seconds: float | None,
+) -> tuple[AuditOutcome, TaskRecord | None]:
+    """Cancel a pending or running task and record the attempt, whatever its outcome; announce a
+    cancel on `TASK_CANCELLED_CHANNEL` in the same transaction, so the replica running the task
+    hears of it only once it is committed."""
+    async with conn.transaction():
+        row = await CANCEL_TASK_AUDITED.fetchrow(
+            conn, task_id=task_id, owner=owner, failed_retention_seconds=failed_retention_seconds, **_actor(actor)
+        )
+        assert row is not None  # the verdict CTE always yields exactly one row
+        outcome = AuditOutcome(row[0])
+        if outcome is not AuditOutcome.OK:
+            return outcome, None
+        await NOTIFY_CANCELLED.execute(conn, task_id=str(task_id))
+    return outcome, TaskRecord.from_row(row[1:])
 
 
 LIST_TASKS_AUDITED = Statement(

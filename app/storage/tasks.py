@@ -195,7 +195,8 @@ SET status = '{TaskStatus.SUCCEEDED}', output = :output, prompt_tokens = s.promp
     completion_tokens = s.completion_tokens, total_tokens = s.total_tokens, cached = true,
     completed_at = now(), lease_expires_at = NULL
 FROM agent_task AS s
-WHERE t.id = :task_id AND s.id = :source_id AND s.status = '{TaskStatus.SUCCEEDED}' AND s.expires_at > now()
+WHERE t.id = :task_id AND t.status IN ({_LIVE})
+  AND s.id = :source_id AND s.status = '{TaskStatus.SUCCEEDED}' AND s.expires_at > now()
   AND s.output_stored
 RETURNING {column_list(TaskRecord, prefix="t.")}
 """,
@@ -242,6 +243,17 @@ async def renew_leases(conn: asyncpg.Connection, task_ids: list[uuid.UUID], leas
     return int(result.split()[-1])
 
 
+CANCELLED_AMONG = Statement(
+    "cancelled_among",
+    f"SELECT id FROM agent_task WHERE id = ANY(:task_ids::uuid[]) AND status = '{TaskStatus.CANCELLED}'",
+)
+
+
+async def cancelled_among(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Which of these tasks were cancelled: the heartbeat's fallback for a lost notification."""
+    return [row["id"] for row in await CANCELLED_AMONG.fetch(conn, task_ids=task_ids)]
+
+
 INTERRUPT_ABANDONED = Statement(
     "interrupt_abandoned",
     f"""
@@ -274,7 +286,7 @@ SET status = :status::varchar, output = :output,
         THEN least(expires_at, created_at + make_interval(secs => :failed_retention_seconds::float8))
         ELSE expires_at
     END
-WHERE id = :task_id
+WHERE id = :task_id AND status IN ({_LIVE})  -- never over a cancel
 RETURNING {TASK_COLUMNS}
 """,
 )
@@ -289,7 +301,7 @@ async def complete_task(
     failed_retention_seconds: float | None = None,
 ) -> TaskRecord | None:
     """Record a task's result (its answer sealed for this row as `output`); None when the task
-    was erased while it ran."""
+    was erased or cancelled while it ran (a cancel stands: the answer is dropped)."""
     row = await COMPLETE_TASK.fetchrow(
         conn,
         task_id=task_id,

@@ -29,7 +29,7 @@ MODEL_LABELS_PER_PROVIDER = 10
 OTHER = "other"
 
 # The documented label values, created at zero at start-up (docs/operations.md lists them too).
-TASK_STATUSES = ("succeeded", "failed")
+TASK_STATUSES = ("succeeded", "failed", "cancelled")
 TASK_ERROR_CODES = ("provider_error", "rate_limited", "timeout", "quota_exceeded")
 TOKEN_KINDS = ("prompt", "completion")
 CACHE_RESULTS = ("hit", "miss", "in_flight", "bypass")
@@ -54,6 +54,7 @@ AUDITED_READS = logfire.metric_counter("agent_audited_reads", description="Audit
 PURGE_RUNS = logfire.metric_counter("agent_purge_runs", description="Retention purge runs, by outcome")
 PURGE_ROWS = logfire.metric_counter("agent_purge_rows_deleted", description="Rows deleted by the purge, by table")
 AUDIT_SEALS = logfire.metric_counter("agent_audit_seals", description="Audit seals written (signed checkpoints)")
+TASKS_CANCELLED = logfire.metric_counter("agent_task_cancels", description="Tasks cancelled, by channel")
 THROTTLED = logfire.metric_counter(
     "agent_throttled_requests", description="Requests refused by a per-key limit, by limit (rate, running_tasks)"
 )
@@ -68,6 +69,7 @@ COUNTER_NAMES = frozenset(
         "agent_purge_rows_deleted",
         "agent_throttled_requests",
         "agent_audit_seals",
+        "agent_task_cancels",
     }
 )
 
@@ -113,6 +115,8 @@ def register_routing(providers: Iterable[str], known_models: Iterable[str]) -> N
     for table in PURGE_TABLES:
         PURGE_ROWS.add(0, {"table": table})
     AUDIT_SEALS.add(0)
+    for channel in READ_CHANNELS:
+        TASKS_CANCELLED.add(0, {"channel": channel})
 
 
 def _create_task_series(provider: str, model: str) -> None:
@@ -121,6 +125,7 @@ def _create_task_series(provider: str, model: str) -> None:
         TASKS.add(0, {**labels, "status": "succeeded", "error_code": "", "cached": cached})
     for code in TASK_ERROR_CODES:
         TASKS.add(0, {**labels, "status": "failed", "error_code": code, "cached": "false"})
+    TASKS.add(0, {**labels, "status": "cancelled", "error_code": "cancelled", "cached": "false"})
     for kind in TOKEN_KINDS:
         TOKENS.add(0, {**labels, "kind": kind})
 

@@ -66,9 +66,12 @@ class Expect(StrEnum):
     EXCL = "does not list it"  # a page without it: lists show the caller's own tasks only
     HOLD = "held"  # REST 201: a legal hold on alice's task, placed by the caller
     FREE = "released"  # REST 204: a legal hold on alice's task (placed before), released
+    # REST 409 {"code": "already_finished"}; MCP: an error with that code. The caller may cancel
+    # alice's task, but it has finished (each cell's task is answered before the cell runs).
+    DONE = "already_finished"
 
 
-DENY, FORB, HIDE, OK, GONE, INCL, EXCL, HOLD, FREE = Expect
+DENY, FORB, HIDE, OK, GONE, INCL, EXCL, HOLD, FREE, DONE = Expect
 
 # The callers (columns). Every cell gets a fresh client key "alice" owning a fresh task,
 # `{task_id}` below; the malformed credentials are made from alice's key.
@@ -93,6 +96,8 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "GET /resources/get_agent_result/{task_id}":    (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
     "GET /resources/agent_results":                 (DENY, DENY, DENY, DENY, DENY, DENY, EXCL, INCL, EXCL, EXCL),
     "DELETE /resources/get_agent_result/{task_id}": (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, GONE, FORB, GONE),
+    "POST /resources/get_agent_result/{task_id}/cancel":
+                                                    (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, DONE, FORB, DONE),
     "GET /audit/events":                            (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, OK,   OK),
     "POST /audit/prompt-search":                    (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, INCL, INCL),
     "POST /holds":                                  (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, HOLD, HOLD),
@@ -113,6 +118,7 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "MCP tool get_agent_result(task_id)":           (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
     "MCP tool list_agent_results":                  (DENY, DENY, DENY, DENY, DENY, DENY, EXCL, INCL, EXCL, EXCL),
     "MCP tool delete_agent_result(task_id)":        (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, GONE, FORB, GONE),
+    "MCP tool cancel_agent_task(task_id)":          (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, DONE, FORB, DONE),
     "MCP tool search_tasks_by_prompt":              (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, INCL, INCL),
     "MCP resource agent-result://{task_id}":        (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
 }
@@ -126,6 +132,7 @@ AUDITED: dict[str, tuple[str | None, ...]] = {
     "read":         ("read denied",   "read ok",   "read ok",       "read ok"),
     "list":         ("list ok",       "list ok",   "list ok",       "list ok"),
     "delete":       ("delete denied", "delete ok", "delete denied", "delete ok"),
+    "cancel":       ("cancel denied", "cancel finished", "cancel denied", "cancel finished"),
     "audit log":    (None,            None,        "audit_read ok", "audit_read ok"),
     "search":       (None,            None,        "prompt_search ok", "prompt_search ok"),
     "hold place":   (None,            None,        "hold_place ok", "hold_place ok"),
@@ -150,6 +157,7 @@ def cells(face: str) -> list[Any]:
 def kind_of(operation: str) -> str | None:
     """The AUDITED row of a MATRIX row, if any."""
     for kind, marks in (
+        ("cancel", ("/cancel", "cancel_agent_task")),
         ("hold place", ("POST /holds",)),
         ("hold release", ("DELETE /holds/",)),
         ("run", ("run_agent_task",)),
@@ -239,7 +247,7 @@ async def test_rest(world: World, operation: str, column: str, expect: Expect) -
     response = await world.http.request(
         method,
         path.replace("{task_id}", alice.task_id),
-        json=body_of_post if method == "POST" else None,
+        json=body_of_post if method == "POST" and not path.endswith("/cancel") else None,
         headers={**credentials_of(world, column, alice), "X-Request-ID": request_id},
     )
 
@@ -252,6 +260,8 @@ async def test_rest(world: World, operation: str, column: str, expect: Expect) -
             assert response.headers["www-authenticate"] == "Bearer"
         case Expect.FORB:
             assert (response.status_code, body["code"]) == (403, "forbidden"), response.text
+        case Expect.DONE:
+            assert (response.status_code, body["code"]) == (409, "already_finished"), response.text
         case Expect.HIDE:
             assert (response.status_code, body) == (404, {"code": "not_found", "message": "no such task"})
         case Expect.OK:
@@ -311,7 +321,7 @@ async def test_mcp(world: World, operation: str, column: str, expect: Expect) ->
             assert opening, "a client with these credentials tried to connect"
             for answer in opening:  # the opening request (discovery or initialize), and nothing after it
                 assert_refused(answer.status, answer.www_authenticate)
-        case Expect.FORB | Expect.HIDE:
+        case Expect.FORB | Expect.HIDE | Expect.DONE:
             assert outcome.kind == "error", outcome
             assert outcome.error is not None
             assert outcome.error["code"] == expect.value
