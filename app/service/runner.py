@@ -133,8 +133,7 @@ class TaskRunner:
                 raise  # not a cancel of the task (a shutdown): the lease sweep settles the row
             current = asyncio.current_task()
             if current is not None:
-                current.uncancel()
-            self._cancelled.discard(task_id)
+                current.uncancel()  # the id stays in _cancelled until the job is done: stopped once
             return Finished(await self._current(task_id))
 
     async def _answer(self, task_id: uuid.UUID, work: Work, *, pending: bool, follow: uuid.UUID | None) -> Finished:

@@ -18,7 +18,7 @@ from app.domain import Role
 from app.main import create_app
 from app.telemetry.logs import PAYLOAD_LOGGERS
 from tests.support.app import Caller, running
-from tests.support.fake_openai import FakeOpenAI, Reply, error_reply
+from tests.support.fake_openai import FakeOpenAI, Reply, completion, error_reply
 from tests.support.mcp import mcp_as
 from tests.support.routes import RUN
 from tests.support.settings import TEST_HASH_KEY, TEST_SIGNING_KEY, make_settings
@@ -108,6 +108,14 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, s
     assert (await post({"prompt": prompt, "params": {"temperature": 9}})).status_code == 422
     assert (await post({"prompt": prompt, "model": "nowhere:x"})).status_code == 422
     assert (await post({"prompt": prompt, "retention_days": 999})).status_code == 422
+    fake.enqueue(Reply(body=completion(f"never sent {marker}"), delay=10))  # cancelled while it runs
+    slow = {"prompt": prompt, "model": "openai:gpt-test", "cache": False}
+    pending = await http.post(RUN, params={"wait": "false"}, json=slow, headers=caller.headers)
+    cancelled = await http.post(
+        f"/resources/get_agent_result/{pending.json()['task_id']}/cancel", headers=caller.headers
+    )
+    assert cancelled.json()["status"] == "cancelled"
+    answers += [r.text.replace(r.json()["prompt_hash"], "") for r in (pending, cancelled)]
     client_log = logging.getLogger("httpx")  # the test client logs its URLs; the service must not
     client_log.disabled = True
     try:

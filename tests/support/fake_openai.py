@@ -99,6 +99,7 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers (lower-case names)
         self.arrivals: list[float] = []  # each request's time.monotonic() on arrival
+        self.hang_ups: list[float] = []  # time.monotonic() of each client that went away mid-reply
         self.port = free_port()
         self._stopping = False
 
@@ -129,7 +130,10 @@ class FakeOpenAI:
         reply = reply or Reply()
         deadline = time.monotonic() + reply.delay
         while time.monotonic() < deadline and not self._stopping:  # a hanging reply ends with the server
-            await asyncio.sleep(min(0.05, deadline - time.monotonic()))
+            await asyncio.sleep(min(0.02, deadline - time.monotonic()))
+            if await request.is_disconnected():  # the caller gave up (or was cancelled)
+                self.hang_ups.append(time.monotonic())
+                return Response(status_code=499)
         if reply.drop:
             return _Dropped()
         if reply.raw is not None:

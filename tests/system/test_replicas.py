@@ -283,6 +283,38 @@ async def test_tasks_of_a_killed_replica_end_interrupted_by_the_other(env, datab
     assert await db.fetchval("SELECT count(*) FROM agent_task WHERE status IN ('pending', 'running')") == 0
 
 
+# -- cancel -----------------------------------------------------------------------------------------
+
+
+async def test_a_cancel_sent_to_one_replica_stops_the_task_running_on_the_other_within_a_second(
+    env, database_url, fake, db
+):
+    fake.enqueue(Reply(body=completion("never seen"), delay=60))
+    alice = await new_key(database_url)
+    with replicas(env) as (runner, other):
+        async with clients([runner, other]) as (on_runner, on_other):
+            body = {"prompt": "a long one", "cache": False}
+            waiting = asyncio.create_task(on_runner.post(RUN, json=body, headers=alice.headers))
+            await _until(lambda: _true(fake.count == 1))
+            task_id = str(await db.fetchval("SELECT id FROM agent_task WHERE owner_id = $1", alice.key_id))
+            sent = time.monotonic()
+            cancel = await on_other.post(f"{GET.format(task_id)}/cancel", headers=alice.headers)
+            waited = await asyncio.wait_for(waiting, 5)
+            answered_after = time.monotonic() - sent
+            await _until(lambda: _true(bool(fake.hang_ups)), timeout=5)
+            aborted_after = fake.hang_ups[0] - sent
+
+    assert cancel.status_code == 200, cancel.text
+    assert (waited.status_code, waited.json()["status"]) == (200, "cancelled")
+    assert answered_after < 1.0, f"the waiting caller on the other replica got the cancel after {answered_after:.3f} s"
+    assert aborted_after < 1.0, f"the provider call was aborted after {aborted_after:.3f} s"
+    assert await db.fetchval("SELECT status FROM agent_task WHERE id = $1", uuid.UUID(task_id)) == "cancelled"
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 # -- MCP sessions -----------------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from app.domain import Role
 from app.main import create_app
 from app.settings import Settings
 from app.storage.database import Database
+from tests.support.fake_openai import TcpFault
 from tests.support.postgres import run_sync
 from tests.support.settings import make_settings
 
@@ -98,9 +99,18 @@ async def _create_key(settings: Settings, role: Role) -> str:
 
 
 @pytest.fixture
-def fuzz_settings(database_url: str) -> Settings:
-    # offline:echo by default, so that valid tasks run to a stored result (not all an unknown model).
-    return make_settings(database_url, default_model="offline:echo", trace_requests=False, trace_sql=False)
+def fuzz_settings(database_url: str) -> Iterator[Settings]:
+    # offline:echo by default, so that valid tasks run to a stored result (not all an unknown model);
+    # openai: a provider that never answers, for a task that stays running until it is cancelled.
+    with TcpFault("hang").running() as hanging:
+        yield make_settings(
+            database_url,
+            default_model="offline:echo",
+            openai_api_key="sk-fuzz",
+            openai_base_url=hanging.base_url,
+            trace_requests=False,
+            trace_sql=False,
+        )
 
 
 @pytest.fixture
@@ -142,6 +152,13 @@ def test_every_operation_survives_fuzzing_and_answers_as_documented(fuzz_app: Fa
             http.post("/tools/run_agent_task", json={"prompt": "fuzz"}, headers=client_headers).json()["task_id"]
             for _ in range(2)
         ]
+        # A task that runs until it is cancelled (its provider never answers), for the cancel.
+        unfinished = http.post(
+            "/tools/run_agent_task",
+            params={"wait": "false"},
+            json={"prompt": "fuzz", "model": "openai:gpt-test"},
+            headers=client_headers,
+        ).json()["task_id"]
         # A task for the legal-hold operations, and a hold on it to release.
         held_task = http.post("/tools/run_agent_task", json={"prompt": "fuzz"}, headers=client_headers).json()
         hold = {"reference": "FUZZ-1", "task_id": held_task["task_id"]}
@@ -167,7 +184,8 @@ def test_every_operation_survives_fuzzing_and_answers_as_documented(fuzz_app: Fa
         if _takes_input(operation):  # with no parameters and no body there is nothing to make invalid
             fuzz(operation, GenerationMode.NEGATIVE)
         if "{task_id}" in operation.path:
-            fuzz(operation, GenerationMode.POSITIVE, path_parameters={"task_id": existing.pop()})
+            task_id = unfinished if operation.path.endswith("/cancel") else existing.pop()
+            fuzz(operation, GenerationMode.POSITIVE, path_parameters={"task_id": task_id})
         if "{hold_id}" in operation.path:
             fuzz(operation, GenerationMode.POSITIVE, path_parameters={"hold_id": hold_id})
         if operation.label == "POST /holds":

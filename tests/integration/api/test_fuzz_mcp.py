@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, timedelta, timezone
 from typing import Any
 
+import asyncpg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -30,9 +31,11 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core.result import Ok
 
 from app.service.pagination import encode_task_cursor
+from app.storage import tasks
 from tests.support.app import Caller
 from tests.support.mcp import mcp_as
 from tests.support.routes import AUDIT, LIST, RUN
+from tests.support.storage import actor, new_task
 
 EXAMPLES = 40  # per tool and generation mode; derandomized, so every run sends the same calls
 AUDITOR_TOOLS = {"search_tasks_by_prompt"}
@@ -103,7 +106,7 @@ def _check_error(text: str, arguments: dict[str, Any], schema_text: str) -> str:
 
 
 async def test_every_tool_survives_fuzzed_arguments_and_answers_in_the_error_contract(
-    app_service, alice: Caller, auditor: Caller
+    app_service, alice: Caller, auditor: Caller, db: asyncpg.Connection
 ) -> None:
     async with mcp_as(app_service, alice) as mcp:
         tools = await mcp.list_tools()
@@ -115,6 +118,9 @@ async def test_every_tool_survives_fuzzed_arguments_and_answers_in_the_error_con
     async with mcp_as(app_service, alice) as mcp:
         existing = [(await mcp.call_tool("run_agent_task", {"prompt": "fuzz"})).structured_content["task_id"]
                     for _ in range(2)]  # fmt: skip
+    # A task still running (as a replica would leave it, its lease current), for the cancel.
+    running = new_task(alice.key_id, context=None, lease_seconds=3600)
+    await tasks.insert_task(db, running, actor(alice.key_id))
 
     answers: dict[str, Counter[str]] = {name: Counter() for name in operations}
     for tool in tools:
@@ -124,7 +130,10 @@ async def test_every_tool_survives_fuzzed_arguments_and_answers_in_the_error_con
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 examples = _examples(operations[tool.name], mode)
                 if mode is GenerationMode.POSITIVE and "task_id" in tool.input_schema["properties"]:
-                    examples.append({"task_id": existing.pop()})  # so a real task is read or erased, not only 422s
+                    # so a real task is read, erased or cancelled, not only 422s
+                    examples.append(
+                        {"task_id": str(running.id) if tool.name == "cancel_agent_task" else existing.pop()}
+                    )
                 for arguments in examples:
                     result = await mcp.call_tool(tool.name, arguments, raise_on_error=False)
                     if result.is_error:
