@@ -26,6 +26,9 @@ call "$base/resources/get_agent_result/$task_id" -H "$auth"
 step "list my tasks"
 call "$base/resources/agent_results?limit=5" -H "$auth"
 
+step "cancel it: it has already finished (409 already_finished)"
+call -X POST "$base/resources/get_agent_result/$task_id/cancel" -H "$auth"
+
 step "the audit log for this task (auditor or admin keys only)"
 call "$base/audit/events?task_id=$task_id" -H "$auth"
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 GENERATOR = "openapi-python-client==0.29.1"
 NDJSON = "application/x-ndjson"
 OPERATIONS = {
-    "tasks": {"run_agent_task", "get_agent_result", "list_agent_results", "delete_agent_result"},
+    "tasks": {"run_agent_task", "get_agent_result", "list_agent_results", "delete_agent_result", "cancel_agent_task"},
     "audit": {
         "list_audit_events",
         "search_tasks_by_prompt",
