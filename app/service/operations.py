@@ -7,7 +7,6 @@ are built by `app.service.wiring`; the faces see only this class.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -147,7 +146,7 @@ class AgentService(OversightOperations):
         job = self._runner.launch(record.id, plan.work, pending=not wait, follow=follow)
         if not wait:
             return Submission(self._result(record), accepted=True)
-        finished = await asyncio.shield(job)
+        finished = await self._runner.outcome(record.id, job)
         if finished.record is None:
             raise NotFound("the task was erased while it ran")
         result = self._result(finished.record)

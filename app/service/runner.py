@@ -205,13 +205,25 @@ class TaskRunner:
             total_tokens=usage.total_tokens,
         )
 
+    async def outcome(self, task_id: uuid.UUID, job: asyncio.Task[Finished]) -> Finished:
+        """What a waiting caller gets from a job: its end, without cancelling it when the caller
+        goes away. A job cancelled before it ever ran (the cancel arrived before its first step)
+        never reaches its own handler, so the row says how it ended; a cancel of the caller
+        itself still propagates."""
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if not job.cancelled():
+                raise  # the caller was cancelled, not the job
+            return Finished(await self._current(task_id))
+
     async def wait_for(self, task_id: uuid.UUID) -> TaskRecord | None:
         """A task's final row, once it has one: from this process's job, or by watching the database."""
         deadline = asyncio.get_running_loop().time() + self._settings.provider_timeout_seconds + self.lease_seconds
         if (job := self._jobs.get(task_id)) is not None:
             try:
                 async with asyncio.timeout_at(deadline):
-                    return (await asyncio.shield(job)).record
+                    return (await self.outcome(task_id, job)).record
             except Exception:  # timed out, or the job failed: the row says where it stands
                 return await self._current(task_id)
         delay = 0.02

@@ -14,13 +14,16 @@ from fastapi import FastAPI
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 
-from app.domain import Role
+from app.domain import Role, TaskStatus
 from app.main import create_app
+from app.service.runner import Work
+from app.storage import tasks as task_rows
 from tests.support.app import key, running
 from tests.support.authz import on_loopback
 from tests.support.fake_openai import FakeOpenAI, Reply, completion
 from tests.support.routes import GET, RUN
 from tests.support.settings import make_settings
+from tests.support.storage import actor, new_task
 
 CANCEL = GET + "/cancel"
 
@@ -168,3 +171,66 @@ async def test_cancel_over_mcp_is_audited_with_channel_mcp(database_url, fake, d
     assert '"already_finished"' in refused.content[0].text  # type: ignore[union-attr]
     audit = await db.fetch("SELECT outcome, channel FROM audit_event WHERE action = 'cancel' ORDER BY id")
     assert [tuple(a) for a in audit] == [("ok", "mcp"), ("finished", "mcp")]
+
+
+async def test_a_job_cancelled_before_its_first_step_hands_its_waiter_the_cancelled_row(database_url, fake, db):
+    """The cancel's notification can arrive between a job's creation and its first step: the job
+    then never runs its own handler, and its waiter must still get the row, not an exception."""
+    async with gateway(database_url, fake) as (app, _http):
+        alice = await key(app)
+        components = app.state.components
+        task = new_task(alice.key_id, status=TaskStatus.PENDING)
+        async with components.db.connection() as conn:
+            await task_rows.insert_task(conn, task, actor(alice.key_id))
+        await db.execute("UPDATE agent_task SET status = 'cancelled', error_code = 'cancelled' WHERE id = $1", task.id)
+        work = Work(route=components.providers.route("openai:gpt-test"), messages=(), params={}, owner_id=alice.key_id)
+        job = components.runner.launch(task.id, work, pending=True)
+        components.runner.task_cancelled(str(task.id))  # before the job has run a single step
+        finished = await asyncio.wait_for(components.runner.outcome(task.id, job), 5)
+
+    assert job.cancelled()
+    assert finished.record is not None
+    assert finished.record.status == TaskStatus.CANCELLED
+    assert fake.count == 0
+
+
+async def test_callers_sharing_a_cancelled_leaders_answer_get_an_answer_of_their_own(database_url, fake, db):
+    """Single flight: an identical task waits for the leader. When the leader is cancelled, the
+    follower is not: it asks the provider itself."""
+    fake.enqueue(Reply(body=completion("never seen"), delay=30))
+    fake.enqueue(Reply(body=completion("the follower's own answer")))
+    async with gateway(database_url, fake) as (app, http):
+        alice = await key(app)
+        body = {"prompt": "the same question"}
+        leader = asyncio.create_task(http.post(RUN, json=body, headers=alice.headers))
+        await _until_running_at_the_provider(fake)
+        follower = asyncio.create_task(http.post(RUN, json=body, headers=alice.headers))
+        deadline = time.monotonic() + 5
+        while await db.fetchval("SELECT count(*) FROM agent_task") < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        leader_id = await db.fetchval("SELECT id FROM agent_task ORDER BY created_at LIMIT 1")
+        await http.post(CANCEL.format(leader_id), headers=alice.headers)
+        led, followed = await asyncio.wait_for(asyncio.gather(leader, follower), 10)
+
+    assert led.json()["status"] == "cancelled"
+    assert (followed.json()["status"], followed.json()["output"]) == ("succeeded", "the follower's own answer")
+    assert fake.count == 2
+
+
+async def test_a_cancel_without_its_notification_is_found_by_the_heartbeat(database_url, fake, db):
+    """A cancel written while no listener heard it (here: plain SQL, no NOTIFY) still stops the
+    job at the next lease renewal."""
+    fake.enqueue(Reply(body=completion("never seen"), delay=30))
+    async with gateway(database_url, fake, task_lease_seconds=2) as (app, http):
+        alice = await key(app)
+        waiting = asyncio.create_task(http.post(RUN, json={"prompt": "quiet one"}, headers=alice.headers))
+        await _until_running_at_the_provider(fake)
+        await db.execute("UPDATE agent_task SET status = 'cancelled', error_code = 'cancelled'")
+        waited = await asyncio.wait_for(waiting, 10)
+        deadline = time.monotonic() + 5
+        while not fake.hang_ups and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    assert waited.json()["status"] == "cancelled"
+    assert fake.hang_ups, "the provider call was not aborted"

@@ -248,3 +248,52 @@ def test_the_data_policy_migration_keeps_rows_as_stored_and_allowed_and_goes_dow
     assert run_sync(_policy_columns(empty_database_url)) == {"rows": 1}
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     assert run_sync(_policy_columns(empty_database_url))["output_stored"] is True
+
+
+async def _cancelled_task(url: str) -> str:
+    """A key, a task that was cancelled, and its cancel in the audit log; the task's status now."""
+    conn = await asyncpg.connect(url)
+    try:
+        key = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
+            key,
+            uuid.uuid4().hex * 2,
+        )
+        task = await conn.fetchval(
+            "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
+            " error_code) VALUES (gen_random_uuid(), $1, 'cancelled', 'offline:echo', 'ab', 'k', now(),"
+            " 'cancelled') RETURNING id",
+            key,
+        )
+        await conn.execute(
+            "INSERT INTO audit_event (channel, action, task_id, outcome) VALUES ('rest', 'cancel', $1, 'ok'),"
+            " ('rest', 'cancel', $1, 'finished')",
+            task,
+        )
+        return str(await conn.fetchval("SELECT string_agg(status, ',' ORDER BY status) FROM agent_task"))
+    finally:
+        await conn.close()
+
+
+async def _statuses_and_cancels(url: str) -> tuple[str, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        statuses = await conn.fetchval("SELECT string_agg(status, ',' ORDER BY status) FROM agent_task")
+        cancels = await conn.fetchval("SELECT count(*) FROM audit_event WHERE action::text = 'cancel'")
+        return str(statuses), int(cancels)
+    finally:
+        await conn.close()
+
+
+def test_the_cancel_migration_turns_cancelled_into_failed_on_the_way_down_and_allows_it_again(empty_database_url):
+    before_cancel = "d4e5f6a7b8c9"
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_cancelled_task(empty_database_url)) == "cancelled"
+
+    migrations.downgrade(empty_database_url, before_cancel, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_statuses_and_cancels(empty_database_url)) == ("failed", 0)
+
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_cancelled_task(empty_database_url)) == "cancelled,failed"
+    assert run_sync(_statuses_and_cancels(empty_database_url)) == ("cancelled,failed", 2)
