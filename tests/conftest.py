@@ -148,7 +148,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def make_caller(app_components: Components) -> MakeCaller:
     async def make(role: Role = Role.CLIENT) -> Caller:
-        record, plain = await app_components.keys.create(f"{role.value}-{uuid.uuid4().hex[:6]}", role)
+        record, plain, _ = await app_components.keys.create(f"{role.value}-{uuid.uuid4().hex[:6]}", role)
         return Caller(record.id, plain, role)
 
     return make

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import uuid
+from typing import NamedTuple
 
 import asyncpg
 from cachetools import LRUCache, TTLCache
 
+from app.access.encryption import ResultCipher
 from app.access.hashing import API_KEY_PREFIX, display_prefix, hash_api_key, new_api_key
 from app.access.throttle import FailureThrottle, RefusedCredentials
 from app.domain import ApiKeyRecord, NotFound, Principal, Role, StoreOutput, Unauthenticated
 from app.storage import keys as storage
 from app.storage.database import Database
 from app.storage.keys import KeyEvent, KeyEventKind
+from app.webhooks.signing import new_secret
 
 _MAX_KEY_CHARS = 256
 MAX_CACHED_KEYS = 10_000
 # The active keys a process knows by hash (~250 bytes each): every key of any real deployment.
 MAX_KNOWN_KEYS = 100_000
+
+
+WEBHOOK_SECRET_FIELD = "webhook_secret"  # what a sealed secret is bound to, with the key's id
+
+
+class NewKey(NamedTuple):
+    """A key just made: its row, the plain key and its webhook signing secret, shown this once."""
+
+    record: ApiKeyRecord
+    key: str
+    webhook_secret: str | None
 
 
 class KeyStore:
@@ -50,8 +64,11 @@ class KeyStore:
         rate_limit_per_minute: int = 0,
         max_running_tasks: int = 0,
         failures: FailureThrottle | None = None,
+        cipher: ResultCipher | None = None,
     ) -> None:
         self._db = db
+        # Seals webhook signing secrets; without one (a bare store in a test), keys get none.
+        self._cipher = cipher
         self._default_rate = rate_limit_per_minute
         self._default_running = max_running_tasks
         self._cache: TTLCache[str, Principal] | None = (
@@ -102,6 +119,7 @@ class KeyStore:
             max_running_tasks=_or_default(record.max_running_tasks, self._default_running),
             store_output=record.store_output,
             max_retention_days=record.max_retention_days,
+            signs_webhooks=record.webhook_secret_at is not None,
         )
         if self._cache is not None and evictions == self._evictions:
             self._cache[key_hash] = principal
@@ -157,12 +175,16 @@ class KeyStore:
         max_running_tasks: int | None = None,
         store_output: StoreOutput = StoreOutput.ALLOWED,
         max_retention_days: float | None = None,
-    ) -> tuple[ApiKeyRecord, str]:
-        """A new key; the plain key is returned here and never again."""
+    ) -> NewKey:
+        """A new key and its webhook signing secret; both are returned here and never again."""
         plain = new_api_key()
+        key_id = uuid.uuid4()
+        secret = new_secret() if self._cipher is not None else None
         async with self._db.transaction() as conn:
             record = await storage.insert_api_key(
                 conn,
+                key_id=key_id,
+                webhook_secret=None if secret is None else self._seal_secret(key_id, secret),
                 name=name,
                 role=role,
                 key_hash=hash_api_key(plain),
@@ -173,7 +195,25 @@ class KeyStore:
                 max_retention_days=max_retention_days,
             )
         self._apply(KeyEvent(KeyEventKind.CREATED, record.id, record.key_hash))
-        return record, plain
+        return NewKey(record, plain, secret)
+
+    def _seal_secret(self, key_id: uuid.UUID, secret: str) -> bytes:
+        if self._cipher is None:
+            raise RuntimeError("this key store was built without a cipher: it cannot make webhook secrets")
+        return self._cipher.seal(secret.encode(), task_id=key_id, owner_id=key_id, field=WEBHOOK_SECRET_FIELD)
+
+    async def rotate_webhook_secret(self, key_id: uuid.UUID, *, grace_seconds: float) -> tuple[ApiKeyRecord, str]:
+        """A new signing secret for the key, returned here and never again; the old one keeps
+        signing for `grace_seconds` (0: it stops at once)."""
+        secret = new_secret()
+        async with self._db.transaction() as conn:
+            record = await storage.set_webhook_secret(
+                conn, key_id, self._seal_secret(key_id, secret), grace_seconds=grace_seconds
+            )
+        if record is None:
+            raise NotFound("no active API key has that id")
+        self._apply(KeyEvent(KeyEventKind.LIMITS, record.id, record.key_hash))
+        return record, secret
 
     async def set_limits(
         self,

@@ -28,6 +28,7 @@ from app.schemas import (
     PromptSearch,
     ReadinessReport,
     RetentionPolicy,
+    WebhookStatus,
 )
 from app.service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
@@ -152,6 +153,19 @@ async def cancel_agent_task(
 ) -> Response:
     """Stop a pending or running task (audited); it ends `cancelled`, and its waiting callers get it."""
     return _json(await service.cancel_task(principal, task_id, channel=Channel.REST, request_id=request_id))
+
+
+@router.get(
+    "/resources/get_agent_result/{task_id}/webhook",
+    response_model=WebhookStatus,
+    responses={**_KEYED, **_NOT_FOUND},
+    tags=["tasks"],
+)
+async def get_agent_webhook(
+    task_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
+) -> Response:
+    """A task's completion webhook: its delivery state and every attempt (audited, like a read)."""
+    return _json(await service.get_webhook(principal, task_id, channel=Channel.REST, request_id=request_id))
 
 
 @router.get(

@@ -81,7 +81,7 @@ def _announce_embedded(settings: Settings) -> None:
     )
     with key_store(settings) as (keys, runner):
         if runner.run(keys.count()) == 0:
-            record, plain = runner.run(keys.create("development", Role.ADMIN))
+            record, plain, _ = runner.run(keys.create("development", Role.ADMIN))
             typer.secho(
                 f"Created a development API key (role admin, id {record.id}). It is shown only this once:\n\n"
                 f"    {plain}\n\n"

@@ -137,6 +137,6 @@ def key_store(settings: Settings) -> Iterator[tuple[KeyStore, asyncio.Runner]]:
         except DatabaseUnavailable:
             raise fail("The database is not reachable.") from None
         try:
-            yield KeyStore(db, cache_seconds=0), runner
+            yield KeyStore(db, cache_seconds=0, cipher=result_vault(settings).cipher), runner
         finally:
             runner.run(db.close())

@@ -68,7 +68,7 @@ def keys_create(
         if not embedded:
             require_head(settings)
         with key_store(settings) as (keys, runner):
-            record, plain = runner.run(
+            record, plain, webhook_secret = runner.run(
                 keys.create(
                     name.strip(),
                     role,
@@ -81,7 +81,8 @@ def keys_create(
     typer.echo(f"id:   {record.id}\nname: {record.name}\nrole: {record.role}\nkey:  {plain}")
     typer.echo(f"limits: {_limits(record)}")
     typer.echo(f"policy: {_policy(record)}")
-    typer.echo("Store the key now: it cannot be shown again.", err=True)
+    typer.echo(f"webhook secret: {webhook_secret}")
+    typer.echo("Store the key and its webhook secret now: they cannot be shown again.", err=True)
 
 
 @keys_app.command("list")
@@ -146,6 +147,29 @@ def keys_limits(
             except NotFound:
                 raise fail(f"No API key has id {key_id}.") from None
     typer.echo(f"{record.id} ({record.name}): {_limits(record)} {_policy(record)}")
+
+
+@keys_app.command("webhook-secret")
+def keys_webhook_secret(
+    key_id: Annotated[uuid.UUID, typer.Argument(metavar="ID", help="the key's id (keys list)")],
+    grace_hours: Annotated[
+        float,
+        typer.Option(min=0, max=168, help="hours the old secret keeps signing too (both signatures are sent); 0: none"),
+    ] = 24.0,
+) -> None:
+    """Give a key a new webhook signing secret and print it (the only time it is shown)."""
+    with database_settings() as (settings, embedded):
+        if not embedded:
+            require_head(settings)
+        with key_store(settings) as (keys, runner):
+            try:
+                record, secret = runner.run(keys.rotate_webhook_secret(key_id, grace_seconds=grace_hours * 3600))
+            except NotFound:
+                raise fail(f"No active API key has id {key_id}.") from None
+    typer.echo(f"id:             {record.id}\nwebhook secret: {secret}")
+    if grace_hours > 0:
+        typer.echo(f"The previous secret, if any, keeps signing for {grace_hours:g} hours.", err=True)
+    typer.echo("Store the secret now: it cannot be shown again.", err=True)
 
 
 @keys_app.command("revoke")

@@ -11,12 +11,14 @@ from app.domain.errors import (
     DatabaseUnavailable,
     Forbidden,
     InvalidInput,
+    InvalidWebhook,
     NotFound,
     ServiceError,
     Throttled,
     TooManyRunningTasks,
     Unauthenticated,
     UnderLegalHold,
+    WebhookSecretMissing,
 )
 from app.domain.holds import LegalHoldRecord
 from app.domain.keys import ApiKeyRecord, Principal, Role, StoreOutput
@@ -35,6 +37,7 @@ __all__ = [
     "DatabaseUnavailable",
     "Forbidden",
     "InvalidInput",
+    "InvalidWebhook",
     "LegalHoldRecord",
     "NewTask",
     "NotFound",
@@ -51,4 +54,5 @@ __all__ = [
     "TooManyRunningTasks",
     "Unauthenticated",
     "UnderLegalHold",
+    "WebhookSecretMissing",
 ]

@@ -31,6 +31,7 @@ class AuditAction(StrEnum):
     HOLD_RELEASE = "hold_release"
     AUDIT_EXPORT = "audit_export"  # a verifiable export of the audit trail (REST or CLI)
     CANCEL = "cancel"  # a request to stop a pending or running task
+    WEBHOOK_READ = "webhook_read"  # a look at a task's webhook deliveries
 
 
 class AuditOutcome(StrEnum):

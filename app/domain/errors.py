@@ -63,6 +63,20 @@ class AlreadyFinished(ServiceError):
     default_message = "this task has already finished; there is nothing to cancel"
 
 
+class InvalidWebhook(InvalidInput):
+    """A webhook address the service will not call (the message says which rule, never the address)."""
+
+    code = "invalid_webhook"
+    default_message = "the webhook must be an https URL to a public address"
+
+
+class WebhookSecretMissing(InvalidInput):
+    code = "webhook_secret_missing"
+    default_message = (
+        "this API key has no webhook signing secret; an admin gives it one: agent-service keys webhook-secret ID"
+    )
+
+
 class Throttled(ServiceError):
     """A per-key limit was reached; `retry_after` says when trying again can succeed."""
 

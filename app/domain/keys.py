@@ -39,11 +39,23 @@ class ApiKeyRecord:
     max_running_tasks: int | None
     store_output: StoreOutput
     max_retention_days: float | None  # a ceiling below the server's RESULT_RETENTION_DAYS; None: none
+    webhook_secret_at: datetime | None  # when its webhook signing secret was set; None: it has none
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ApiKeyRecord:
         return cls(
-            row[0], row[1], Role(row[2]), row[3], row[4], row[5], row[6], row[7], row[8], StoreOutput(row[9]), row[10]
+            row[0],
+            row[1],
+            Role(row[2]),
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            StoreOutput(row[9]),
+            row[10],
+            row[11],
         )
 
 
@@ -60,6 +72,8 @@ class Principal:
     # The key's data policy: whether its answers may be stored, and its own retention ceiling.
     store_output: StoreOutput = StoreOutput.ALLOWED
     max_retention_days: float | None = None
+    # Whether the key has a webhook signing secret: a task may name a webhook only then.
+    signs_webhooks: bool = False
 
     @property
     def sees_every_task(self) -> bool:

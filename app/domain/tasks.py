@@ -65,6 +65,7 @@ class TaskRecord:
     # False for a `store: false` task: its answer went to the waiting caller only, and its
     # output and context were never written (NULL).
     output_stored: bool
+    webhook_url: str | None = None  # where the task's end is POSTed (app.service.deliveries)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskRecord:
@@ -91,6 +92,7 @@ class NewTask:
     request_hash: str | None = None
     lease_seconds: float | None = None  # pending and running tasks carry a lease
     output_stored: bool = True  # False: `store: false`, so `context` is None and no output is written
+    webhook_url: str | None = None  # checked (app.webhooks.addresses); POSTed to when the task ends
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from app.schemas.tasks import (
     TemplateName,
     TokenUsage,
 )
+from app.schemas.webhooks import WebhookAttempt, WebhookStatus
 
 __all__ = [
     "HOLD_REFERENCE_PATTERN",
@@ -81,5 +82,7 @@ __all__ = [
     "TaskParams",
     "TemplateName",
     "TokenUsage",
+    "WebhookAttempt",
+    "WebhookStatus",
     "null_is_default",
 ]

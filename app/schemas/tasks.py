@@ -126,6 +126,14 @@ class AgentTask(PromptFields):
     cache: Annotated[bool, NullMeansTrue] = Field(default=True, description="false bypasses the response cache")
     retention_days: RetentionDays = None
     store: Annotated[bool, NullMeansTrue] = Field(default=True, description=STORE_DESCRIPTION)
+    webhook: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="An https URL the service POSTs to when the task ends, signed per Standard Webhooks with the "
+        "API key's webhook secret: `{type: agent_task.succeeded|failed|cancelled, timestamp, data: {task_id, "
+        "status}}` (ids only). Public addresses only, unless the host is in WEBHOOK_ALLOWED_HOSTS.",
+        examples=["https://example.com/hooks/agent-tasks"],
+    )
 
     @field_validator("model")
     @classmethod

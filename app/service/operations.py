@@ -35,6 +35,7 @@ from app.schemas import (
     AgentTask,
     ReadinessReport,
     RetentionPolicy,
+    WebhookStatus,
 )
 from app.service.health import Health
 from app.service.holds import LegalHolds
@@ -48,7 +49,7 @@ from app.service.pagination import (
 from app.service.runner import TaskRunner
 from app.service.submission import Admission, Planner, cache_hit_observed
 from app.service.trail import AuditTrail
-from app.storage import audit
+from app.storage import audit, webhooks
 from app.storage.database import Database
 from app.telemetry import metrics
 
@@ -211,6 +212,18 @@ class AgentService(OversightOperations):
         metrics.TASKS_CANCELLED.add(1, {"channel": channel.value})
         self._runner.task_cancelled(str(task_id))  # this replica, at once, without the round trip
         return self._result(record)
+
+    async def get_webhook(
+        self, principal: Principal, task_id: uuid.UUID, *, channel: Channel, request_id: str | None = None
+    ) -> WebhookStatus:
+        """A task's webhook delivery and its attempts, audited (`webhook_read`), for whoever may
+        read the task: owners their own, auditors and admins any; others get `NotFound`."""
+        actor = Actor(principal.key_id, principal.role, channel, request_id)
+        async with self._db.connection() as conn:
+            _, record = await webhooks.read_webhook_audited(conn, task_id, principal.owner_filter, actor)
+        if record is None:
+            raise NotFound
+        return WebhookStatus.from_record(record)
 
     async def list_results(
         self,

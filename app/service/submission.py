@@ -27,6 +27,7 @@ from app.domain import (
     StoreOutput,
     TaskRecord,
     TaskStatus,
+    WebhookSecretMissing,
 )
 from app.llm.base import Message
 from app.llm.registry import ProviderRegistry
@@ -38,6 +39,7 @@ from app.storage import audit
 from app.storage import tasks as storage
 from app.storage.database import Database
 from app.telemetry import metrics
+from app.webhooks.addresses import check_url
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 
@@ -78,6 +80,10 @@ class Planner:
 
     def plan(self, principal: Principal, task: AgentTask, idempotency_key: str | None) -> Plan:
         route = self._providers.route(task.model)
+        if task.webhook is not None:
+            check_url(task.webhook, self._settings.webhook_allowed_hosts)
+            if not principal.signs_webhooks:
+                raise WebhookSecretMissing
         self._check_prompt(task.prompt)
         template, messages, hashed = self.hashed_material(task.prompt, task.template, task.context)
         params = task.params.model_dump(exclude_none=True)
@@ -114,6 +120,7 @@ class Planner:
             request_hash=request_hash,
             lease_seconds=self._lease_seconds,
             output_stored=stored,
+            webhook_url=task.webhook,
         )
         return Plan(
             new,

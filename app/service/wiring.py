@@ -14,6 +14,7 @@ from app.access.signing import AuditSigner
 from app.access.throttle import FailureThrottle
 from app.llm.registry import ProviderRegistry, build_registry
 from app.llm.templates import TemplateStore
+from app.service.deliveries import WebhookDispatcher
 from app.service.health import Health
 from app.service.holds import LegalHolds
 from app.service.operations import AgentService
@@ -27,6 +28,7 @@ from app.storage.audit import TASK_CANCELLED_CHANNEL
 from app.storage.database import Database
 from app.storage.keys import KEY_EVENTS_CHANNEL
 from app.storage.notifications import Listener
+from app.storage.webhooks import WEBHOOK_READY_CHANNEL
 from app.telemetry import metrics
 
 
@@ -50,6 +52,7 @@ class Components:
             rate_limit_per_minute=settings.rate_limit_per_minute,
             max_running_tasks=settings.max_running_tasks,
             failures=self.auth_failures,
+            cipher=self.vault.cipher,
         )
         # Changes to keys made by any process (revocations, limits, new keys), heard at once.
         self.listener = Listener(self.db)
@@ -62,6 +65,9 @@ class Components:
         self.listener.subscribe(
             TASK_CANCELLED_CHANNEL, self.runner.task_cancelled, on_connect=self.runner.catch_up_cancels
         )
+        # Completion webhooks, from the outbox the final status writes (app.service.deliveries).
+        self.webhooks = WebhookDispatcher(self.db, self.vault.cipher, settings)
+        self.listener.subscribe(WEBHOOK_READY_CHANNEL, self.webhooks.ready, on_connect=self.webhooks.caught_up)
         self.holds = LegalHolds(self.db)
         self.purger = Purger(self.db, settings)
         self.trail = AuditTrail(self.db, AuditSigner(settings.audit_signing_key.get_secret_value()))
@@ -93,10 +99,12 @@ class Components:
         await self.db.open()
         await self.listener.start(wait_seconds=self.settings.db_connect_timeout_seconds)
         self.schedule.start()
+        self.webhooks.start()
 
     async def stop(self) -> None:
         self.schedule.stop()
         await self.runner.drain(self.settings.provider_timeout_seconds)
+        await self.webhooks.stop()
         await self.providers.aclose()
         await self.listener.stop()
         await self.db.close()

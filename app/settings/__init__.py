@@ -264,6 +264,27 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Browser origins allowed to call the API (CORS); none: CORS is off.",
     )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Webhook hosts allowed although they are, or resolve to, loopback, private, link-local or "
+        "other non-public addresses (names or IP literals, exact match); they may also use http. Everything "
+        "else must be https to a public address.",
+    )
+    webhook_timeout_seconds: PositiveFloat = Field(
+        default=10.0, description="How long one webhook delivery attempt may take, connection included."
+    )
+    webhook_retry_seconds: PositiveFloat = Field(
+        default=5.0,
+        description="The wait before the first retry of a failed delivery; it doubles with each attempt (with "
+        "jitter), up to an hour.",
+    )
+    webhook_retry_hours: PositiveFloat = Field(
+        default=24.0, description="How long a delivery is retried, from the task's end; then it is `failed`."
+    )
+    webhook_poll_seconds: PositiveFloat = Field(
+        default=5.0,
+        description="How often each replica looks for deliveries due (retries, and any notification it missed).",
+    )
     # Spans with nowhere to go cost the hot path ~60% of its throughput (scripts/bench.py), so they
     # are off unless something would receive them.
     trace_requests: bool | None = Field(
@@ -277,7 +298,9 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=1, description="The share of requests traced (head sampling)."
     )
 
-    @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", "cors_allow_origins", mode="before")
+    @field_validator(
+        "mcp_allowed_hosts", "mcp_allowed_origins", "cors_allow_origins", "webhook_allowed_hosts", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         """`a,b` or `["a", "b"]`."""

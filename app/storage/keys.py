@@ -67,9 +67,10 @@ INSERT_API_KEY = Statement(
         KeyEventKind.CREATED,
         """
 INSERT INTO api_key (id, name, role, key_hash, key_prefix, rate_limit_per_minute, max_running_tasks,
-                     store_output, max_retention_days)
+                     store_output, max_retention_days, webhook_secret, webhook_secret_at)
 VALUES (:id, :name, :role, :key_hash, :key_prefix, :rate_limit_per_minute, :max_running_tasks,
-        :store_output, :max_retention_days)""",
+        :store_output, :max_retention_days, :webhook_secret,
+        CASE WHEN :webhook_secret::bytea IS NOT NULL THEN now() END)""",
     ),
 )
 
@@ -85,10 +86,14 @@ async def insert_api_key(
     max_running_tasks: int | None = None,
     store_output: StoreOutput = StoreOutput.ALLOWED,
     max_retention_days: float | None = None,
+    key_id: uuid.UUID | None = None,
+    webhook_secret: bytes | None = None,
 ) -> ApiKeyRecord:
+    """A new key (`webhook_secret`: its signing secret, sealed for `key_id`)."""
     row = await INSERT_API_KEY.fetchrow(
         conn,
-        id=uuid.uuid4(),
+        id=key_id or uuid.uuid4(),
+        webhook_secret=webhook_secret,
         name=name,
         role=role.value,
         key_hash=key_hash,
@@ -174,6 +179,31 @@ LIST_ACTIVE_KEY_HASHES = Statement(
 async def list_active_key_hashes(conn: asyncpg.Connection, *, limit: int) -> dict[str, uuid.UUID]:
     """The newest `limit` active keys: their hashes and ids."""
     return {row[0]: row[1] for row in await LIST_ACTIVE_KEY_HASHES.fetch(conn, limit=limit)}
+
+
+# A new webhook signing secret; the one it replaces keeps signing until `previous_until` (NULL:
+# not at all), so receivers can move over. Announced like a change of limits: every process
+# forgets the key's cached principal, which says whether it signs webhooks.
+SET_WEBHOOK_SECRET = Statement(
+    "set_webhook_secret",
+    _announcing(
+        KeyEventKind.LIMITS,
+        """
+UPDATE api_key SET webhook_secret_previous = CASE WHEN :grace_seconds::float8 > 0 THEN webhook_secret END,
+                   webhook_secret_previous_until = CASE WHEN :grace_seconds::float8 > 0 AND webhook_secret IS NOT NULL
+                                                        THEN now() + make_interval(secs => :grace_seconds::float8) END,
+                   webhook_secret = :secret, webhook_secret_at = now()
+WHERE id = :key_id AND revoked_at IS NULL""",
+    ),
+)
+
+
+async def set_webhook_secret(
+    conn: asyncpg.Connection, key_id: uuid.UUID, secret: bytes, *, grace_seconds: float
+) -> ApiKeyRecord | None:
+    """None when no active key has that id."""
+    row = await SET_WEBHOOK_SECRET.fetchrow(conn, key_id=key_id, secret=secret, grace_seconds=grace_seconds)
+    return None if row is None else ApiKeyRecord.from_row(row)
 
 
 COUNT_API_KEYS = Statement("count_api_keys", "SELECT count(*) FROM api_key")

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from app.domain import AuditAction, AuditOutcome, Channel, Role, StoreOutput, TaskStatus
+from app.domain.webhooks import EVENT_TYPES, DeliveryState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -74,6 +75,12 @@ class ApiKeyRow(SQLModel, table=True):
         default=StoreOutput.ALLOWED.value, max_length=16, sa_column_kwargs={"server_default": text("'allowed'")}
     )
     max_retention_days: float | None = Field(default=None, sa_type=Double())
+    # The webhook signing secret (`whsec_...`), sealed (ResultCipher, bound to this key's id);
+    # after a rotation the previous one keeps signing too, until `webhook_secret_previous_until`.
+    webhook_secret_at: datetime | None = _utc(default=None, nullable=True)
+    webhook_secret: bytes | None = Field(default=None, sa_type=LargeBinary)
+    webhook_secret_previous: bytes | None = Field(default=None, sa_type=LargeBinary)
+    webhook_secret_previous_until: datetime | None = _utc(default=None, nullable=True)
 
 
 class TaskRow(SQLModel, table=True):
@@ -145,6 +152,8 @@ class TaskRow(SQLModel, table=True):
     # False for a `store: false` task: its answer went to the waiting caller and nowhere else;
     # `output` and `context` stay NULL, and the row is never a cache source.
     output_stored: bool = Field(default=True, sa_column_kwargs={"server_default": text("true")})
+    # Where to POST the task's end (`webhook_delivery`, written by a trigger when the status is final).
+    webhook_url: str | None = Field(default=None, sa_type=Text)
 
 
 class AuditEventRow(SQLModel, table=True):
@@ -207,6 +216,38 @@ class AuditSealRow(SQLModel, table=True):
     digest: str = Field(max_length=64)
     signature: str = Field(max_length=128)  # base64 of the Ed25519 signature
     key_id: str = Field(max_length=64)  # the signing key's fingerprint
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """The outbox: a finished task's webhook, its attempts, and whether the receiver took it.
+
+    Written by the trigger `agent_task_webhook_outbox` (migration 0b1c2d3e4f5a) in the transaction
+    that ends the task; claimed by one replica at a time (`claim`, `claimed_until`)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        CheckConstraint(_in("state", DeliveryState), name="state"),
+        CheckConstraint(f"event_type IN ({', '.join(repr(t) for t in EVENT_TYPES)})", name="event_type"),
+        Index("ix_webhook_delivery_next_attempt_at", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+    )
+
+    task_id: uuid.UUID = Field(primary_key=True, foreign_key="agent_task.id", ondelete="CASCADE")
+    owner_id: uuid.UUID
+    url: str = Field(sa_type=Text)
+    event_type: str = Field(max_length=32)
+    message_id: str = Field(max_length=64)  # `msg_` and the task id: the same on every attempt
+    state: str = Field(
+        default=DeliveryState.PENDING.value, max_length=16, sa_column_kwargs={"server_default": text("'pending'")}
+    )
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    )
+    attempt_count: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+    next_attempt_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
+    claim: uuid.UUID | None = None
+    claimed_until: datetime | None = _utc(default=None, nullable=True)
+    delivered_at: datetime | None = _utc(default=None, nullable=True)
+    created_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
 
 
 class RateLimitRow(SQLModel, table=True):

@@ -38,6 +38,18 @@ READ_OUTCOMES = ("ok", "not_found", "expired", "denied")
 THROTTLE_LIMITS = ("rate", "running_tasks")
 PURGE_OUTCOMES = ("ok", "dry_run", "skipped", "error")
 PURGE_TABLES = ("agent_task", "audit_event", "audit_seal")
+# A webhook attempt's result: delivered, or the error it failed with (retried or not).
+WEBHOOK_RESULTS = (
+    "delivered",
+    "http_status",
+    "timeout",
+    "connect_error",
+    "dns_error",
+    "refused_address",
+    "redirect",
+    "http_error",
+    "secret_unavailable",
+)
 
 # Prometheus text format has no exponential histograms: classic buckets (see tracing's views).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -55,6 +67,12 @@ PURGE_RUNS = logfire.metric_counter("agent_purge_runs", description="Retention p
 PURGE_ROWS = logfire.metric_counter("agent_purge_rows_deleted", description="Rows deleted by the purge, by table")
 AUDIT_SEALS = logfire.metric_counter("agent_audit_seals", description="Audit seals written (signed checkpoints)")
 TASKS_CANCELLED = logfire.metric_counter("agent_task_cancels", description="Tasks cancelled, by channel")
+WEBHOOK_ATTEMPTS = logfire.metric_counter(
+    "agent_webhook_attempts", description="Webhook delivery attempts, by result (delivered or the error)"
+)
+WEBHOOKS_FAILED = logfire.metric_counter(
+    "agent_webhooks_failed", description="Webhook deliveries given up after WEBHOOK_RETRY_HOURS"
+)
 THROTTLED = logfire.metric_counter(
     "agent_throttled_requests", description="Requests refused by a per-key limit, by limit (rate, running_tasks)"
 )
@@ -70,6 +88,8 @@ COUNTER_NAMES = frozenset(
         "agent_throttled_requests",
         "agent_audit_seals",
         "agent_task_cancels",
+        "agent_webhook_attempts",
+        "agent_webhooks_failed",
     }
 )
 
@@ -117,6 +137,9 @@ def register_routing(providers: Iterable[str], known_models: Iterable[str]) -> N
     AUDIT_SEALS.add(0)
     for channel in READ_CHANNELS:
         TASKS_CANCELLED.add(0, {"channel": channel})
+    for result in WEBHOOK_RESULTS:
+        WEBHOOK_ATTEMPTS.add(0, {"result": result})
+    WEBHOOKS_FAILED.add(0)
 
 
 def _create_task_series(provider: str, model: str) -> None:

@@ -63,7 +63,7 @@ async def gateway(
             log_level="DEBUG",
         )
         async with running(create_app(settings)) as app:
-            record, plain = await app.state.components.keys.create("privacy", Role.CLIENT)
+            record, plain, _ = await app.state.components.keys.create("privacy", Role.CLIENT)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
                 yield http, Caller(record.id, plain, Role.CLIENT), fake, app.state.components
@@ -71,7 +71,7 @@ async def gateway(
 
 async def scraper_headers(service) -> dict[str, str]:
     """A key that may read /metrics (auditor or admin only)."""
-    _, plain = await service.keys.create("scraper", Role.AUDITOR)
+    _, plain, _ = await service.keys.create("scraper", Role.AUDITOR)
     return {"Authorization": f"Bearer {plain}"}
 
 

@@ -31,7 +31,7 @@ async def gateway(database_url) -> AsyncIterator[tuple[httpx.AsyncClient, Caller
     with FakeOpenAI(responder=echo).running() as fake:
         settings = make_settings(database_url, openai_api_key="sk-test-not-a-real-key", openai_base_url=fake.base_url)
         async with running(create_app(settings)) as app:
-            record, plain = await app.state.components.keys.create("at-rest", Role.CLIENT)
+            record, plain, _ = await app.state.components.keys.create("at-rest", Role.CLIENT)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
                 yield http, Caller(record.id, plain, Role.CLIENT), app.state.components
@@ -52,7 +52,7 @@ async def test_an_answer_that_quotes_the_prompt_is_in_no_table_and_no_dump(gatew
         read = await http.get(f"/resources/get_agent_result/{task['task_id']}", headers=caller.headers)
         assert marker in read.json()["output"], "the owner reads the answer back"
         assert read.json()["context"] == {"ticket": marker}
-    _, auditor = await components.keys.create("auditor", Role.AUDITOR)
+    _, auditor, _ = await components.keys.create("auditor", Role.AUDITOR)
     await components.trail.seal()
     audit_views = b""
     for path in (

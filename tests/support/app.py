@@ -68,7 +68,7 @@ MakeCaller = Callable[[Role], Awaitable[Caller]]
 
 async def key(app: FastAPI, role: Role = Role.CLIENT, **limits: Any) -> Caller:
     """A new key of `role` (with these per-key limits and data policy, if any) on the running app."""
-    record, plain = await app.state.components.keys.create(f"k-{uuid.uuid4().hex[:6]}", role, **limits)
+    record, plain, _ = await app.state.components.keys.create(f"k-{uuid.uuid4().hex[:6]}", role, **limits)
     return Caller(record.id, plain, role)
 
 

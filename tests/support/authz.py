@@ -55,7 +55,7 @@ class World:
     keys: dict[str, Key] = field(default_factory=dict)  # bob, auditor, admin
 
     async def new_key(self, role: Role) -> Key:
-        record, plain = await self.service.keys.create(f"{role.value}-{uuid.uuid4().hex[:6]}", role)
+        record, plain, _ = await self.service.keys.create(f"{role.value}-{uuid.uuid4().hex[:6]}", role)
         return Key(record.id, plain)
 
     async def new_alice(self) -> Alice:

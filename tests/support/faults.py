@@ -342,7 +342,7 @@ async def final_purge(settings: Settings, *, not_before: float) -> PurgeReport:
 
 async def new_caller(keys: KeyStore, role: Role = Role.CLIENT) -> Caller:
     """A new key of `role`, made through the key store."""
-    record, plain = await keys.create(f"faults-{uuid.uuid4().hex[:6]}", role)
+    record, plain, _ = await keys.create(f"faults-{uuid.uuid4().hex[:6]}", role)
     return Caller(record.id, plain, role)
 
 

@@ -29,7 +29,7 @@ async def serve(database_url: str, **overrides: Any) -> AsyncIterator[tuple[http
     """The service with these settings, its REST API, and a client key."""
     settings = make_settings(database_url, **(FAST | overrides))
     async with running(create_app(settings)) as app:
-        record, plain = await app.state.components.keys.create("provider-tests", Role.CLIENT)
+        record, plain, _ = await app.state.components.keys.create("provider-tests", Role.CLIENT)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http, Caller(record.id, plain, Role.CLIENT)

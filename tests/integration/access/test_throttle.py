@@ -122,7 +122,7 @@ async def new_key_elsewhere(database_url: str) -> Caller:
     db = Database(make_settings(database_url))
     await db.open()
     try:
-        record, plain = await KeyStore(db, cache_seconds=0).create(f"elsewhere-{uuid.uuid4().hex[:6]}", Role.CLIENT)
+        record, plain, _ = await KeyStore(db, cache_seconds=0).create(f"elsewhere-{uuid.uuid4().hex[:6]}", Role.CLIENT)
     finally:
         await db.close()
     return Caller(record.id, plain, Role.CLIENT)

@@ -47,7 +47,7 @@ async def test_a_revoked_key_stops_working_at_once(client, app_components, alice
 
 
 async def test_keys_are_stored_hashed_and_listed_without_the_key(app_components, db):
-    record, plain = await app_components.keys.create("reporting", Role.AUDITOR)
+    record, plain, _ = await app_components.keys.create("reporting", Role.AUDITOR)
 
     stored = await db.fetchrow("SELECT * FROM api_key WHERE id = $1", record.id)
     assert stored["key_hash"] == hashlib.sha256(plain.encode()).hexdigest()
@@ -63,7 +63,7 @@ async def test_a_cached_key_is_still_refused_after_revocation_in_the_same_proces
     service = Components(settings.model_copy(update={"auth_cache_seconds": 60}))
     await service.start()
     try:
-        record, plain = await service.keys.create("cached", Role.CLIENT)
+        record, plain, _ = await service.keys.create("cached", Role.CLIENT)
         assert (await service.keys.authenticate(plain)).key_id == record.id
         await service.keys.revoke(record.id)
         with pytest.raises(Exception, match="unknown or revoked"):

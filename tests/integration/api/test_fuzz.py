@@ -92,7 +92,7 @@ async def _create_key(settings: Settings, role: Role) -> str:
     db = Database(settings)
     await db.open()
     try:
-        _, plain = await KeyStore(db, cache_seconds=0).create(f"fuzz-{role.value}", role)
+        _, plain, _ = await KeyStore(db, cache_seconds=0).create(f"fuzz-{role.value}", role)
     finally:
         await db.close()
     return plain

@@ -25,7 +25,7 @@ async def gateway(database_url, fake_openai) -> AsyncIterator[tuple[httpx.AsyncC
         provider_timeout_seconds=1.5,
     )
     async with running(create_app(settings)) as app:
-        record, plain = await app.state.components.keys.create("tester", Role.CLIENT)
+        record, plain, _ = await app.state.components.keys.create("tester", Role.CLIENT)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http, Caller(record.id, plain, Role.CLIENT)

@@ -134,7 +134,7 @@ async def test_two_purges_at_once_delete_every_row_exactly_once(db, settings):
 
 
 async def test_reads_and_writes_keep_working_during_a_large_purge(db, components, settings):
-    owner_record, _ = await components.keys.create("busy", Role.CLIENT)
+    owner_record, _, _ = await components.keys.create("busy", Role.CLIENT)
     principal = Principal(owner_record.id, "busy", Role.CLIENT)
     await add_tasks(db, owner_record.id, 50_000, expires_in=-timedelta(minutes=1))
     keep = await add_tasks(db, owner_record.id, 1, expires_in=timedelta(hours=1))
@@ -231,7 +231,7 @@ async def test_failed_tasks_can_be_kept_for_less(database_url, db):
             database_url, openai_base_url=fake.base_url, default_model="openai:m", failed_result_retention_days=1
         )
         async with running(create_app(settings)) as app:
-            _, key = await app.state.components.keys.create("f", Role.CLIENT)
+            _, key, _ = await app.state.components.keys.create("f", Role.CLIENT)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
                 failed = (

@@ -14,7 +14,7 @@ from app.storage import migrations
 from tests.support.postgres import run_sync
 from tests.support.settings import TEST_RESULT_KEYS
 
-TABLES = {"agent_task", "api_key", "audit_event", "audit_seal", "legal_hold", "rate_limit"}
+TABLES = {"agent_task", "api_key", "audit_event", "audit_seal", "legal_hold", "rate_limit", "webhook_delivery"}
 
 
 async def _tables(url: str) -> set[str]:

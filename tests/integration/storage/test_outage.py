@@ -28,7 +28,7 @@ async def test_requests_during_an_outage_get_503_and_the_service_recovers(own_cl
     cluster, port = own_cluster
     settings = make_settings(cluster.url(port, "outage"), db_connect_timeout_seconds=1, db_command_timeout_seconds=2)
     async with running(create_app(settings)) as app:
-        _, key = await app.state.components.keys.create("c", Role.CLIENT)
+        _, key, _ = await app.state.components.keys.create("c", Role.CLIENT)
         headers = {"Authorization": f"Bearer {key}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:

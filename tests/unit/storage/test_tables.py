@@ -11,6 +11,9 @@ from app.domain import ApiKeyRecord, AuditEventRecord, LegalHoldRecord, TaskReco
 from app.storage.tables import ApiKeyRow, AuditEventRow, LegalHoldRow, TaskRow
 
 
+SECRET_COLUMNS = {("api_key", c) for c in ("webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until")}
+
+
 @pytest.mark.parametrize(
     ("record", "table"),
     [
@@ -21,8 +24,10 @@ from app.storage.tables import ApiKeyRow, AuditEventRow, LegalHoldRow, TaskRow
     ],
 )
 def test_each_record_has_exactly_its_tables_columns(record, table):
-    # `audit_event.xact` is sealing bookkeeping: no audited statement reads or writes it.
-    columns = [c.name for c in table.__table__.columns if (table.__tablename__, c.name) != ("audit_event", "xact")]
+    # `audit_event.xact` is sealing bookkeeping: no audited statement reads or writes it. A key's
+    # sealed webhook secrets are read only by the webhook dispatcher's claim, never into a record.
+    left_out = {("audit_event", "xact"), *SECRET_COLUMNS}
+    columns = [c.name for c in table.__table__.columns if (table.__tablename__, c.name) not in left_out]
     assert [f.name for f in fields(record)] == columns
 
 
