@@ -148,8 +148,8 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def make_caller(app_components: Components) -> MakeCaller:
     async def make(role: Role = Role.CLIENT) -> Caller:
-        record, plain, _ = await app_components.keys.create(f"{role.value}-{uuid.uuid4().hex[:6]}", role)
-        return Caller(record.id, plain, role)
+        record, plain, secret = await app_components.keys.create(f"{role.value}-{uuid.uuid4().hex[:6]}", role)
+        return Caller(record.id, plain, role, secret)
 
     return make
 

@@ -53,11 +53,11 @@ RECORD_ATTEMPT = Statement(
 UPDATE webhook_delivery
 SET attempts = attempts || jsonb_build_array(:attempt::jsonb),
     attempt_count = attempt_count + 1,
-    state = :state,
-    next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
-    delivered_at = CASE WHEN :state = '{DeliveryState.DELIVERED}' THEN now() END,
+    state = :state::text,
+    next_attempt_at = coalesce(:next_attempt_at::timestamptz, next_attempt_at),
+    delivered_at = CASE WHEN :state::text = '{DeliveryState.DELIVERED}' THEN now() END,
     claim = NULL, claimed_until = NULL
-WHERE task_id = :task_id AND claim = :claim
+WHERE task_id = :task_id AND claim = :claim::uuid
 """,
 )
 

@@ -57,6 +57,7 @@ class Caller:
     key_id: uuid.UUID
     key: str
     role: Role
+    webhook_secret: str | None = None  # `whsec_...`, shown once when the key was made
 
     @property
     def headers(self) -> dict[str, str]:
@@ -68,8 +69,8 @@ MakeCaller = Callable[[Role], Awaitable[Caller]]
 
 async def key(app: FastAPI, role: Role = Role.CLIENT, **limits: Any) -> Caller:
     """A new key of `role` (with these per-key limits and data policy, if any) on the running app."""
-    record, plain, _ = await app.state.components.keys.create(f"k-{uuid.uuid4().hex[:6]}", role, **limits)
-    return Caller(record.id, plain, role)
+    record, plain, secret = await app.state.components.keys.create(f"k-{uuid.uuid4().hex[:6]}", role, **limits)
+    return Caller(record.id, plain, role, secret)
 
 
 async def count_rows(conn: asyncpg.Connection, table: str) -> int:

@@ -11,7 +11,9 @@ from app.domain import ApiKeyRecord, AuditEventRecord, LegalHoldRecord, TaskReco
 from app.storage.tables import ApiKeyRow, AuditEventRow, LegalHoldRow, TaskRow
 
 
-SECRET_COLUMNS = {("api_key", c) for c in ("webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until")}
+SECRET_COLUMNS = {
+    ("api_key", c) for c in ("webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until")
+}
 
 
 @pytest.mark.parametrize(
