@@ -85,16 +85,19 @@ async def test_a_finished_task_posts_a_signed_event_with_ids_only(database_url, 
             [received] = await receiver.wait_for(1)
             status = await _until_state(http, alice, task["task_id"], "delivered")
 
-    assert alice.webhook_secret is not None and alice.webhook_secret.startswith("whsec_")
+    assert alice.webhook_secret is not None
+    assert alice.webhook_secret.startswith("whsec_")
     event = received.verify(alice.webhook_secret)
     assert event["type"] == "agent_task.succeeded"
     assert event["data"] == {"task_id": task["task_id"], "status": "succeeded"}
     assert b"WH-MARKER" not in received.body
     assert received.headers["webhook-id"] == "msg_" + uuid.UUID(task["task_id"]).hex
     assert received.headers["content-type"] == "application/json"
-    assert status["url"] == receiver.url and status["event_type"] == "agent_task.succeeded"
+    assert status["url"] == receiver.url
+    assert status["event_type"] == "agent_task.succeeded"
     assert [(a["status_code"], a["error"]) for a in status["attempts"]] == [(204, None)]
-    assert status["delivered_at"] is not None and status["next_attempt_at"] is None
+    assert status["delivered_at"] is not None
+    assert status["next_attempt_at"] is None
     # Another secret does not verify it: the signature is the key's own.
     with pytest.raises(Exception, match="No matching signature"):
         Webhook("whsec_" + "A" * 43 + "=").verify(received.body, received.headers)
@@ -247,9 +250,11 @@ async def test_only_those_who_may_read_the_task_see_its_webhook(database_url, fa
             none = await http.get(WEBHOOK.format(no_hook.json()["task_id"]), headers=alice.headers)
     assert other.status_code == unknown.status_code == 404
     assert other.json() == unknown.json()
-    assert audited.status_code == 200 and audited.json()["task_id"] == task["task_id"]
+    assert audited.status_code == 200
+    assert audited.json()["task_id"] == task["task_id"]
     assert plain["task_id"] != task["task_id"]
-    assert none.json()["state"] == "none" and none.json()["url"] is None
+    assert none.json()["state"] == "none"
+    assert none.json()["url"] is None
     outcomes = await db.fetch(
         "SELECT actor_id, outcome FROM audit_event WHERE action = 'webhook_read' AND task_id = $1",
         uuid.UUID(task["task_id"]),

@@ -297,3 +297,64 @@ def test_the_cancel_migration_turns_cancelled_into_failed_on_the_way_down_and_al
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     assert run_sync(_cancelled_task(empty_database_url)) == "cancelled,failed"
     assert run_sync(_statuses_and_cancels(empty_database_url)) == ("cancelled,failed", 2)
+
+
+async def _end_a_task_with_a_webhook(url: str) -> tuple[int, int, int]:
+    """A task with a webhook runs, then ends in plain SQL: the outbox trigger writes its delivery
+    (once, however often the status is written again). Returns (deliveries, tasks, webhook reads)."""
+    conn = await asyncpg.connect(url)
+    try:
+        key = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
+            key,
+            uuid.uuid4().hex * 2,
+        )
+        task = await conn.fetchval(
+            "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
+            " webhook_url) VALUES (gen_random_uuid(), $1, 'running', 'offline:echo', 'ab', 'k', now(),"
+            " 'https://example.com/hook') RETURNING id",
+            key,
+        )
+        assert await conn.fetchval("SELECT count(*) FROM webhook_delivery WHERE task_id = $1", task) == 0
+        await conn.execute("UPDATE agent_task SET status = 'succeeded' WHERE id = $1", task)
+        await conn.execute(
+            "UPDATE agent_task SET status = 'failed' WHERE id = $1", task
+        )  # not from running: no new one
+        await conn.execute(
+            "INSERT INTO audit_event (channel, action, task_id, outcome) VALUES ('rest', 'webhook_read', $1, 'ok')",
+            task,
+        )
+        row = await conn.fetchrow("SELECT event_type, message_id, state FROM webhook_delivery WHERE task_id = $1", task)
+        assert tuple(row) == ("agent_task.succeeded", "msg_" + task.hex, "pending")
+        return (
+            await conn.fetchval("SELECT count(*) FROM webhook_delivery"),
+            await conn.fetchval("SELECT count(*) FROM agent_task"),
+            await conn.fetchval("SELECT count(*) FROM audit_event WHERE action = 'webhook_read'"),
+        )
+    finally:
+        await conn.close()
+
+
+async def _columns(url: str, table: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = $1", table)
+        return {r["column_name"] for r in rows}
+    finally:
+        await conn.close()
+
+
+def test_the_webhooks_migration_goes_down_and_up_again_with_deliveries_in_the_outbox(empty_database_url):
+    before_webhooks = "e5f6a7b8c9d0"
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_end_a_task_with_a_webhook(empty_database_url)) == (1, 1, 1)
+
+    migrations.downgrade(empty_database_url, before_webhooks, result_keys=TEST_RESULT_KEYS)
+    assert "webhook_delivery" not in run_sync(_tables(empty_database_url))
+    assert "webhook_url" not in run_sync(_columns(empty_database_url, "agent_task"))
+    assert not {c for c in run_sync(_columns(empty_database_url, "api_key")) if c.startswith("webhook")}
+
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    # The task outlived the downgrade; the webhook read's audit event did not (its action was gone).
+    assert run_sync(_end_a_task_with_a_webhook(empty_database_url)) == (1, 2, 1)

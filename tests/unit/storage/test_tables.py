@@ -10,7 +10,6 @@ from sqlmodel import SQLModel
 from app.domain import ApiKeyRecord, AuditEventRecord, LegalHoldRecord, TaskRecord
 from app.storage.tables import ApiKeyRow, AuditEventRow, LegalHoldRow, TaskRow
 
-
 SECRET_COLUMNS = {
     ("api_key", c) for c in ("webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until")
 }
