@@ -226,3 +226,69 @@ async def test_a_provider_that_puts_the_prompt_in_its_error_code_leaks_nothing(
     assert word not in span_text(spans)
     out, err = capfd.readouterr()
     assert word not in out + err
+
+
+async def test_webhooks_carry_ids_only_and_the_signing_secret_is_never_in_the_clear(
+    database_url, db, marker, caplog, capfd, spans, chatty_libraries
+):
+    """A task with a webhook, answered (by the provider and from the cache), failed and cancelled:
+    neither the prompt nor the answer reaches the receiver, the outbox, a log, a span or a metric,
+    and the key's signing secret is stored sealed only."""
+    from tests.support.webhooks import Receiver
+
+    caplog.set_level(logging.DEBUG)
+    prompt = f"Please keep this secret: {marker}"
+    with FakeOpenAI().running() as fake, Receiver().running() as receiver:
+        settings = make_settings(
+            database_url,
+            openai_api_key="sk-test-not-a-real-key",
+            openai_base_url=fake.base_url,
+            log_level="DEBUG",
+            webhook_allowed_hosts=["127.0.0.1"],
+            webhook_poll_seconds=0.2,
+            webhook_retry_seconds=0.1,
+        )
+        async with running(create_app(settings)) as app:
+            components = app.state.components
+            record, plain, secret = await components.keys.create("privacy-webhooks", Role.CLIENT)
+            headers = {"Authorization": f"Bearer {plain}"}
+            hook = {"prompt": prompt, "model": "openai:gpt-test", "webhook": receiver.url}
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                fake.enqueue(Reply(body=completion(f"the answer {marker}")))
+                await http.post(RUN, json=hook, headers=headers)
+                await http.post(RUN, json=hook, headers=headers)  # a cache hit
+                fake.enqueue(error_reply(400, message=f"cannot process {marker}"))
+                await http.post(RUN, json={**hook, "cache": False}, headers=headers)
+                fake.enqueue(Reply(body=completion(f"never {marker}"), delay=10))
+                pending = await http.post(RUN, params={"wait": "false"}, json={**hook, "cache": False}, headers=headers)
+                task_id = pending.json()["task_id"]
+                await http.post(f"/resources/get_agent_result/{task_id}/cancel", headers=headers)
+                received = await receiver.wait_for(4)
+                # What the owner reads of the webhook: the address and the attempts, not the answer.
+                answers = [(await http.get(f"/resources/get_agent_result/{task_id}/webhook", headers=headers)).text]
+                metrics_text = (await http.get("/metrics", headers=await scraper_headers(components))).text
+
+    assert secret is not None
+    assert {r.verify(secret)["type"] for r in received} == {
+        "agent_task.succeeded",
+        "agent_task.failed",
+        "agent_task.cancelled",
+    }
+    sent = "\n".join(r.body.decode() + repr(r.headers) for r in received)
+    stored = await everything_stored(db)
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    out, err = capfd.readouterr()
+    for where, text in (
+        ("webhooks sent", sent),
+        ("database", stored),
+        ("answers", "\n".join(answers)),
+        ("logs", logged),
+        ("output", out + err),
+        ("spans", span_text(spans)),
+        ("metrics", metrics_text),
+    ):
+        assert marker not in text, f"the marker found in {where}"
+        assert secret not in text, f"the webhook secret found in {where}"
+        assert secret.removeprefix("whsec_") not in text, f"the webhook secret found in {where}"
+    assert await db.fetchval("SELECT count(*) FROM webhook_delivery WHERE owner_id = $1", record.id) == 4

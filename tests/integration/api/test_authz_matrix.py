@@ -98,6 +98,8 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "DELETE /resources/get_agent_result/{task_id}": (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, GONE, FORB, GONE),
     "POST /resources/get_agent_result/{task_id}/cancel":
                                                     (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, DONE, FORB, DONE),
+    "GET /resources/get_agent_result/{task_id}/webhook":
+                                                    (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
     "GET /audit/events":                            (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, OK,   OK),
     "POST /audit/prompt-search":                    (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, INCL, INCL),
     "POST /holds":                                  (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, HOLD, HOLD),
@@ -133,6 +135,7 @@ AUDITED: dict[str, tuple[str | None, ...]] = {
     "list":         ("list ok",       "list ok",   "list ok",       "list ok"),
     "delete":       ("delete denied", "delete ok", "delete denied", "delete ok"),
     "cancel":       ("cancel denied", "cancel finished", "cancel denied", "cancel finished"),
+    "webhook":      ("webhook_read denied", "webhook_read ok", "webhook_read ok", "webhook_read ok"),
     "audit log":    (None,            None,        "audit_read ok", "audit_read ok"),
     "search":       (None,            None,        "prompt_search ok", "prompt_search ok"),
     "hold place":   (None,            None,        "hold_place ok", "hold_place ok"),
@@ -158,6 +161,7 @@ def kind_of(operation: str) -> str | None:
     """The AUDITED row of a MATRIX row, if any."""
     for kind, marks in (
         ("cancel", ("/cancel", "cancel_agent_task")),
+        ("webhook", ("/webhook",)),
         ("hold place", ("POST /holds",)),
         ("hold release", ("DELETE /holds/",)),
         ("run", ("run_agent_task",)),
