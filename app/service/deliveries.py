@@ -121,7 +121,7 @@ class WebhookDispatcher:
         if attempt.accepted:
             return DeliveryState.DELIVERED, None
         backoff = min(MAX_BACKOFF_SECONDS, self._settings.webhook_retry_seconds * 2**delivery.attempt_count)
-        next_at = attempt.at + timedelta(seconds=backoff * random.uniform(0.75, 1.0))  # nosec B311: jitter only
+        next_at = attempt.at + timedelta(seconds=backoff * random.uniform(0.75, 1.0))  # jitter only  # nosec B311
         if next_at > delivery.created_at + timedelta(hours=self._settings.webhook_retry_hours):
             return DeliveryState.FAILED, None
         return DeliveryState.PENDING, next_at
