@@ -345,9 +345,9 @@ async def make_keys(database_url: str, count: int) -> tuple[list[Key], Key]:
         store = KeyStore(db, cache_seconds=0)
         keys = []
         for i in range(count):
-            record, plain = await store.create(f"load-client-{i}", Role.CLIENT)
+            record, plain, _ = await store.create(f"load-client-{i}", Role.CLIENT)
             keys.append(Key(record.id, plain, Role.CLIENT))
-        record, plain = await store.create("load-auditor", Role.AUDITOR)
+        record, plain, _ = await store.create("load-auditor", Role.AUDITOR)
         return keys, Key(record.id, plain, Role.AUDITOR)
     finally:
         await db.close()

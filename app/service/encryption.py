@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from app.access.encryption import KeyRetired, ResultVault, SealBroken
+from app.access.keys import WEBHOOK_SECRET_FIELD
 from app.storage import encryption as storage
 from app.storage.database import Database
 from app.storage.encryption import KeyUse
@@ -76,4 +77,24 @@ class ResultKeys:
             if report.resealed == resealed_before:
                 break  # nothing left that this ring can move
         report.unreadable = len(unreadable)
+        await self._reseal_webhook_secrets(report)
         return report
+
+    async def _reseal_webhook_secrets(self, report: ReencryptReport) -> None:
+        """API keys' webhook signing secrets, sealed under the same ring: moved to the active key too."""
+        cipher = self._vault.cipher
+
+        def again(key_id: uuid.UUID, sealed: bytes | None) -> bytes | None:
+            if sealed is None or cipher.is_active(sealed):
+                return sealed
+            plain = cipher.open(sealed, task_id=key_id, owner_id=key_id, field=WEBHOOK_SECRET_FIELD)
+            return cipher.seal(plain, task_id=key_id, owner_id=key_id, field=WEBHOOK_SECRET_FIELD)
+
+        async with self._db.connection() as conn, conn.transaction():
+            for key_id, secret, previous in await storage.lock_stale_secrets(conn, active=self._vault.key_id):
+                try:
+                    await storage.reseal_secret(conn, key_id, again(key_id, secret), again(key_id, previous))
+                except (KeyRetired, SealBroken):
+                    report.unreadable += 1
+                    continue
+                report.resealed += 1

@@ -34,8 +34,13 @@ WITH sealed AS (
     SELECT {_key_id("output")} AS key_id, id, expires_at FROM agent_task WHERE output IS NOT NULL
     UNION
     SELECT {_key_id("context")}, id, expires_at FROM agent_task WHERE context IS NOT NULL
+    UNION  -- API keys' webhook signing secrets: they never expire
+    SELECT {_key_id("webhook_secret")}, id, NULL FROM api_key WHERE webhook_secret IS NOT NULL
+    UNION
+    SELECT {_key_id("webhook_secret_previous")}, id, NULL FROM api_key WHERE webhook_secret_previous IS NOT NULL
 )
-SELECT key_id, count(DISTINCT id), max(expires_at), count(DISTINCT id) FILTER (WHERE expires_at > now())
+SELECT key_id, count(DISTINCT id), max(expires_at),
+       count(DISTINCT id) FILTER (WHERE expires_at IS NULL OR expires_at > now())
 FROM sealed GROUP BY key_id ORDER BY key_id
 """,
 )
@@ -64,6 +69,36 @@ FROM unnest(:ids::uuid[], :outputs::bytea[], :contexts::bytea[]) AS r(id, output
 WHERE t.id = r.id
 """,
 )
+
+
+# The API keys whose webhook secrets are sealed by a key other than `active`, locked (a handful
+# of rows: one batch). Resealed with the key's id as their binding (app.access.keys).
+LOCK_STALE_SECRETS = Statement(
+    "lock_stale_webhook_secrets",
+    f"""
+SELECT id, webhook_secret, webhook_secret_previous FROM api_key
+WHERE {_key_id("webhook_secret")} <> :active OR {_key_id("webhook_secret_previous")} <> :active
+ORDER BY id
+FOR UPDATE
+""",
+)
+
+RESEAL_SECRET = Statement(
+    "reseal_webhook_secret",
+    "UPDATE api_key SET webhook_secret = :secret, webhook_secret_previous = :previous WHERE id = :id",
+)
+
+
+async def lock_stale_secrets(
+    conn: asyncpg.Connection, *, active: str
+) -> list[tuple[uuid.UUID, bytes | None, bytes | None]]:
+    return [(row[0], row[1], row[2]) for row in await LOCK_STALE_SECRETS.fetch(conn, active=active)]
+
+
+async def reseal_secret(
+    conn: asyncpg.Connection, key_id: uuid.UUID, secret: bytes | None, previous: bytes | None
+) -> None:
+    await RESEAL_SECRET.execute(conn, id=key_id, secret=secret, previous=previous)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,16 +39,17 @@ def test_a_key_is_rotated_reencrypted_online_and_retired(empty_database_url):
     rotated = old | {"RESULT_ENCRYPTION_KEYS": f"{new_entry},{TEST_RESULT_KEYS}"}
 
     before = status_rows(cli("encryption", "status", env=rotated).stdout)
-    assert before == {"test1": (5, "configured"), "k2": (0, "active")}
+    # Five tasks, and the API key's webhook signing secret, sealed under the same ring.
+    assert before == {"test1": (6, "configured"), "k2": (0, "active")}
     with serving(rotated) as service:
         fresh = httpx.post(f"{service.base}{RUN}", json={"prompt": "new", "cache": False}, headers=auth).json()
         moved = cli("encryption", "reencrypt", "--batch-rows", "2", env=rotated).stdout
         for answer in [*answers, fresh]:  # the service kept serving, and reads every row
             read = httpx.get(f"{service.base}{GET.format(answer['task_id'])}", headers=auth)
             assert read.json()["output"] == answer["output"]
-    assert "Re-encrypted 5 rows to key 'k2' (3 batches" in moved
+    assert "Re-encrypted 6 rows to key 'k2' (3 batches" in moved
     after = status_rows(cli("encryption", "status", env=rotated).stdout)
-    assert after == {"k2": (6, "active"), "test1": (0, "seals nothing: can be retired")}
+    assert after == {"k2": (7, "active"), "test1": (0, "seals nothing: can be retired")}
 
     retired = old | {"RESULT_ENCRYPTION_KEYS": new_entry}
     with serving(retired) as service:
@@ -56,4 +57,4 @@ def test_a_key_is_rotated_reencrypted_online_and_retired(empty_database_url):
             read = httpx.get(f"{service.base}{GET.format(answer['task_id'])}", headers=auth)
             assert (read.status_code, read.json()["output"]) == (200, answer["output"])
     # Dropping the new key instead, which seals every row, leaves them unreadable, and says so.
-    assert status_rows(cli("encryption", "status", env=old).stdout) == {"k2": (6, "retired"), "test1": (0, "active")}
+    assert status_rows(cli("encryption", "status", env=old).stdout) == {"k2": (7, "retired"), "test1": (0, "active")}

@@ -150,7 +150,7 @@ def test_every_operation_survives_fuzzing_and_answers_as_documented(fuzz_app: Fa
     with asgi.get_client(fuzz_app) as http:
         existing = [
             http.post("/tools/run_agent_task", json={"prompt": "fuzz"}, headers=client_headers).json()["task_id"]
-            for _ in range(2)
+            for _ in range(3)  # one each for the read, the erasure and the webhook
         ]
         # A task that runs until it is cancelled (its provider never answers), for the cancel.
         unfinished = http.post(

@@ -18,7 +18,14 @@ from fastapi import FastAPI
 GENERATOR = "openapi-python-client==0.29.1"
 NDJSON = "application/x-ndjson"
 OPERATIONS = {
-    "tasks": {"run_agent_task", "get_agent_result", "list_agent_results", "delete_agent_result", "cancel_agent_task"},
+    "tasks": {
+        "run_agent_task",
+        "get_agent_result",
+        "list_agent_results",
+        "delete_agent_result",
+        "cancel_agent_task",
+        "get_agent_webhook",
+    },
     "audit": {
         "list_audit_events",
         "search_tasks_by_prompt",

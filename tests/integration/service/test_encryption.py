@@ -62,7 +62,7 @@ async def test_rotation_and_reencryption_run_online(database_url):
         assert report.batches >= 4
         assert report.unreadable == 0
         assert reads == 6 * 12
-        assert "k1" not in await uses(app), "no row needs k1 any more"
+        assert "k1" not in await uses(app), "no row needs k1 any more (nor any key's webhook secret)"
         assert (await uses(app))["k2"] >= 12 + len(during)
     async with replica(database_url, **ring(K2)) as (_, new_http):  # k1 retired
         answers = await read_all(new_http, caller, before + during)
@@ -83,4 +83,25 @@ async def test_a_row_whose_key_was_retired_reads_as_key_retired(database_url):
         assert listed.status_code == 200
         assert [item["error"]["code"] for item in listed.json()["items"]] == ["key_retired"]
         report = await ResultKeys(app.state.components.db, app.state.components.vault).reencrypt()
-        assert (report.resealed, report.unreadable) == (0, 1)
+        # The task, and the key's webhook signing secret, sealed under the same retired key.
+        assert (report.resealed, report.unreadable) == (0, 2)
+
+
+async def test_webhook_secrets_move_to_the_new_key_and_still_sign_once_the_old_one_is_retired(database_url):
+    from tests.support.webhooks import Receiver
+
+    hooks = {"webhook_allowed_hosts": ["127.0.0.1"], "webhook_poll_seconds": 0.2}
+    async with replica(database_url, **ring(K1)) as (app, _):
+        caller = await key(app, Role.CLIENT)
+    async with replica(database_url, **ring(K2, K1)) as (app, _):
+        report = await ResultKeys(app.state.components.db, app.state.components.vault).reencrypt()
+        assert report.resealed == 1
+        assert report.unreadable == 0
+        assert "k1" not in await uses(app)
+    with Receiver().running() as receiver:
+        async with replica(database_url, **ring(K2), **hooks) as (_, http):  # k1 retired
+            body = {"prompt": "p", "model": "offline:echo", "webhook": receiver.url}
+            assert (await http.post(RUN, json=body, headers=caller.headers)).status_code == 200
+            [received] = await receiver.wait_for(1)
+    assert caller.webhook_secret is not None
+    assert received.verify(caller.webhook_secret)["type"] == "agent_task.succeeded"
