@@ -224,7 +224,7 @@ class OpenAICompatibleProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            if (mapped := self._mapped(exc)) is None:
+            if (mapped := self._mapped(exc, midway=True)) is None:
                 raise
             raise mapped from exc
 
@@ -287,17 +287,17 @@ class OpenAICompatibleProvider:
             raise mapped from exc
         return _completion(self.name, response, request.model)
 
-    def _mapped(self, exc: Exception) -> ProviderError | None:
+    def _mapped(self, exc: Exception, *, midway: bool = False) -> ProviderError | None:
         """The typed error for what an HTTP call raised (None: not the provider's doing, a bug).
-        A connection dropped or a read timing out mid-stream is an httpx error, not the SDK's."""
+        `midway`: text had been handed on already, so a lost connection is a dropped answer."""
         if isinstance(exc, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
             return ProviderTimeout(
                 f"{self.name} did not answer within {self.request_timeout_seconds:g} s", retryable=True
             )
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+            if midway:
+                return ProviderError(f"{self.name} dropped the connection mid-answer", retryable=True)
             return ProviderError(f"{self.name} could not be reached", retryable=True)
-        if isinstance(exc, httpx.TransportError):
-            return ProviderError(f"{self.name} dropped the connection mid-answer", retryable=True)
         if isinstance(exc, openai.APIStatusError):
             return _status_error(self.name, exc)
         if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
