@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from app.api.deps import CurrentPrincipal, RequestId, ServiceDep, reject_unknown_query
 from app.api.errors import ERROR_RESPONSES
+from app.api.streaming import EVENT_SCHEMA as STREAM_EVENT_SCHEMA
 from app.api.streaming import MEDIA_TYPE as STREAM_MEDIA_TYPE
 from app.api.streaming import event_stream
 from app.domain import Channel
@@ -63,7 +64,7 @@ def _json(model: BaseModel, status_code: int = 200) -> Response:
         200: {
             "description": "the result; with `stream=true`, server-sent events: `task`, `delta`s, then `result` "
             "or `error` (see the REST reference)",
-            "content": {STREAM_MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "content": {STREAM_MEDIA_TYPE: {"schema": STREAM_EVENT_SCHEMA}},
         },
         202: {
             "model": AgentResult,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from itertools import count
+from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -24,6 +25,41 @@ from app.service.streaming import Delta, Done, Failed, TaskStream
 
 MEDIA_TYPE = "text/event-stream"
 KEEPALIVE_COMMENT = "keep-alive"
+
+
+def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "properties": {
+            "event": {"const": name},
+            "data": {"contentMediaType": "application/json", "contentSchema": data},
+        }
+    }
+
+
+# One event of the stream, for the OpenAPI document (before 3.2, `schema` describes each event).
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "description": "1, 2, 3, ... in order"},
+        "event": {"type": "string", "enum": ["task", "delta", "result", "error"]},
+        "data": {"type": "string", "description": "one line of JSON"},
+    },
+    "oneOf": [
+        _event("task", {"$ref": "#/components/schemas/AgentResult"}),
+        _event(
+            "delta",
+            {
+                "type": "object",
+                "required": ["text"],
+                "properties": {"text": {"type": "string"}},
+                "additionalProperties": False,
+            },
+        ),
+        _event("result", {"$ref": "#/components/schemas/AgentResult"}),
+        _event("error", {"$ref": "#/components/schemas/TaskError"}),
+    ],
+}
 
 
 def _keepalive() -> ServerSentEvent:
