@@ -326,3 +326,53 @@ async def test_a_refused_task_is_an_ordinary_error_answer_not_a_stream(served, f
     assert stream.response.status_code == 422
     assert stream.response.headers["content-type"] == "application/json"
     assert stream.response.json()["code"] == "unknown_model"
+
+
+# -- answers that arrive whole --------------------------------------------------------------------
+
+
+async def test_an_identical_task_in_flight_is_followed_and_its_answer_streamed_as_one_piece(served, fake, http):
+    body = {"prompt": _prompt()}
+    fake.enqueue(Reply(chunks=["shared", " by", " both"], chunk_delay=0.3))
+
+    async def a_moment_later() -> Stream:
+        await asyncio.sleep(0.3)  # the leader's row is in flight by then
+        return await read_stream(http, served, body)
+
+    leader, follower = await asyncio.gather(read_stream(http, served, body), a_moment_later())
+
+    assert leader.deltas == ["shared", " by", " both"]
+    assert follower.deltas == ["shared by both"]
+    assert follower.events[-1].data["cached"] is True
+    assert sum(1 for r in fake.requests if r["messages"][0]["content"] == body["prompt"]) == 1
+
+
+async def test_an_idempotent_replay_streams_the_first_answer(served, fake, http):
+    body = {"prompt": _prompt(), "cache": False}
+    headers = {**served.headers, "Idempotency-Key": f"order-{uuid.uuid4().hex[:8]}"}
+    fake.enqueue(Reply(chunks=["charged", " once"]))
+    answers = []
+    for _ in range(2):
+        async with http.stream("POST", RUN, params={"stream": "true"}, json=body, headers=headers) as response:
+            answers.append((response, [event async for event, _ in events_of(response) if event is not None]))
+
+    (first, first_events), (again, again_events) = answers
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again_events[0].data["task_id"] == first_events[0].data["task_id"]
+    assert [e.data["text"] for e in again_events if e.event == "delta"] == ["charged once"]
+    assert again_events[-1].data == first_events[-1].data | {"legal_hold": False}
+
+
+async def test_an_answer_that_is_not_stored_is_streamed_and_never_written(served, fake, http, rows):
+    fake.enqueue(Reply(chunks=["for", " your", " eyes", " only"]))
+
+    stream = await read_stream(http, served, {"prompt": _prompt(), "store": False, "context": {"k": "v"}})
+
+    assert stream.deltas == ["for", " your", " eyes", " only"]
+    result = stream.events[-1].data
+    assert (result["output"], result["context"], result["output_stored"]) == ("for your eyes only", {"k": "v"}, False)
+    row = await stored(http, served, stream.task_id)
+    assert (row["status"], row["output"], row["output_stored"]) == ("succeeded", None, False)
+    sealed = await rows.fetchval("SELECT output FROM agent_task WHERE id = $1", uuid.UUID(stream.task_id))
+    assert sealed is None
