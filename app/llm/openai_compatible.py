@@ -32,7 +32,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC
 
 import httpx
@@ -61,6 +60,7 @@ from app.llm.base import (
     Usage,
 )
 from app.llm.error_codes import safe_error_code
+from app.llm.openai_chunks import ChunkStream, chunk_text, count_or_none
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class OpenAICompatibleProvider:
         most `request_timeout_seconds` (the SDK's), and the caller bounds the whole stream."""
         attempts = 0
 
-        async def attempt() -> _Stream:
+        async def attempt() -> ChunkStream:
             nonlocal attempts
             attempts += 1
             if not self._trace:
@@ -136,7 +136,7 @@ class OpenAICompatibleProvider:
             return await self._traced_open(request, attempts)
 
         try:
-            opened: _Stream = await self._retrying()(attempt)
+            opened: ChunkStream = await self._retrying()(attempt)
         except ProviderError as exc:
             _gave_up(exc, attempts)
             raise
@@ -170,7 +170,7 @@ class OpenAICompatibleProvider:
 
     # -- one stream -------------------------------------------------------------------------
 
-    async def _traced_open(self, request: CompletionRequest, attempt: int) -> _Stream:
+    async def _traced_open(self, request: CompletionRequest, attempt: int) -> ChunkStream:
         """A client span per attempt to open a stream; the error leaves the span before it is raised."""
         error: ProviderError | None = None
         with logfire.span(
@@ -186,7 +186,7 @@ class OpenAICompatibleProvider:
                 return opened
         raise error
 
-    async def _open(self, request: CompletionRequest) -> _Stream:
+    async def _open(self, request: CompletionRequest) -> ChunkStream:
         """One attempt: start the stream and read up to its first piece of text (or its end),
         within `request_timeout_seconds`."""
         try:
@@ -201,7 +201,7 @@ class OpenAICompatibleProvider:
                     stream=True,
                     stream_options={"include_usage": True},
                 )
-                opened = _Stream(chunks, chunks.__aiter__(), request.model)
+                opened = ChunkStream(chunks, chunks.__aiter__(), request.model)
                 try:
                     while not opened.ahead:
                         if (event := await self._read(opened)) is None:
@@ -218,7 +218,7 @@ class OpenAICompatibleProvider:
             raise mapped from exc
         return opened
 
-    async def _read_mapped(self, opened: _Stream) -> StreamEvent | None:
+    async def _read_mapped(self, opened: ChunkStream) -> StreamEvent | None:
         try:
             return await self._read(opened)
         except ProviderError:
@@ -228,7 +228,7 @@ class OpenAICompatibleProvider:
                 raise
             raise mapped from exc
 
-    async def _read(self, opened: _Stream) -> StreamEvent | None:
+    async def _read(self, opened: ChunkStream) -> StreamEvent | None:
         """The next event: a piece of text, the Completion once the chunks end, then None."""
         if opened.done:
             return None
@@ -238,7 +238,7 @@ class OpenAICompatibleProvider:
             except StopAsyncIteration:
                 opened.done = True
                 return Completion(text="".join(opened.parts), model=opened.model, usage=opened.usage)
-            if (text := _chunk_text(self.name, chunk, opened)) is not None:
+            if (text := chunk_text(self.name, chunk, opened)) is not None:
                 opened.parts.append(text)
                 return TextDelta(text)
 
@@ -409,56 +409,11 @@ def _completion(name: str, response: object, requested_model: str) -> Completion
         text=text,
         model=model if isinstance(model, str) and model else requested_model,
         usage=Usage(
-            prompt_tokens=_count(getattr(usage, "prompt_tokens", None)),
-            completion_tokens=_count(getattr(usage, "completion_tokens", None)),
-            total_tokens=_count(getattr(usage, "total_tokens", None)),
+            prompt_tokens=count_or_none(getattr(usage, "prompt_tokens", None)),
+            completion_tokens=count_or_none(getattr(usage, "completion_tokens", None)),
+            total_tokens=count_or_none(getattr(usage, "total_tokens", None)),
         ),
     )
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-@dataclass
-class _Stream:
-    """A chat completion stream being read: the chunks, what came of them so far."""
-
-    chunks: AsyncStream[ChatCompletionChunk]
-    iterator: AsyncIterator[ChatCompletionChunk]
-    model: str
-    parts: list[str] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    ahead: list[StreamEvent] = field(default_factory=list)  # read while opening, not yet handed on
-    done: bool = False
-
-    def __repr__(self) -> str:  # never the text
-        return f"_Stream(model={self.model!r}, parts={len(self.parts)}, done={self.done})"
-
-
-def _chunk_text(name: str, chunk: object, opened: _Stream) -> str | None:
-    """A chunk's piece of text (None: it has none); its usage and model are kept on `opened`."""
-    invalid = ProviderError(f"{name} sent a stream chunk that is not a valid chat completion chunk")
-    if not isinstance(chunk, ChatCompletionChunk):
-        raise invalid
-    try:
-        if isinstance(chunk.model, str) and chunk.model:
-            opened.model = chunk.model
-        if (usage := chunk.usage) is not None:
-            opened.usage = Usage(
-                prompt_tokens=_count(getattr(usage, "prompt_tokens", None)),
-                completion_tokens=_count(getattr(usage, "completion_tokens", None)),
-                total_tokens=_count(getattr(usage, "total_tokens", None)),
-            )
-        choices = chunk.choices
-        if not isinstance(choices, list):
-            raise invalid
-        text = next((choice.delta.content for choice in choices if choice.index == 0), None)
-    except (AttributeError, TypeError) as exc:
-        raise invalid from exc
-    if text is not None and not isinstance(text, str):
-        raise invalid
-    return text or None
 
 
 def _gave_up(exc: ProviderError, attempts: int) -> None:
