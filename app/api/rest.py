@@ -16,6 +16,9 @@ from pydantic import BaseModel
 
 from app.api.deps import CurrentPrincipal, RequestId, ServiceDep, reject_unknown_query
 from app.api.errors import ERROR_RESPONSES
+from app.api.streaming import EVENT_SCHEMA as STREAM_EVENT_SCHEMA
+from app.api.streaming import MEDIA_TYPE as STREAM_MEDIA_TYPE
+from app.api.streaming import event_stream
 from app.domain import Channel
 from app.schemas import (
     AgentResult,
@@ -59,6 +62,11 @@ def _json(model: BaseModel, status_code: int = 200) -> Response:
     response_model=AgentResult,
     responses={
         **_WITH_BODY,
+        200: {
+            "description": "the result; with `stream=true`, server-sent events: `task`, `delta`s, then `result` "
+            "or `error` (see the REST reference)",
+            "content": {STREAM_MEDIA_TYPE: {"schema": STREAM_EVENT_SCHEMA}},
+        },
         202: {
             "model": AgentResult,
             "description": "accepted (`wait=false`): poll the `Location`",
@@ -74,6 +82,9 @@ async def run_agent_task(
     service: ServiceDep,
     request_id: RequestId,
     wait: Annotated[bool, Query(description="false: answer 202 at once and run the task in the background")] = True,
+    stream: Annotated[
+        bool, Query(description="true: the answer as server-sent events while it is generated (needs wait)")
+    ] = False,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -84,6 +95,12 @@ async def run_agent_task(
     ] = None,
 ) -> Response:
     """Run an agent task and return its result."""
+    if stream:
+        return event_stream(
+            await service.start_stream(
+                principal, task, channel=Channel.REST, request_id=request_id, wait=wait, idempotency_key=idempotency_key
+            )
+        )
     submission = await service.run_task(
         principal, task, channel=Channel.REST, request_id=request_id, wait=wait, idempotency_key=idempotency_key
     )

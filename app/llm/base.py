@@ -7,6 +7,7 @@ may quote the prompt): only status codes and the provider's documented error cod
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -88,3 +89,63 @@ class Provider(Protocol):
     async def complete(self, request: CompletionRequest) -> Completion: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the answer as the provider sent it: the text to append, never logged."""
+
+    text: str
+
+    def __repr__(self) -> str:  # keep answer text out of logs and tracebacks
+        return f"TextDelta(<{len(self.text)} chars>)"
+
+
+# What a stream yields: text deltas, then exactly one Completion (its usage; its text is the deltas').
+StreamEvent = TextDelta | Completion
+DeltaCallback = Callable[[str], None]
+
+
+@runtime_checkable
+class StreamingProvider(Provider, Protocol):
+    """A provider that can also hand its answer over piece by piece (a separate protocol, so that
+    plugins written against `Provider` keep working unchanged).
+
+    `stream(request)` yields `TextDelta`s as they arrive and ends with one `Completion` carrying
+    the model and usage. Errors are the same typed `ProviderError`s as `complete`'s; a provider
+    retries only before its first delta (after it, a retry would repeat text already sent).
+    """
+
+    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]: ...
+
+
+async def stream_completion(provider: Provider, request: CompletionRequest, on_delta: DeltaCallback) -> Completion:
+    """Answer `request`, handing each piece of text to `on_delta` as it arrives.
+
+    A `StreamingProvider` streams; any other provider answers whole, and its text is one delta.
+    The completion returned has as its text exactly the concatenation of the deltas handed over,
+    so what is stored is what a streaming caller was sent, byte for byte. Empty pieces are not
+    handed over.
+    """
+    if not isinstance(provider, StreamingProvider):
+        completion = await provider.complete(request)
+        if completion.text:
+            on_delta(completion.text)
+        return completion
+    parts: list[str] = []
+    final: Completion | None = None
+    events = provider.stream(request)
+    try:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                if event.text:
+                    parts.append(event.text)
+                    on_delta(event.text)
+            else:
+                final = event
+    finally:  # a generator left early (a cancel) closes now, hanging up its HTTP call
+        if (close := getattr(events, "aclose", None)) is not None:
+            await close()
+    if final is None:
+        raise ProviderError(f"{provider.name} ended its stream without finishing the answer")
+    return Completion(text="".join(parts), model=final.model, usage=final.usage)

@@ -15,6 +15,10 @@ written once with tenacity, governs every endpoint:
   not JSON or not a chat completion.
 
 The caller (the service) bounds the whole call, retries included, with its own timeout.
+
+`stream()` answers piece by piece (`stream=True`, usage in the last chunk). The same policy
+governs opening the stream, up to its first piece of text; once text has been handed on,
+nothing is retried (the caller would get it twice): an error then ends the stream.
 Error messages carry the HTTP status and the provider's error code when it is a documented one
 (`app.llm.error_codes`; any other code says `other`), never its text.
 """
@@ -27,12 +31,14 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC
 
+import httpx
 import logfire
 import openai
-from openai.types.chat import ChatCompletion
+from openai import AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -49,9 +55,12 @@ from app.llm.base import (
     ProviderTimeout,
     QuotaExceeded,
     RateLimited,
+    StreamEvent,
+    TextDelta,
     Usage,
 )
 from app.llm.error_codes import safe_error_code
+from app.llm.openai_chunks import ChunkStream, chunk_text, count_or_none
 
 log = logging.getLogger(__name__)
 
@@ -105,23 +114,133 @@ class OpenAICompatibleProvider:
                 return await self._attempt(request)
             return await self._traced_attempt(request, attempts)
 
-        retrying = AsyncRetrying(
+        try:
+            return await self._retrying()(attempt)
+        except ProviderError as exc:
+            _gave_up(exc, attempts)
+            raise
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        """The answer as it is generated (`stream=True`, with the usage in a last chunk), then one
+        Completion. The retry policy above governs opening the stream, up to its first piece of
+        text: what fails before it is retried; what fails after it ends the stream with the
+        typed error (a retry would send again what the caller already has). Each read waits at
+        most `request_timeout_seconds` (the SDK's), and the caller bounds the whole stream."""
+        attempts = 0
+
+        async def attempt() -> ChunkStream:
+            nonlocal attempts
+            attempts += 1
+            if not self._trace:
+                return await self._open(request)
+            return await self._traced_open(request, attempts)
+
+        try:
+            opened: ChunkStream = await self._retrying()(attempt)
+        except ProviderError as exc:
+            _gave_up(exc, attempts)
+            raise
+        try:
+            while opened.ahead:
+                yield opened.ahead.pop(0)
+            while (event := await self._read_mapped(opened)) is not None:
+                yield event
+        finally:
+            await opened.chunks.close()  # a caller that stops early (a cancel) hangs up the provider
+        if self._trace:
+            logfire.info(
+                "provider stream {provider} finished",
+                provider=self.name,
+                model=request.model,
+                prompt_tokens=opened.usage.prompt_tokens or 0,
+                completion_tokens=opened.usage.completion_tokens or 0,
+            )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1) | stop_before_delay(self.retry_max_seconds),
             wait=self._wait,
             retry=retry_if_exception(_is_retryable),
             before_sleep=self._log_retry,
             reraise=True,
         )
-        try:
-            return await retrying(attempt)
-        except ProviderError as exc:
-            if attempts > 1:
-                exc.message = f"{exc.message}; gave up after {attempts} attempts"
-                exc.args = (exc.message,)
-            raise
 
-    async def aclose(self) -> None:
-        await self._client.close()
+    # -- one stream -------------------------------------------------------------------------
+
+    async def _traced_open(self, request: CompletionRequest, attempt: int) -> ChunkStream:
+        """A client span per attempt to open a stream; the error leaves the span before it is raised."""
+        error: ProviderError | None = None
+        with logfire.span(
+            "provider call {provider}", provider=self.name, model=request.model, attempt=attempt, stream=True
+        ) as span:
+            try:
+                opened = await self._open(request)
+            except ProviderError as exc:
+                span.set_attributes({"outcome": "error", "error_code": exc.code, "retryable": exc.retryable})
+                error = exc
+            else:
+                span.set_attributes({"outcome": "ok"})
+                return opened
+        raise error
+
+    async def _open(self, request: CompletionRequest) -> ChunkStream:
+        """One attempt: start the stream and read up to its first piece of text (or its end),
+        within `request_timeout_seconds`."""
+        try:
+            async with asyncio.timeout(self.request_timeout_seconds):
+                # (the messages' roles are plain strings, which no overload takes)
+                chunks: AsyncStream[ChatCompletionChunk] = await self._client.chat.completions.create(  # type: ignore[call-overload]
+                    model=request.model,
+                    messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                    temperature=request.temperature if request.temperature is not None else openai.omit,
+                    max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
+                    top_p=request.top_p if request.top_p is not None else openai.omit,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+                opened = ChunkStream(chunks, chunks.__aiter__(), request.model)
+                try:
+                    while not opened.ahead:
+                        if (event := await self._read(opened)) is None:
+                            break
+                        opened.ahead.append(event)
+                except BaseException:
+                    await chunks.close()
+                    raise
+        except ProviderError:
+            raise
+        except Exception as exc:
+            if (mapped := self._mapped(exc)) is None:
+                raise
+            raise mapped from exc
+        return opened
+
+    async def _read_mapped(self, opened: ChunkStream) -> StreamEvent | None:
+        try:
+            return await self._read(opened)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            if (mapped := self._mapped(exc, midway=True)) is None:
+                raise
+            raise mapped from exc
+
+    async def _read(self, opened: ChunkStream) -> StreamEvent | None:
+        """The next event: a piece of text, the Completion once the chunks end, then None."""
+        if opened.done:
+            return None
+        while True:
+            try:
+                chunk = await opened.iterator.__anext__()
+            except StopAsyncIteration:
+                opened.done = True
+                return Completion(text="".join(opened.parts), model=opened.model, usage=opened.usage)
+            if (text := chunk_text(self.name, chunk, opened)) is not None:
+                opened.parts.append(text)
+                return TextDelta(text)
 
     # -- one attempt ------------------------------------------------------------------------
 
@@ -160,21 +279,34 @@ class OpenAICompatibleProvider:
                     max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
                     top_p=request.top_p if request.top_p is not None else openai.omit,
                 )
-        except (TimeoutError, openai.APITimeoutError) as exc:
-            raise ProviderTimeout(
-                f"{self.name} did not answer within {self.request_timeout_seconds:g} s", retryable=True
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise ProviderError(f"{self.name} could not be reached", retryable=True) from exc
-        except openai.APIStatusError as exc:
-            raise _status_error(self.name, exc) from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ProviderError(f"{self.name} sent an answer that is not valid JSON") from exc
-        except openai.APIResponseValidationError as exc:
-            raise ProviderError(f"{self.name} sent an answer that is not a valid chat completion") from exc
-        except openai.OpenAIError as exc:
-            raise ProviderError(f"{self.name} call failed ({type(exc).__name__})") from exc
+        except ProviderError:
+            raise
+        except Exception as exc:
+            if (mapped := self._mapped(exc)) is None:
+                raise
+            raise mapped from exc
         return _completion(self.name, response, request.model)
+
+    def _mapped(self, exc: Exception, *, midway: bool = False) -> ProviderError | None:
+        """The typed error for what an HTTP call raised (None: not the provider's doing, a bug).
+        `midway`: text had been handed on already, so a lost connection is a dropped answer."""
+        if isinstance(exc, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
+            return ProviderTimeout(
+                f"{self.name} did not answer within {self.request_timeout_seconds:g} s", retryable=True
+            )
+        if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+            if midway:
+                return ProviderError(f"{self.name} dropped the connection mid-answer", retryable=True)
+            return ProviderError(f"{self.name} could not be reached", retryable=True)
+        if isinstance(exc, openai.APIStatusError):
+            return _status_error(self.name, exc)
+        if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+            return ProviderError(f"{self.name} sent an answer that is not valid JSON")
+        if isinstance(exc, openai.APIResponseValidationError):
+            return ProviderError(f"{self.name} sent an answer that is not a valid chat completion")
+        if isinstance(exc, openai.OpenAIError):  # an error event mid-stream too: its text is the provider's
+            return ProviderError(f"{self.name} call failed ({type(exc).__name__})")
+        return None
 
     # -- the policy between attempts ----------------------------------------------------------
 
@@ -277,12 +409,14 @@ def _completion(name: str, response: object, requested_model: str) -> Completion
         text=text,
         model=model if isinstance(model, str) and model else requested_model,
         usage=Usage(
-            prompt_tokens=_count(getattr(usage, "prompt_tokens", None)),
-            completion_tokens=_count(getattr(usage, "completion_tokens", None)),
-            total_tokens=_count(getattr(usage, "total_tokens", None)),
+            prompt_tokens=count_or_none(getattr(usage, "prompt_tokens", None)),
+            completion_tokens=count_or_none(getattr(usage, "completion_tokens", None)),
+            total_tokens=count_or_none(getattr(usage, "total_tokens", None)),
         ),
     )
 
 
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+def _gave_up(exc: ProviderError, attempts: int) -> None:
+    if attempts > 1:
+        exc.message = f"{exc.message}; gave up after {attempts} attempts"
+        exc.args = (exc.message,)

@@ -47,6 +47,7 @@ from app.service.pagination import (
     page_size,
 )
 from app.service.runner import TaskRunner
+from app.service.streaming import StreamingOperations
 from app.service.submission import Admission, Planner, cache_hit_observed
 from app.service.trail import AuditTrail
 from app.storage import audit, webhooks
@@ -63,7 +64,7 @@ class Submission:
     replayed: bool = False  # an Idempotency-Key replay of an earlier submission
 
 
-class AgentService(OversightOperations):
+class AgentService(OversightOperations, StreamingOperations):
     """Every operation of the service, for REST and MCP alike."""
 
     def __init__(

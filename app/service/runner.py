@@ -24,7 +24,7 @@ import logfire
 
 from app.access.encryption import KeyRetired, ResultVault, SealBroken
 from app.domain import DatabaseUnavailable, TaskOutcome, TaskRecord, TaskStatus
-from app.llm.base import CompletionRequest, Message, ProviderError
+from app.llm.base import CompletionRequest, DeltaCallback, Message, ProviderError, stream_completion
 from app.llm.registry import Route
 from app.settings import Settings
 from app.storage import tasks as storage
@@ -45,6 +45,8 @@ class Work:
     params: dict[str, Any]
     owner_id: uuid.UUID
     stored: bool = True  # False: `store: false`, the answer is not written (the job hands it back)
+    # A streaming caller's sink: each piece of the answer as the provider sends it (memory only).
+    on_delta: DeltaCallback | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:  # never the messages
         return f"Work(model={self.route.resolved!r}, messages={len(self.messages)})"
@@ -73,6 +75,11 @@ class TaskRunner:
     @property
     def lease_seconds(self) -> float:
         return self._settings.task_lease_seconds
+
+    @property
+    def stream_keepalive_seconds(self) -> float:
+        """STREAM_KEEPALIVE_SECONDS: how often a streamed answer says it is still alive."""
+        return self._settings.stream_keepalive_seconds
 
     @property
     def failed_retention_seconds(self) -> float | None:
@@ -183,7 +190,10 @@ class TaskRunner:
         name = route.provider.name
         try:
             async with asyncio.timeout(self._settings.provider_timeout_seconds):
-                completion = await route.provider.complete(request)
+                if work.on_delta is None:
+                    completion = await route.provider.complete(request)
+                else:  # the stored text is exactly the pieces handed to the streaming caller
+                    completion = await stream_completion(route.provider, request, work.on_delta)
         except TimeoutError:
             return TaskOutcome(TaskStatus.FAILED, error_code="timeout", error_message=f"{name} did not answer in time")
         except ProviderError as exc:

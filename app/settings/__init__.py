@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a succeeded answer may serve the same caller's identical requests (0: no cache).",
     )
+    stream_keepalive_seconds: PositiveFloat = Field(
+        default=15.0,
+        description="How often a streamed answer (`?stream=true`) sends a keep-alive comment while no text "
+        "arrives, so that proxies and load balancers do not close a quiet connection; keep their read timeouts "
+        "above it.",
+    )
     task_lease_seconds: PositiveFloat = Field(
         default=30.0,
         description="A runner's lease on a task, renewed while it runs; a task whose lease runs out ends "

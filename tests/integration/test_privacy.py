@@ -292,3 +292,40 @@ async def test_webhooks_carry_ids_only_and_the_signing_secret_is_never_in_the_cl
         assert secret not in text, f"the webhook secret found in {where}"
         assert secret.removeprefix("whsec_") not in text, f"the webhook secret found in {where}"
     assert await db.fetchval("SELECT count(*) FROM webhook_delivery WHERE owner_id = $1", record.id) == 4
+
+
+async def test_a_streamed_prompt_and_answer_are_found_nowhere_but_in_the_stream(
+    gateway, db, marker, caplog, capfd, spans
+):
+    """The marker in the prompt and in the pieces of the answer: the caller gets the pieces, and
+    neither the rows, the logs (every payload logger at DEBUG), the spans nor the metrics hold it."""
+    caplog.set_level(logging.DEBUG)
+    http, caller, fake, service = gateway
+    prompt = f"Please keep this secret: {marker}"
+    body = {"prompt": prompt, "model": "openai:gpt-test"}
+    fake.enqueue(Reply(chunks=["The ", marker[:20], marker[20:], " stays ", "between us"]))
+
+    streamed = await http.post(RUN, params={"stream": "true"}, json=body, headers=caller.headers)
+    from_cache = await http.post(RUN, params={"stream": "true"}, json=body, headers=caller.headers)
+    fake.enqueue(Reply(chunks=[f"half of {marker}", " and more"], break_after=1))
+    broken = await http.post(RUN, params={"stream": "true"}, json=body | {"cache": False}, headers=caller.headers)
+    refused = await http.post(RUN, params={"stream": "true", "wait": "false"}, json=body, headers=caller.headers)
+
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert marker[:20] in streamed.text, "the caller did get the answer"
+    assert '"cached":true' in from_cache.text
+    assert broken.text.rstrip().splitlines()[-1].startswith('data: {"code": "provider_error"')
+    assert refused.status_code == 422
+    assert marker not in refused.text
+    assert marker not in broken.text.split("event: error")[-1]
+    metrics_text = (await http.get("/metrics", headers=await scraper_headers(service))).text
+
+    assert "provider call" in span_text(spans)
+    assert marker not in span_text(spans)
+    assert marker not in metrics_text
+    assert marker not in await everything_stored(db)
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    assert logged, "logging at DEBUG should have produced records"
+    assert marker not in logged
+    out, err = capfd.readouterr()
+    assert marker not in out + err

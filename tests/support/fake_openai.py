@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import struct
@@ -32,6 +33,12 @@ class Reply:
     delay: float = 0.0
     raw: bytes | None = None  # sent as is (malformed answers)
     drop: bool = False  # start a 200 answer, then close the connection halfway through it
+    # A request with `"stream": true` is answered as server-sent chat.completion.chunk events: these
+    # pieces of text (None: the completion's text, in one piece), then a usage chunk when asked
+    # (`stream_options.include_usage`), then `[DONE]`.
+    chunks: list[str] | None = None
+    chunk_delay: float = 0.0  # seconds before each piece
+    break_after: int | None = None  # drop the connection after this many pieces (no usage, no [DONE])
 
 
 def completion(
@@ -76,6 +83,70 @@ class _Dropped(Response):
         headers = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b'{"id": "chatcmpl-', "more_body": True})
+
+
+def chunk(text: str | None, *, model: str = "gpt-test", finish: str | None = None) -> dict[str, Any]:
+    """One chat.completion.chunk: a piece of text (None: an empty delta, e.g. the last one)."""
+    delta: dict[str, Any] = {} if text is None else {"content": text}
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def usage_chunk(prompt_tokens: int, completion_tokens: int, model: str = "gpt-test") -> dict[str, Any]:
+    """The last chunk of a stream asked for with `include_usage`: no choices, the usage."""
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class _Streamed(Response):
+    """A 200 answer as server-sent events, piece by piece; with `break_after`, the connection is
+    dropped after that many pieces. A client that goes away is recorded as a hang-up."""
+
+    def __init__(self, server: FakeOpenAI, pieces: list[str], reply: Reply, include_usage: bool) -> None:
+        super().__init__()
+        self.server, self.pieces, self.reply, self.include_usage = server, pieces, reply, include_usage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+        async def event(payload: object) -> None:
+            data = payload if isinstance(payload, str) else json.dumps(payload)
+            await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
+
+        for sent, piece in enumerate(self.pieces):
+            if self.reply.break_after is not None and sent >= self.reply.break_after:
+                return  # ends without completing the response: the server drops the connection
+            deadline = time.monotonic() + self.reply.chunk_delay
+            while time.monotonic() < deadline and not self.server._stopping:
+                await asyncio.sleep(min(0.02, max(deadline - time.monotonic(), 0)))
+                if await request.is_disconnected():
+                    self.server.hang_ups.append(time.monotonic())
+                    return
+            await event(chunk(piece, model="gpt-test"))
+        if self.reply.break_after is not None and len(self.pieces) >= self.reply.break_after:
+            return
+        await event(chunk(None, finish="stop"))
+        if self.include_usage:
+            await event(usage_chunk(7, len(self.pieces)))
+        await event("[DONE]")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class _QuietAboutDrops(logging.Filter):
@@ -138,8 +209,13 @@ class FakeOpenAI:
             return _Dropped()
         if reply.raw is not None:
             return Response(reply.raw, status_code=reply.status, media_type="application/json", headers=reply.headers)
+        if body.get("stream") and reply.status == 200:
+            pieces = reply.chunks if reply.chunks is not None else [_text_of(reply.body)]
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return _Streamed(self, pieces, reply, include_usage)
+        default = completion("".join(reply.chunks)) if reply.chunks is not None else completion()
         return JSONResponse(
-            reply.body if reply.body is not None else completion(), status_code=reply.status, headers=reply.headers
+            reply.body if reply.body is not None else default, status_code=reply.status, headers=reply.headers
         )
 
     @contextmanager
@@ -171,6 +247,12 @@ class FakeOpenAI:
             server.should_exit = True
             thread.join(timeout=10)
             logging.getLogger("uvicorn.error").removeFilter(quiet)
+
+
+def _text_of(body: Any) -> str:
+    """The text of a completion body (a reply's `body`, or the default completion)."""
+    answer = body if body is not None else completion()
+    return str(answer["choices"][0]["message"]["content"])
 
 
 class TcpFault:

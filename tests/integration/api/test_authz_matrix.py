@@ -93,6 +93,7 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     #                                                no key      Basic       garbage     bob         auditor
     #                                                      Bearer      prefix      revoked     alice       admin
     "POST /tools/run_agent_task":                   (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
+    "POST /tools/run_agent_task?stream=true":       (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
     "GET /resources/get_agent_result/{task_id}":    (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
     "GET /resources/agent_results":                 (DENY, DENY, DENY, DENY, DENY, DENY, EXCL, INCL, EXCL, EXCL),
     "DELETE /resources/get_agent_result/{task_id}": (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, GONE, FORB, GONE),
@@ -274,6 +275,10 @@ async def test_rest(world: World, operation: str, column: str, expect: Expect) -
                 assert body["task_id"] == alice.task_id
             if path == "/tools/run_agent_task":
                 assert body["status"] == "succeeded"
+            if path == "/tools/run_agent_task?stream=true":  # server-sent events, the result last
+                assert response.headers["content-type"].startswith("text/event-stream")
+                last = [line for line in response.text.splitlines() if line.startswith("data: ")][-1]
+                assert json.loads(last.removeprefix("data: "))["status"] == "succeeded"
             if operation in DOCUMENTATION:
                 assert response.content
             if path == "/metrics":
