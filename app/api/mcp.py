@@ -20,6 +20,7 @@ from starlette.responses import Response
 from app.api.errors import STATUS_OF, error_response
 from app.api.mcp_errors import SERVER_ERROR, ArgumentErrors, as_json_rpc_error
 from app.api.mcp_errors import mcp_errors as _mcp_errors
+from app.api.mcp_tasks import AgentTasks
 from app.domain import Channel, InvalidInput, Principal, Role, ServiceError, Throttled, Unauthenticated
 from app.schemas import (
     STORE_DESCRIPTION,
@@ -152,6 +153,7 @@ def build_mcp(service: AgentService) -> FastMCP:
         mask_error_details=True,
         middleware=[ArgumentErrors()],
     )
+    mcp.add_extension(AgentTasks(service, _caller, _request_id))  # run_agent_task as an MCP task
 
     async def caller() -> Principal:
         """The caller, with this tool call or resource read counted against its rate limit."""
