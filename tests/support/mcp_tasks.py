@@ -107,15 +107,16 @@ def tasks_client(target: Any, **kwargs: Any) -> tuple[Client[Any], TasksClient]:
 
 
 def raw_request(
-    method: str, params: dict[str, Any], *, declare: bool = True, request_id: int = 7
+    method: str, params: dict[str, Any], *, declare: bool = True, request_id: int = 7, client_info: bool = True
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """A 2026-07-28 JSON-RPC request and its headers, declaring the tasks extension unless told not to."""
     extensions = {TASKS_EXTENSION_ID: {}} if declare else {}
-    meta = {
+    meta: dict[str, Any] = {
         "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
         "io.modelcontextprotocol/clientCapabilities": {"extensions": extensions},
     }
+    if client_info:  # optional on the wire
+        meta["io.modelcontextprotocol/clientInfo"] = {"name": "raw", "version": "1"}
     body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
     headers = {**MCP_HEADERS, "mcp-protocol-version": MODERN, "mcp-method": method}
     name = params.get("taskId", params.get("name"))

@@ -286,6 +286,13 @@ async def test_the_extension_is_advertised_and_its_removed_methods_are_unknown(d
                 await post_raw(http, alice.key, m, {"taskId": str(uuid.uuid4())})
                 for m in ("tasks/result", "tasks/list")
             ]
+            as_in_the_docs = await post_raw(  # no clientInfo; the 2025-11-25 `task` argument, ignored
+                http,
+                alice.key,
+                "tools/call",
+                {"name": "run_agent_task", "arguments": {"prompt": "y"}, "task": {"ttl": 1}},
+                client_info=False,
+            )
             undeclared = await post_raw(
                 http, alice.key, "tools/call", {"name": "run_agent_task", "arguments": {"prompt": "x"}}, declare=False
             )
@@ -298,6 +305,8 @@ async def test_the_extension_is_advertised_and_its_removed_methods_are_unknown(d
             -32601,
         )
     assert undeclared.json()["result"]["structuredContent"]["status"] == "succeeded"  # no extension: no task
+    assert as_in_the_docs.json()["result"]["resultType"] == "task"
+    assert as_in_the_docs.json()["result"]["ttlMs"] > 1
 
 
 async def test_every_task_access_is_audited_on_channel_mcp(app_service, alice, db):
