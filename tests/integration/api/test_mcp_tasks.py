@@ -24,7 +24,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
 from app.api.mcp_tasks import CreateTaskResult
-from app.domain import Role
+from app.domain import Role, StoreOutput
 from app.main import create_app
 from app.service.operations import AgentService
 from tests.support.app import Caller, count_rows, key, running
@@ -134,6 +134,17 @@ async def test_the_other_tools_and_an_unstored_task_are_never_tasks(app_service,
         False,
     )
     assert isinstance(listed, CallToolResult)
+    assert extension.handles == []
+
+
+async def test_a_key_that_never_stores_gets_the_plain_answer_not_a_task(app):
+    private = await key(app, store_output=StoreOutput.NEVER)
+    async with tasks_as(app.state.service, private) as (mcp, extension):
+        answered = await start(mcp.session, {"prompt": "hello"})
+
+    assert isinstance(answered, CallToolResult)
+    assert answered.structured_content is not None
+    assert answered.structured_content["output_stored"] is False
     assert extension.handles == []
 
 
