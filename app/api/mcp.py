@@ -20,7 +20,17 @@ from starlette.responses import Response
 from app.api.errors import STATUS_OF, error_response
 from app.api.mcp_errors import SERVER_ERROR, ArgumentErrors, as_json_rpc_error
 from app.api.mcp_errors import mcp_errors as _mcp_errors
-from app.domain import Channel, InvalidInput, Principal, Role, ServiceError, Throttled, Unauthenticated
+from app.api.mcp_tasks import AgentTasks
+from app.domain import (
+    Channel,
+    InvalidInput,
+    Principal,
+    Role,
+    ServiceError,
+    StoreOutput,
+    Throttled,
+    Unauthenticated,
+)
 from app.schemas import (
     STORE_DESCRIPTION,
     AgentResult,
@@ -95,6 +105,8 @@ class ApiKeyVerifier(TokenVerifier):
                 "role": principal.role.value,
                 "rate_limit_per_minute": principal.rate_limit_per_minute,
                 "max_running_tasks": principal.max_running_tasks,
+                "store_output": principal.store_output.value,  # the key's data policy travels too
+                "max_retention_days": principal.max_retention_days,
             },
         )
 
@@ -117,6 +129,8 @@ def _caller() -> Principal:
         Role(token.claims["role"]),
         rate_limit_per_minute=int(token.claims.get("rate_limit_per_minute", 0)),
         max_running_tasks=int(token.claims.get("max_running_tasks", 0)),
+        store_output=StoreOutput(token.claims["store_output"]),
+        max_retention_days=token.claims.get("max_retention_days"),
     )
 
 
@@ -152,6 +166,7 @@ def build_mcp(service: AgentService) -> FastMCP:
         mask_error_details=True,
         middleware=[ArgumentErrors()],
     )
+    mcp.add_extension(AgentTasks(service, _caller, _request_id))  # run_agent_task as an MCP task
 
     async def caller() -> Principal:
         """The caller, with this tool call or resource read counted against its rate limit."""

@@ -173,6 +173,9 @@ class TransportErrors:
     @staticmethod
     def _answer(status: int, request: bytes, answer: bytes) -> Any:
         rpc_error = _json_rpc_code(answer)
+        if rpc_error is not None and (ours := _our_body(answer)) is not None:  # a tasks/* error: already ours
+            response = error_response(status, ours["code"], ours["message"])
+            return as_json_rpc_error(response, rpc_error, f"{ours['code']}: {ours['message']}", data=ours)
         if rpc_error in _PROTOCOL_ERRORS and not (rpc_error == _INVALID_PARAMS and not _is_json_rpc(request)):
             status, code, message = _PROTOCOL_ERRORS[rpc_error]
             return as_json_rpc_error(error_response(status, code, message), rpc_error, f"{code}: {message}")
@@ -194,13 +197,16 @@ class TransportErrors:
         return as_json_rpc_error(response, rpc_code, f"{code}: {message}")
 
 
-def as_json_rpc_error(response: JSONResponse, rpc_code: int, text: str) -> JSONResponse:
+def as_json_rpc_error(response: JSONResponse, rpc_code: int, text: str, data: Any = None) -> JSONResponse:
     """Our error body, which is also a JSON-RPC error response (the extra members are ignored
     by either reader). MCP SDK clients then show our message ("unauthenticated: a valid API key
     is required …") instead of their stand-in "Server returned an error response". The id is
     null, as JSON-RPC allows for a refused request: nothing of the request is sent back."""
     body = json.loads(bytes(response.body))
-    body.update({"jsonrpc": "2.0", "id": None, "error": {"code": rpc_code, "message": text}})
+    error: dict[str, Any] = {"code": rpc_code, "message": text}
+    if data is not None:
+        error["data"] = data
+    body.update({"jsonrpc": "2.0", "id": None, "error": error})
     headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
     return JSONResponse(body, status_code=response.status_code, headers=headers)
 
@@ -219,3 +225,14 @@ def _json_rpc_code(answer: bytes) -> int | None:
     except (ValueError, AttributeError):
         return None
     return error.get("code") if isinstance(error, dict) else None
+
+
+def _our_body(answer: bytes) -> dict[str, Any] | None:
+    """The `{code, message}` body a handler of ours put in its JSON-RPC error's `data` (app.api.mcp_tasks)."""
+    try:
+        data = json.loads(answer).get("error", {}).get("data")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("code"), str) and isinstance(data.get("message"), str):
+        return data
+    return None

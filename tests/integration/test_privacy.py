@@ -17,6 +17,7 @@ import pytest
 from app.domain import Role
 from app.main import create_app
 from app.telemetry.logs import PAYLOAD_LOGGERS
+from tests.support import mcp_tasks
 from tests.support.app import Caller, running
 from tests.support.fake_openai import FakeOpenAI, Reply, completion, error_reply
 from tests.support.mcp import mcp_as
@@ -138,6 +139,11 @@ async def test_the_prompt_is_found_nowhere(gateway, db, marker, caplog, capfd, s
         ):
             result = await mcp.call_tool("run_agent_task", arguments, raise_on_error=False)
             answers.append(str(result.content))
+    async with mcp_as(service.service, caller, extensions=[mcp_tasks.TasksClient()]) as mcp:  # an MCP task
+        handle = await mcp_tasks.start(mcp.session, {"prompt": prompt, "cache": False})
+        polled = await mcp_tasks.finished(mcp.session, handle)
+        assert polled.status == "completed"
+        answers += [handle.model_dump_json(), polled.model_dump_json()]
 
     await db.execute("UPDATE agent_task SET expires_at = now() WHERE id = $1", uuid.UUID(task_id))
     purged = await service.purger.run()

@@ -26,6 +26,7 @@ from mcp.types import TextContent
 
 from app.domain import Role
 from app.service.wiring import Components
+from tests.support import mcp_tasks
 from tests.support.routes import RUN
 
 # -- the server and the callers --------------------------------------------------------------
@@ -141,11 +142,17 @@ class McpConnection:
 
 @asynccontextmanager
 async def mcp_connection(
-    world: World, headers: dict[str, Any], request_id: str, exchanges: list[Exchange] | None = None
+    world: World,
+    headers: dict[str, Any],
+    request_id: str,
+    exchanges: list[Exchange] | None = None,
+    *,
+    tasks: bool = False,
 ) -> AsyncIterator[McpConnection]:
     """FastMCP's Client on /mcp, sending `headers` (credentials as a plain header, so they can be swapped).
 
-    Every HTTP exchange is recorded in `exchanges`, also when connecting fails.
+    Every HTTP exchange is recorded in `exchanges`, also when connecting fails. With `tasks`, the
+    client declares the MCP tasks extension (tests/support/mcp_tasks.py).
     """
     exchanges = [] if exchanges is None else exchanges
     made: list[httpx2.AsyncClient] = []
@@ -176,7 +183,8 @@ async def mcp_connection(
     transport = StreamableHttpTransport(
         f"{world.base}/mcp", headers={**headers, "X-Request-ID": request_id}, httpx_client_factory=factory
     )
-    connection = McpConnection(Client(transport), exchanges, made)
+    extensions = [mcp_tasks.TasksClient()] if tasks else []
+    connection = McpConnection(Client(transport, extensions=extensions), exchanges, made)
     async with connection.client:
         yield connection
 
@@ -193,6 +201,8 @@ class McpOutcome:
 async def perform(mcp: McpConnection, operation: str, task_id: str) -> McpOutcome:
     """Run one MCP row's operation; its outcome as the client saw it."""
     kind, name = operation.split()[1:3]
+    if kind == "task":
+        return await perform_task(mcp, name.replace("(taskId)", ""), task_id)
     name = name.replace("(task_id)", "")
     rpc = "tools/call" if kind == "tool" else "resources/read"
     arguments = (
@@ -219,6 +229,28 @@ async def perform(mcp: McpConnection, operation: str, task_id: str) -> McpOutcom
         if answer.status != 200:
             return McpOutcome("http", answer.status, answer.www_authenticate)
         return McpOutcome("error", error=json.loads(str(exc)))
+
+
+async def perform_task(mcp: McpConnection, method: str, task_id: str) -> McpOutcome:
+    """One row of the MCP tasks extension: a task-augmented run, or a `tasks/*` method on alice's task."""
+    session = mcp.client.session
+    rpc = "tools/call" if method == "run_agent_task" else method
+    try:
+        if method == "run_agent_task":
+            answer: Any = await mcp_tasks.start(session, {"prompt": "x"})
+        elif method == "tasks/get":
+            answer = await mcp_tasks.get(session, task_id)
+        elif method == "tasks/cancel":
+            answer = await mcp_tasks.cancel(session, task_id)
+        else:
+            answer = await mcp_tasks.update(session, task_id, {})
+    except MCPError as exc:
+        exchange = mcp.answer_to(rpc)
+        if exchange.status == 401:
+            return McpOutcome("http", exchange.status, exchange.www_authenticate)
+        return McpOutcome("error", error=exc.error.data)
+    data = answer if isinstance(answer, dict) else answer.model_dump(by_alias=True, mode="json")
+    return McpOutcome("result", data=data)
 
 
 def assert_refused(status: int, www_authenticate: str | None) -> None:

@@ -17,7 +17,7 @@ from tests.support.app import Caller
 
 
 @asynccontextmanager
-async def mcp_as(service: AgentService, caller: Caller | None) -> AsyncIterator[Client[Any]]:
+async def mcp_as(service: AgentService, caller: Caller | None, **client: Any) -> AsyncIterator[Client[Any]]:
     """An in-memory client whose requests carry `caller`'s verified token, as /mcp's auth middleware would set."""
     server = build_mcp(service)
     user = None
@@ -27,8 +27,8 @@ async def mcp_as(service: AgentService, caller: Caller | None) -> AsyncIterator[
         user = AuthenticatedUser(token)
     reset = auth_context_var.set(user)
     try:
-        async with Client(server) as client:
-            yield client
+        async with Client(server, **client) as connected:
+            yield connected
     finally:
         auth_context_var.reset(reset)
 

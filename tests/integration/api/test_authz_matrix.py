@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from mcp.shared.exceptions import MCPError
 
+from app.api.mcp_tasks import AgentTasks
 from app.domain import Actor, Channel, Role
 from app.main import create_app
 from app.schemas import HoldCreate
@@ -124,6 +125,12 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "MCP tool cancel_agent_task(task_id)":          (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, DONE, FORB, DONE),
     "MCP tool search_tasks_by_prompt":              (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, INCL, INCL),
     "MCP resource agent-result://{task_id}":        (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
+    # The MCP tasks extension (app/api/mcp_tasks.py): a run answered with a task handle, and the
+    # extension's methods on alice's (finished) task. A cancel of it is acknowledged, as the spec says.
+    "MCP task run_agent_task":                      (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
+    "MCP task tasks/get(taskId)":                   (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
+    "MCP task tasks/cancel(taskId)":                (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   FORB, OK),
+    "MCP task tasks/update(taskId)":                (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
 }
 
 # What the audit log records for a request with a valid key, over REST and MCP alike (channel
@@ -163,6 +170,7 @@ def kind_of(operation: str) -> str | None:
     for kind, marks in (
         ("cancel", ("/cancel", "cancel_agent_task")),
         ("webhook", ("/webhook",)),
+        ("read", ("tasks/get", "tasks/update")),
         ("hold place", ("POST /holds",)),
         ("hold release", ("DELETE /holds/",)),
         ("run", ("run_agent_task",)),
@@ -307,14 +315,15 @@ async def test_mcp(world: World, operation: str, column: str, expect: Expect) ->
     tasks_before = await world.task_count()
     credentials = credentials_of(world, column, alice)
 
+    tasks = operation.startswith("MCP task ")
     if column in KEYED:
-        async with mcp_connection(world, credentials, request_id) as mcp:
+        async with mcp_connection(world, credentials, request_id, tasks=tasks) as mcp:
             outcome = await perform(mcp, operation, alice.task_id)
         opening: list[Exchange] = []
     else:
         # The operation itself, sent with these credentials by a client that connected as alice
         # (for "revoked": alice's key, revoked once connected): the HTTP layer must refuse it.
-        async with mcp_connection(world, bearer(alice.key), request_id) as mcp:
+        async with mcp_connection(world, bearer(alice.key), request_id, tasks=tasks) as mcp:
             if column == REVOKED:
                 await world.service.keys.revoke(alice.key_id)
             else:
@@ -340,8 +349,12 @@ async def test_mcp(world: World, operation: str, column: str, expect: Expect) ->
             assert outcome.kind == "result", outcome
             if "task_id" in operation:
                 assert outcome.data["task_id"] == alice.task_id
-            if "run_agent_task" in operation:
+            if "run_agent_task" in operation and not tasks:
                 assert outcome.data["status"] == "succeeded"
+            if tasks:  # a handle (working, or completed from the cache), a task, or an acknowledgement
+                assert outcome.data["resultType"] == ("task" if "run_agent_task" in operation else "complete")
+            if "tasks/get" in operation:
+                assert (outcome.data["taskId"], outcome.data["status"]) == (alice.task_id, "completed")
         case Expect.GONE:
             assert outcome.kind == "result", outcome
             assert outcome.data == {"task_id": alice.task_id, "status": "deleted"}
@@ -447,7 +460,15 @@ async def test_the_matrix_has_a_row_for_every_operation(world: World) -> None:
         templates = {template.uri_template for template in await mcp.client.list_resource_templates()}
         resources = await mcp.client.list_resources()
         prompts = await mcp.client.list_prompts()
-    mcp_rows = {operation.split()[2].removesuffix("(task_id)") for operation in MATRIX if operation.startswith("MCP ")}
+    mcp_rows = {
+        operation.split()[2].removesuffix("(task_id)")
+        for operation in MATRIX
+        if operation.startswith(("MCP tool ", "MCP resource "))
+    }
     assert mcp_rows == tools | templates
+    tasks = [operation for operation in MATRIX if operation.startswith("MCP task ")]
+    task_rows = {operation.split()[2].removesuffix("(taskId)") for operation in tasks}
+    extension = AgentTasks(world.service.service, lambda: None, lambda: None)  # type: ignore[arg-type,return-value]
+    assert task_rows == {"run_agent_task"} | {binding.method for binding in extension.methods()}
     assert resources == []
     assert prompts == []

@@ -230,3 +230,14 @@ async def test_a_keys_max_retention_days_is_its_ceiling_and_its_default(database
     assert _days(generous_default) == pytest.approx(RETENTION_DAYS, abs=0.01)
     assert past_server.json()["code"] == "retention_too_long"
     assert "RESULT_RETENTION_DAYS" in past_server.json()["message"]
+
+
+async def test_over_mcp_a_key_that_never_stores_stores_nothing_and_keeps_its_retention_ceiling(app, db):
+    """The key's data policy reaches MCP calls too (it once did not: MCP callers had the defaults)."""
+    private = await key(app, store_output=StoreOutput.NEVER, max_retention_days=7)
+    async with mcp_as(app.state.service, private) as mcp:
+        ran = (await mcp.call_tool("run_agent_task", {"prompt": "hello"})).structured_content
+
+    row = await db.fetchrow("SELECT output_stored, output, expires_at - created_at AS kept FROM agent_task")
+    assert (ran["output_stored"], row["output_stored"], row["output"]) == (False, False, None)
+    assert row["kept"].days == 7
