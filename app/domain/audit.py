@@ -32,6 +32,7 @@ class AuditAction(StrEnum):
     AUDIT_EXPORT = "audit_export"  # a verifiable export of the audit trail (REST or CLI)
     CANCEL = "cancel"  # a request to stop a pending or running task
     WEBHOOK_READ = "webhook_read"  # a look at a task's webhook deliveries
+    USAGE_READ = "usage_read"  # an auditor's or admin's look at another key's usage (GET /usage)
 
 
 class AuditOutcome(StrEnum):

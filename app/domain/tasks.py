@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -66,6 +67,9 @@ class TaskRecord:
     # output and context were never written (NULL).
     output_stored: bool
     webhook_url: str | None = None  # where the task's end is POSTed (app.service.deliveries)
+    # What the provider call cost in US dollars (app.llm.pricing); None: unpriced, or no call made
+    # yet. A cache hit or a single-flight copy made no call: 0.
+    cost_usd: Decimal | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskRecord:
@@ -106,6 +110,7 @@ class TaskOutcome:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    cost_usd: Decimal | None = None  # None: the model is not in the price list, or usage is incomplete
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,14 @@ Providers come from three places, all known at start-up:
 MODEL_ALIASES maps names without a colon to `provider:model`; DEFAULT_MODEL may be either.
 Every alias target and the default are checked at start-up, so a typo stops the service
 there instead of failing tasks later.
+
+A bare model name (no configured provider before a `:`) that is not an alias goes to
+DEFAULT_PROVIDER when one is set: `gpt-4o` is `openai:gpt-4o`, and so is Ollama's
+`llama3.2:8b` with DEFAULT_PROVIDER=ollama (`llama3.2` names no provider). Without it, such a
+name is a 422 `unknown_model` whose message lists what would work (never the name itself).
+
+Each provider has a kind (`offline`, `openai` for every OpenAI-compatible endpoint, `plugin`),
+which says where its prices come from (`app.llm.pricing`) and what `GET /models` shows.
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from app.domain import InvalidInput
-from app.llm.base import Provider
+from app.llm.base import Provider, StreamingProvider
 from app.llm.offline import OfflineProvider
 from app.llm.plugins import load_plugins
+from app.llm.pricing import UNPRICED, PriceList
 from app.settings import ProviderEndpoint, Settings
 
 log = logging.getLogger(__name__)
@@ -30,10 +40,27 @@ log = logging.getLogger(__name__)
 BUILT_IN_PROVIDERS = frozenset({"offline", "openai"})
 
 
+class ProviderKind(StrEnum):
+    OFFLINE = "offline"
+    OPENAI = "openai"  # the official SDK, against OpenAI or any OpenAI-compatible endpoint
+    PLUGIN = "plugin"  # an installed distribution's factory (entry-point group agent_service.providers)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    """What the service may tell any caller about a provider: nothing secret (no URL, no key)."""
+
+    name: str
+    kind: ProviderKind
+    streaming: bool  # implements StreamingProvider: the answer arrives piece by piece
+    prices: PriceList = UNPRICED
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     provider: Provider
     model: str  # the provider's own model name
+    prices: PriceList = UNPRICED  # what a call of it costs (app.llm.pricing)
 
     @property
     def resolved(self) -> str:
@@ -43,13 +70,29 @@ class Route:
 
 class ProviderRegistry:
     def __init__(
-        self, providers: Mapping[str, Provider], default_model: str, aliases: Mapping[str, str] | None = None
+        self,
+        providers: Mapping[str, Provider],
+        default_model: str,
+        aliases: Mapping[str, str] | None = None,
+        *,
+        kinds: Mapping[str, ProviderKind] | None = None,
+        prices: Mapping[str, PriceList] | None = None,
+        default_provider: str | None = None,
     ) -> None:
         self._providers = dict(providers)
         self._aliases = dict(aliases or {})
         for name, provider in self._providers.items():
             if provider.name != name:
                 raise ValueError(f"provider registered as {name!r} calls itself {provider.name!r}")
+        self._info = {
+            name: _info_of(name, provider, (kinds or {}).get(name), (prices or {}).get(name))
+            for name, provider in self._providers.items()
+        }
+        if default_provider is not None and default_provider not in self._providers:
+            raise ValueError(
+                f"DEFAULT_PROVIDER {default_provider!r} names no provider; there are: {', '.join(self.names)}"
+            )
+        self.default_provider = default_provider
         for alias, target in self._aliases.items():
             if not alias or ":" in alias or alias != alias.strip():
                 raise ValueError(f"MODEL_ALIASES: alias {alias!r} must be a non-empty name without ':'")
@@ -69,6 +112,11 @@ class ProviderRegistry:
             raise ValueError(f"DEFAULT_MODEL {default_model!r}: {exc.message}") from None
 
     @property
+    def providers(self) -> list[ProviderInfo]:
+        """Every provider's public description, by name."""
+        return [self._info[name] for name in self.names]
+
+    @property
     def names(self) -> list[str]:
         """The provider names, sorted."""
         return sorted(self._providers)
@@ -86,19 +134,23 @@ class ProviderRegistry:
         return sorted(names)
 
     def route(self, model: str | None) -> Route:
-        """Resolve `provider:model`, an alias, or (None) the default; unknown names are a 422 `unknown_model`."""
+        """Resolve `provider:model`, an alias, a bare name (with DEFAULT_PROVIDER), or (None) the
+        default; unknown names are a 422 `unknown_model`."""
         name = model or self.default_model
-        if ":" not in name:
-            target = self._aliases.get(name)
-            if target is None:
-                raise InvalidInput(
-                    # Never the name itself: the caller made it up, and errors travel on (traces, the model).
-                    f"unknown model: use 'provider:model' or an alias; {self._choices()}",
-                    code="unknown_model",
-                )
+        target = self._aliases.get(name)
+        if target is not None:  # aliases win, over DEFAULT_PROVIDER too
             name = target
+        elif self.default_provider is not None and name.partition(":")[0] not in self._providers:
+            name = f"{self.default_provider}:{name}"  # a bare name: the whole of it is the model
+        elif ":" not in name:
+            raise InvalidInput(
+                # Never the name itself: the caller made it up, and errors travel on (traces, the model).
+                f"unknown model: use 'provider:model' or an alias (no DEFAULT_PROVIDER is set for bare "
+                f"names); {self._choices()}",
+                code="unknown_model",
+            )
         provider, provider_model = self._split(name)
-        return Route(provider, provider_model)
+        return Route(provider, provider_model, self._info[provider.name].prices)
 
     def _split(self, name: str) -> tuple[Provider, str]:
         provider_name, _, provider_model = name.partition(":")
@@ -129,6 +181,8 @@ def build_registry(settings: Settings) -> ProviderRegistry:
     # Nothing here opens a connection (the HTTP clients connect on their first request),
     # so a configuration error below leaves nothing to close.
     providers: dict[str, Provider] = {"offline": OfflineProvider()}
+    kinds: dict[str, ProviderKind] = {"offline": ProviderKind.OFFLINE}
+    prices: dict[str, PriceList] = {}
     if settings.openai_configured:
         providers["openai"] = _openai_compatible(
             "openai",
@@ -136,6 +190,8 @@ def build_registry(settings: Settings) -> ProviderRegistry:
             api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
             base_url=settings.openai_base_url,
         )
+        kinds["openai"] = ProviderKind.OPENAI
+        prices["openai"] = PriceList(api_url=settings.openai_base_url, vendor="openai")
     for endpoint in settings.provider_endpoints:
         if endpoint.name in BUILT_IN_PROVIDERS:
             raise ValueError(f"PROVIDER_ENDPOINTS: {endpoint.name!r} is a built-in provider's name; choose another")
@@ -144,9 +200,27 @@ def build_registry(settings: Settings) -> ProviderRegistry:
         providers[endpoint.name] = _openai_compatible(
             endpoint.name, settings, api_key=_endpoint_key(endpoint, settings), base_url=endpoint.base_url
         )
+        kinds[endpoint.name] = ProviderKind.OPENAI
+        prices[endpoint.name] = PriceList(api_url=endpoint.base_url, vendor="openai")
     # Configuration beats installed packages: a plugin may not take a built-in's or an endpoint's name.
     providers |= load_plugins(settings, taken=BUILT_IN_PROVIDERS | providers.keys())
-    return ProviderRegistry(providers, settings.resolved_default_model, settings.model_aliases)
+    return ProviderRegistry(
+        providers,
+        settings.resolved_default_model,
+        settings.model_aliases,
+        kinds=kinds,
+        prices=prices,
+        default_provider=settings.default_provider,
+    )
+
+
+def _info_of(name: str, provider: Provider, kind: ProviderKind | None, prices: PriceList | None) -> ProviderInfo:
+    """A provider's public description; unlisted providers are plugins, priced as the vendor of their name."""
+    if kind is None:
+        kind = ProviderKind.OFFLINE if isinstance(provider, OfflineProvider) else ProviderKind.PLUGIN
+    if prices is None:
+        prices = PriceList(free=True) if kind is ProviderKind.OFFLINE else PriceList(vendor=name)
+    return ProviderInfo(name, kind, isinstance(provider, StreamingProvider), prices)
 
 
 def _openai_compatible(name: str, settings: Settings, *, api_key: str | None, base_url: str | None) -> Provider:

@@ -159,6 +159,10 @@ class TokenUsage(BaseModel):
     prompt_tokens: int | None
     completion_tokens: int | None
     total_tokens: int | None
+    cost_usd: float | None = Field(
+        description="What the provider call cost in US dollars (the genai-prices package's price data); null when "
+        "the model is not in it. 0 for the offline provider, and for a cache hit (no provider call was made).",
+    )
 
 
 class AgentResult(BaseModel):
@@ -280,5 +284,8 @@ def _usage_of(task: TaskRecord) -> TokenUsage | None:
     if task.total_tokens is None and task.prompt_tokens is None and task.completion_tokens is None:
         return None
     return TokenUsage.model_construct(
-        prompt_tokens=task.prompt_tokens, completion_tokens=task.completion_tokens, total_tokens=task.total_tokens
+        prompt_tokens=task.prompt_tokens,
+        completion_tokens=task.completion_tokens,
+        total_tokens=task.total_tokens,
+        cost_usd=None if task.cost_usd is None else float(task.cost_usd),
     )

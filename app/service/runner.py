@@ -213,6 +213,9 @@ class TaskRunner:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
+            # Priced by the model the route asked for: what the provider says it ran may be a
+            # dated snapshot name (`gpt-4o-mini-2024-07-18`) the price list knows by its family.
+            cost_usd=route.prices.cost(route.model, usage),
         )
 
     async def outcome(self, task_id: uuid.UUID, job: asyncio.Task[Finished]) -> Finished:
@@ -312,4 +315,5 @@ def _observe(record: TaskRecord | None, work: Work, seconds: float) -> None:
         seconds=seconds,
         prompt_tokens=None if record.cached else record.prompt_tokens,
         completion_tokens=None if record.cached else record.completion_tokens,
+        cost_usd=None if record.cached else record.cost_usd,
     )

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         description="The model when a task names none: `provider:model` or an alias. Unset: `openai:gpt-4o-mini` "
         "when OpenAI is configured (`OPENAI_API_KEY` or `OPENAI_BASE_URL`), else `offline:echo`.",
     )
+    default_provider: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_\-]{0,31}$",
+        description="The provider of a bare model name (one without a configured provider before a `:`): with "
+        "`openai`, `gpt-4o` means `openai:gpt-4o`. Aliases win over it. Unset: a bare name that is not an alias "
+        "is a 422 `unknown_model`.",
+    )
     provider_timeout_seconds: PositiveFloat = Field(
         default=60.0,
         description="The most a whole provider call may take, retries and waits included; past it the task fails "

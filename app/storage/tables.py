@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Identity,
     Index,
     LargeBinary,
+    Numeric,
     Text,
     UniqueConstraint,
     text,
@@ -154,6 +156,9 @@ class TaskRow(SQLModel, table=True):
     output_stored: bool = Field(default=True, sa_column_kwargs={"server_default": text("true")})
     # Where to POST the task's end (`webhook_delivery`, written by a trigger when the status is final).
     webhook_url: str | None = Field(default=None, sa_type=Text)
+    # What the provider call cost, in US dollars (genai-prices); NULL: unpriced. Exact (NUMERIC), so
+    # that a month's sum per key (GET /usage, budgets) adds up to the cent.
+    cost_usd: Decimal | None = Field(default=None, sa_type=Numeric(20, 12))
 
 
 class AuditEventRow(SQLModel, table=True):

@@ -65,9 +65,9 @@ WITH source AS (
     WHERE id = :source_id AND status = '{TaskStatus.SUCCEEDED}' AND expires_at > now() AND output_stored
 ), {_RELEASE_EXPIRED_KEY}, task AS (
     INSERT INTO agent_task ({_NEW_TASK_COLUMNS},
-                            output, prompt_tokens, completion_tokens, total_tokens, cached, completed_at)
+                            output, prompt_tokens, completion_tokens, total_tokens, cached, completed_at, cost_usd)
     SELECT {_NEW_TASK_VALUES},
-           :output, prompt_tokens, completion_tokens, total_tokens, true, now()
+           :output, prompt_tokens, completion_tokens, total_tokens, true, now(), 0
     FROM source, {_KEY_RELEASED}
     RETURNING {TASK_COLUMNS}
 ), audit AS ({_AUDIT_CREATE}
@@ -194,7 +194,7 @@ COMPLETE_AS_COPY = Statement(
     f"""
 UPDATE agent_task AS t
 SET status = '{TaskStatus.SUCCEEDED}', output = :output, prompt_tokens = s.prompt_tokens,
-    completion_tokens = s.completion_tokens, total_tokens = s.total_tokens, cached = true,
+    completion_tokens = s.completion_tokens, total_tokens = s.total_tokens, cached = true, cost_usd = 0,
     completed_at = now(), lease_expires_at = NULL
 FROM agent_task AS s
 WHERE t.id = :task_id AND t.status IN ({_LIVE})
@@ -282,7 +282,7 @@ UPDATE agent_task
 SET status = :status::varchar, output = :output,
     error_code = :error_code, error_message = :error_message,
     prompt_tokens = :prompt_tokens, completion_tokens = :completion_tokens, total_tokens = :total_tokens,
-    completed_at = now(), lease_expires_at = NULL,
+    cost_usd = :cost_usd, completed_at = now(), lease_expires_at = NULL,
     expires_at = CASE
         WHEN :status::varchar = '{TaskStatus.FAILED}' AND :failed_retention_seconds::float8 IS NOT NULL
         THEN least(expires_at, created_at + make_interval(secs => :failed_retention_seconds::float8))
@@ -314,6 +314,7 @@ async def complete_task(
         prompt_tokens=outcome.prompt_tokens,
         completion_tokens=outcome.completion_tokens,
         total_tokens=outcome.total_tokens,
+        cost_usd=outcome.cost_usd,
         failed_retention_seconds=failed_retention_seconds,
     )
     return None if row is None else TaskRecord.from_row(row)

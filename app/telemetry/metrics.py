@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -73,6 +74,10 @@ WEBHOOK_ATTEMPTS = logfire.metric_counter(
 WEBHOOKS_FAILED = logfire.metric_counter(
     "agent_webhooks_failed", description="Webhook deliveries given up after WEBHOOK_RETRY_HOURS"
 )
+# No `unit`: the Prometheus exporter would append it to the name (the name already says USD).
+COST = logfire.metric_counter(
+    "agent_cost_usd", description="What provider calls cost, in US dollars (genai-prices), by provider and model"
+)
 THROTTLED = logfire.metric_counter(
     "agent_throttled_requests", description="Requests refused by a per-key limit, by limit (rate, running_tasks)"
 )
@@ -81,6 +86,7 @@ COUNTER_NAMES = frozenset(
     {
         "agent_tasks",
         "agent_tokens",
+        "agent_cost_usd",
         "agent_cache_lookups",
         "agent_audited_reads",
         "agent_purge_runs",
@@ -151,6 +157,7 @@ def _create_task_series(provider: str, model: str) -> None:
     TASKS.add(0, {**labels, "status": "cancelled", "error_code": "cancelled", "cached": "false"})
     for kind in TOKEN_KINDS:
         TOKENS.add(0, {**labels, "kind": kind})
+    COST.add(0.0, labels)
 
 
 def _key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -198,6 +205,7 @@ def task_finished(
     seconds: float,
     prompt_tokens: int | None,
     completion_tokens: int | None,
+    cost_usd: Decimal | None = None,
 ) -> None:
     labels = {"provider": provider, "model": model_label(model)}
     TASKS.add(1, {**labels, "status": status, "error_code": error_code or "", "cached": str(cached).lower()})
@@ -206,6 +214,8 @@ def task_finished(
         TOKENS.add(prompt_tokens, {**labels, "kind": "prompt"})
     if completion_tokens:
         TOKENS.add(completion_tokens, {**labels, "kind": "completion"})
+    if cost_usd:  # unpriced (None) and free (0) calls add nothing
+        COST.add(float(cost_usd), labels)
 
 
 def watch_pool(database: Any) -> None:

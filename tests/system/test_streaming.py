@@ -197,7 +197,12 @@ async def test_the_pieces_arrive_as_sent_and_join_up_to_the_stored_output_byte_f
     assert result["output"].encode() == "".join(stream.deltas).encode() == row["output"].encode()
     assert result == {**row, "legal_hold": False}, "the result event is the non-streamed answer"
     assert (result["status"], result["task_id"]) == ("succeeded", task["task_id"])
-    assert result["usage"] == {"prompt_tokens": 7, "completion_tokens": len(PIECES), "total_tokens": 7 + len(PIECES)}
+    assert result["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": len(PIECES),
+        "total_tokens": 7 + len(PIECES),
+        "cost_usd": None,  # gpt-test is in no price list
+    }
     tokens = await rows.fetchval("SELECT total_tokens FROM agent_task WHERE id = $1", uuid.UUID(stream.task_id))
     assert tokens == 7 + len(PIECES), "usage is recorded for a streamed call"
     assert fake.requests[-1]["stream"] is True

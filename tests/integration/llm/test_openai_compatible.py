@@ -36,7 +36,7 @@ async def test_a_completion_is_stored_with_its_usage_in_one_request(database_url
 
     assert result["status"] == "succeeded"
     assert (result["output"], result["model"]) == ("Paris.", "openai:gpt-test")
-    assert result["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    assert result["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14, "cost_usd": None}
     assert fake_openai.count == 1
     assert fake_openai.headers[0]["authorization"] == "Bearer sk-test-not-a-real-key"
     row = await db.fetchrow("SELECT status, model, total_tokens FROM agent_task")

@@ -45,7 +45,7 @@ async def test_a_completion_is_stored_with_its_usage(gateway, fake_openai):
     assert result["status"] == "succeeded"
     assert result["output"] == "Paris."
     assert result["model"] == "openai:gpt-test"
-    assert result["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    assert result["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14, "cost_usd": None}
     sent = fake_openai.requests[-1]
     assert sent["model"] == "gpt-test"
     assert sent["messages"] == [{"role": "user", "content": "Capital of France?"}]

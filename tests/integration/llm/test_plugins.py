@@ -24,7 +24,7 @@ async def test_a_task_runs_through_the_example_plugin(database_url, db):
     assert result["output"] == "example provider: 4 words"
     assert prompt not in result["output"]
     assert result["model"] == "example:anything"
-    assert result["usage"] == {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}
+    assert result["usage"] == {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8, "cost_usd": None}
     assert read.json()["output"] == "example provider: 4 words"
     assert await db.fetchval("SELECT model FROM agent_task") == "example:anything"
 

@@ -57,7 +57,7 @@ async def test_an_identical_request_is_answered_from_the_cache(database_url, fak
     assert (first["cached"], second["cached"]) == (False, True)
     assert second["task_id"] != first["task_id"]
     assert second["output"] == first["output"]
-    assert second["usage"] == first["usage"]
+    assert second["usage"] == first["usage"] | {"cost_usd": 0.0}, "the same tokens; a cache hit calls no provider"
     assert second["status"] == "succeeded"
     creates = await db.fetch("SELECT task_id FROM audit_event WHERE action = 'create' ORDER BY id")
     assert [str(c["task_id"]) for c in creates] == [first["task_id"], second["task_id"]]
