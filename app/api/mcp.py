@@ -37,6 +37,7 @@ from app.schemas import (
     AgentResultPage,
     AgentTask,
     ContextObject,
+    ModelCatalog,
     ModelName,
     NullMeansTrue,
     PromptMatchPage,
@@ -273,6 +274,12 @@ def build_mcp(service: AgentService) -> FastMCP:
             return await service.search_by_prompt(
                 principal, search, cursor=cursor, limit=limit, channel=Channel.MCP, request_id=_request_id()
             )
+
+    @mcp.tool(annotations={"readOnlyHint": True, "idempotentHint": True})
+    async def list_models() -> ModelCatalog:
+        """The providers (name, kind, capabilities), the model aliases and the defaults: what `model` may be."""
+        with _mcp_errors():
+            return service.list_models(await caller())
 
     @mcp.resource("agent-result://{task_id}", name="get_agent_result", mime_type="application/json")
     async def agent_result_resource(task_id: str) -> str:

@@ -27,10 +27,12 @@ from app.schemas import (
     AuditEventPage,
     ErrorBody,
     Liveness,
+    ModelCatalog,
     PromptMatchPage,
     PromptSearch,
     ReadinessReport,
     RetentionPolicy,
+    UsageReport,
     WebhookStatus,
 )
 from app.service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -241,6 +243,40 @@ async def check_liveness() -> Liveness:
 async def get_retention_policy(_: CurrentPrincipal, service: ServiceDep) -> RetentionPolicy:
     """The effective retention policy: how long results and audit events are kept, and the purge schedule."""
     return service.retention
+
+
+@router.get("/models", response_model=ModelCatalog, responses=_KEYED, tags=["models"])
+async def list_models(principal: CurrentPrincipal, service: ServiceDep) -> Response:
+    """The providers (name, kind, capabilities), the model aliases and the defaults: what `model` may be."""
+    return _json(service.list_models(principal))
+
+
+@router.get(
+    "/usage",
+    response_model=UsageReport,
+    responses={
+        **_KEYED,
+        **_FORBIDDEN,
+        422: {"model": ErrorBody, "description": "`invalid_month`, or another parameter is not valid"},
+    },
+    tags=["models"],
+)
+async def get_usage(
+    principal: CurrentPrincipal,
+    service: ServiceDep,
+    request_id: RequestId,
+    month: Annotated[
+        str | None, Query(max_length=100, description="`YYYY-MM`, a calendar month in UTC; default: this month")
+    ] = None,
+    owner_key_id: Annotated[
+        uuid.UUID | None, Query(description="another key's usage (auditor and admin roles; audited)")
+    ] = None,
+) -> Response:
+    """Tokens and cost per model of the tasks a key submitted in one month: the caller's own, by default."""
+    report = await service.get_usage(
+        principal, month=month, owner_key_id=owner_key_id, channel=Channel.REST, request_id=request_id
+    )
+    return _json(report)
 
 
 @router.get(

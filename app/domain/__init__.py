@@ -23,6 +23,7 @@ from app.domain.errors import (
 from app.domain.holds import LegalHoldRecord
 from app.domain.keys import ApiKeyRecord, Principal, Role, StoreOutput
 from app.domain.tasks import AuditedTask, NewTask, OpenedResult, PromptHashes, TaskOutcome, TaskRecord, TaskStatus
+from app.domain.usage import ModelUsageRecord
 
 __all__ = [
     "Actor",
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidInput",
     "InvalidWebhook",
     "LegalHoldRecord",
+    "ModelUsageRecord",
     "NewTask",
     "NotFound",
     "OpenedResult",

@@ -26,6 +26,14 @@ from app.schemas.common import (
     null_is_default,
 )
 from app.schemas.holds import HOLD_REFERENCE_PATTERN, HoldCreate, LegalHold, LegalHoldPage
+from app.schemas.models import (
+    ModelAlias,
+    ModelCatalog,
+    ModelProvider,
+    ModelUsage,
+    ProviderCapabilities,
+    UsageReport,
+)
 from app.schemas.tasks import (
     STORE_DESCRIPTION,
     AgentResult,
@@ -68,13 +76,18 @@ __all__ = [
     "LegalHold",
     "LegalHoldPage",
     "Liveness",
+    "ModelAlias",
+    "ModelCatalog",
     "ModelName",
+    "ModelProvider",
+    "ModelUsage",
     "NullMeansTrue",
     "PromptFields",
     "PromptMatch",
     "PromptMatchPage",
     "PromptSearch",
     "PromptText",
+    "ProviderCapabilities",
     "ReadinessReport",
     "RetentionDays",
     "RetentionPolicy",
@@ -82,6 +95,7 @@ __all__ = [
     "TaskParams",
     "TemplateName",
     "TokenUsage",
+    "UsageReport",
     "WebhookAttempt",
     "WebhookStatus",
     "null_is_default",

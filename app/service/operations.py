@@ -28,6 +28,7 @@ from app.domain import (
     TaskRecord,
     UnderLegalHold,
 )
+from app.llm.registry import ProviderRegistry
 from app.schemas import (
     AgentResult,
     AgentResultPage,
@@ -37,6 +38,7 @@ from app.schemas import (
     RetentionPolicy,
     WebhookStatus,
 )
+from app.service.catalog import CatalogOperations
 from app.service.health import Health
 from app.service.holds import LegalHolds
 from app.service.oversight import OversightOperations
@@ -64,7 +66,7 @@ class Submission:
     replayed: bool = False  # an Idempotency-Key replay of an earlier submission
 
 
-class AgentService(OversightOperations, StreamingOperations):
+class AgentService(OversightOperations, StreamingOperations, CatalogOperations):
     """Every operation of the service, for REST and MCP alike."""
 
     def __init__(
@@ -82,8 +84,10 @@ class AgentService(OversightOperations, StreamingOperations):
         retention: RetentionPolicy,
         vault: ResultVault,
         traced: bool,
+        providers: ProviderRegistry,
     ) -> None:
         self._vault = vault
+        self._providers = providers
         self._db = db
         self._keys = keys
         self._limits = limits

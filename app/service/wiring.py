@@ -12,6 +12,7 @@ from app.access.keys import KeyStore
 from app.access.limits import Limiter
 from app.access.signing import AuditSigner
 from app.access.throttle import FailureThrottle
+from app.llm import pricing
 from app.llm.registry import ProviderRegistry, build_registry
 from app.llm.templates import TemplateStore
 from app.service.deliveries import WebhookDispatcher
@@ -91,11 +92,13 @@ class Components:
             trail=self.trail,
             retention=retention,
             traced=settings.tracing_requests,
+            providers=self.providers,
         )
         metrics.watch_pool(self.db)
         metrics.register_routing(self.providers.names, self.providers.known_models)
 
     async def start(self) -> None:
+        pricing.warm()  # the price data loads here (~0.2 s), not in the first task's answer
         await self.db.open()
         await self.listener.start(wait_seconds=self.settings.db_connect_timeout_seconds)
         self.schedule.start()

@@ -1,0 +1,85 @@
+"""What callers may learn about the models: the providers, aliases and defaults (`GET /models`,
+MCP `list_models`), and what a key used and spent in a month (`GET /usage`).
+
+Nothing secret: no endpoint URLs (they can carry credentials, and name internal hosts that a
+caller, who reaches every model through this service, has no use for) and no keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.domain import ModelUsageRecord
+
+ProviderKindName = Literal["offline", "openai", "plugin"]
+
+
+class ProviderCapabilities(BaseModel):
+    streaming: bool = Field(description="the answer arrives piece by piece with `stream=true` (else in one piece)")
+    structured_output: bool = Field(description="answers validated against a JSON schema (not yet supported)")
+    tools: bool = Field(description="the model may call tools (not yet supported)")
+
+
+class ModelProvider(BaseModel):
+    name: str = Field(description="the `provider` of `provider:model`")
+    kind: ProviderKindName = Field(
+        description="`openai`: the OpenAI API or an OpenAI-compatible endpoint; `plugin`: an installed provider "
+        "plugin; `offline`: the built-in development provider, which calls no model"
+    )
+    capabilities: ProviderCapabilities
+
+
+class ModelAlias(BaseModel):
+    name: str = Field(description="what a task may give as its `model`")
+    target: str = Field(description="the `provider:model` it runs")
+
+
+class ModelCatalog(BaseModel):
+    """The configured providers, aliases and defaults: what a task's `model` may be."""
+
+    providers: list[ModelProvider]
+    aliases: list[ModelAlias]
+    default_model: str = Field(description="the `provider:model` a task without `model` runs")
+    default_provider: str | None = Field(
+        description="the provider of a bare model name (`gpt-4o`); null: a bare name must be an alias"
+    )
+
+
+class ModelUsage(BaseModel):
+    model: str = Field(description="`provider:model`, as the tasks stored it")
+    tasks: int = Field(description="tasks that reported usage, cache hits included")
+    cached_tasks: int = Field(description="of those, answered from the cache (no provider call, no cost)")
+    prompt_tokens: int = Field(description="prompt tokens of the provider calls (cache hits excluded)")
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float = Field(description="what the priced calls cost, in US dollars")
+    unpriced_tasks: int = Field(description="provider calls of a model in no price list: their cost is not included")
+
+    @classmethod
+    def from_record(cls, record: ModelUsageRecord) -> ModelUsage:
+        return cls(
+            model=record.model,
+            tasks=record.tasks,
+            cached_tasks=record.cached_tasks,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            total_tokens=record.total_tokens,
+            cost_usd=float(record.cost_usd),
+            unpriced_tasks=record.unpriced_tasks,
+        )
+
+
+class UsageReport(BaseModel):
+    """A key's tokens and cost per model for the tasks it submitted in one calendar month (UTC)."""
+
+    owner_key_id: uuid.UUID
+    month: str = Field(description="`YYYY-MM`", examples=["2026-12"])
+    since: datetime = Field(description="the month's first instant (UTC), included")
+    until: datetime = Field(description="the next month's first instant, excluded")
+    models: list[ModelUsage]
+    total_tokens: int = Field(description="the sum over `models`")
+    cost_usd: float = Field(description="the sum over `models`, in US dollars")
