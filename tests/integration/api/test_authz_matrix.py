@@ -112,6 +112,10 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "GET /audit/export?since=2026-01-01T00:00:00Z&until=2100-01-01T00:00:00Z":
                                                     (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, OK,   OK),
     "GET /retention":                               (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
+    "GET /models":                                  (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
+    # The caller's own usage; then alice's, by her key's id (a client may name only its own).
+    "GET /usage?month=2026-12":                     (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
+    "GET /usage?owner_key_id={owner_key_id}":       (DENY, DENY, DENY, DENY, DENY, DENY, FORB, OK,   OK,   OK),
     "GET /metrics":                                 (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, OK,   OK),
     "GET /healthz":                                 (OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK),
     "GET /readyz":                                  (OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK),
@@ -124,6 +128,7 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "MCP tool delete_agent_result(task_id)":        (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, GONE, FORB, GONE),
     "MCP tool cancel_agent_task(task_id)":          (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, DONE, FORB, DONE),
     "MCP tool search_tasks_by_prompt":              (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, INCL, INCL),
+    "MCP tool list_models":                         (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
     "MCP resource agent-result://{task_id}":        (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
     # The MCP tasks extension (app/api/mcp_tasks.py): a run answered with a task handle, and the
     # extension's methods on alice's (finished) task. A cancel of it is acknowledged, as the spec says.
@@ -149,6 +154,7 @@ AUDITED: dict[str, tuple[str | None, ...]] = {
     "hold place":   (None,            None,        "hold_place ok", "hold_place ok"),
     "hold release": (None,            None,        "hold_release ok", "hold_release ok"),
     "export":       (None,            None,        "audit_export ok", "audit_export ok"),
+    "usage of alice": (None,          None,        "usage_read ok", "usage_read ok"),  # her own: not audited
 }
 # fmt: on
 
@@ -179,6 +185,7 @@ def kind_of(operation: str) -> str | None:
         ("list", ("agent_results",)),
         ("audit log", ("/audit/events",)),
         ("export", ("/audit/export",)),
+        ("usage of alice", ("owner_key_id=",)),
         ("search", ("prompt-search", "search_tasks_by_prompt")),
     ):
         if any(mark in operation for mark in marks):
@@ -251,6 +258,7 @@ async def test_rest(world: World, operation: str, column: str, expect: Expect) -
             Actor(None, None, Channel.CLI), HoldCreate(reference="AUTHZ", task_id=alice.task_id)
         )
         path = path.replace("{hold_id}", str(hold.hold_id))
+    path = path.replace("{owner_key_id}", str(alice.key_id))
     body_of_post = (
         {"reference": "AUTHZ", "task_id": alice.task_id}
         if path == "/holds"
@@ -291,6 +299,13 @@ async def test_rest(world: World, operation: str, column: str, expect: Expect) -
                 assert response.content
             if path == "/metrics":
                 assert "agent_tasks_total" in response.text
+            if path.startswith("/usage"):  # whose: alice's when named, else the caller's own
+                owner = alice.key_id if "owner_key_id" in path else key_id_of(world, column, alice)
+                assert body["owner_key_id"] == str(owner)
+                if owner == alice.key_id and "month" not in path:
+                    assert [m["model"] for m in body["models"]] == ["offline:echo"]
+            if path == "/models":
+                assert "offline" in [provider["name"] for provider in body["providers"]]
             if path == "/audit/public-key":
                 assert response.text.startswith("-----BEGIN PUBLIC KEY-----")
             if path.startswith("/audit/export"):
