@@ -22,7 +22,7 @@ from app.schemas import (
 from app.storage import usage
 from app.storage.database import Database
 
-_MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII: \d matches the digits of every script
 FIRST_YEAR, LAST_YEAR = 1970, 9998
 
 
@@ -97,7 +97,7 @@ def parse_month(month: str | None, now: datetime) -> tuple[str, datetime, dateti
         match = _MONTH.fullmatch(month)
         if match is None or not FIRST_YEAR <= int(match.group(1)) <= LAST_YEAR:
             raise InvalidInput(
-                f"month must be a calendar month as YYYY-MM (e.g. 2026-12), from {FIRST_YEAR}-01 to {LAST_YEAR}-12",
+                f"month must be a calendar month as YYYY-MM (e.g. 2031-07), from {FIRST_YEAR}-01 to {LAST_YEAR}-12",
                 code="invalid_month",
             )
         year, number = int(match.group(1)), int(match.group(2))
