@@ -358,3 +358,45 @@ def test_the_webhooks_migration_goes_down_and_up_again_with_deliveries_in_the_ou
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     # The task outlived the downgrade; the webhook read's audit event did not (its action was gone).
     assert run_sync(_end_a_task_with_a_webhook(empty_database_url)) == (1, 2, 1)
+
+
+async def _a_priced_task_and_a_usage_read(url: str) -> tuple[int, int]:
+    """A task with a cost, and an audited usage read: (priced tasks, usage reads) afterwards."""
+    conn = await asyncpg.connect(url)
+    try:
+        key = await conn.fetchval("SELECT id FROM api_key LIMIT 1")
+        if key is None:
+            key = uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
+                key,
+                uuid.uuid4().hex * 2,
+            )
+        await conn.execute(
+            "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
+            " total_tokens, cost_usd) VALUES (gen_random_uuid(), $1, 'succeeded', 'openai:gpt-4o-mini', 'ab', 'k',"
+            " now() + interval '1 day', 9, 0.000000123456)",
+            key,
+        )
+        await conn.execute(
+            "INSERT INTO audit_event (channel, action, outcome) VALUES ('rest', 'usage_read', 'ok')",
+        )
+        return (
+            await conn.fetchval("SELECT count(*) FROM agent_task WHERE cost_usd = 0.000000123456"),
+            await conn.fetchval("SELECT count(*) FROM audit_event WHERE action = 'usage_read'"),
+        )
+    finally:
+        await conn.close()
+
+
+def test_the_cost_migration_goes_down_and_up_again_with_priced_tasks(empty_database_url):
+    before_cost = "0b1c2d3e4f5a"
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_a_priced_task_and_a_usage_read(empty_database_url)) == (1, 1)
+
+    migrations.downgrade(empty_database_url, before_cost, result_keys=TEST_RESULT_KEYS)
+    assert "cost_usd" not in run_sync(_columns(empty_database_url, "agent_task"))
+
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    # The task outlived the downgrade (its cost did not); the usage read's audit event did not.
+    assert run_sync(_a_priced_task_and_a_usage_read(empty_database_url)) == (1, 1)
