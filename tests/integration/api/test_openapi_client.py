@@ -26,6 +26,7 @@ OPERATIONS = {
         "cancel_agent_task",
         "get_agent_webhook",
     },
+    "models": {"list_models", "get_usage"},
     "audit": {
         "list_audit_events",
         "search_tasks_by_prompt",
