@@ -140,7 +140,7 @@ class ProviderRegistry:
         target = self._aliases.get(name)
         if target is not None:  # aliases win, over DEFAULT_PROVIDER too
             name = target
-        elif self.default_provider is not None and name.partition(":")[0] not in self._providers:
+        elif self.default_provider is not None and (":" not in name or name.partition(":")[0] not in self._providers):
             name = f"{self.default_provider}:{name}"  # a bare name: the whole of it is the model
         elif ":" not in name:
             raise InvalidInput(

@@ -57,3 +57,27 @@ def test_a_bad_endpoint_configuration_stops_the_start(endpoints, message):
 def test_a_bad_alias_or_default_stops_the_start(settings: dict[str, Any], message: str):
     with pytest.raises(ValueError, match=message):
         create_app(make_settings(UNUSED_DB, **settings))
+
+
+def test_with_a_default_provider_every_name_not_led_by_a_provider_is_bare():
+    from app.llm.offline import OfflineProvider
+    from app.llm.registry import ProviderRegistry
+
+    class Other(OfflineProvider):
+        name = "other"  # type: ignore[assignment]
+
+    registry = ProviderRegistry(
+        {"offline": OfflineProvider(), "other": Other()},
+        "offline:echo",
+        {"fast": "offline:quick"},
+        default_provider="other",
+    )
+    routed = {name: registry.route(name).resolved for name in ("gpt-4o", "llama3.2:8b", "offline", "offline:x", "fast")}
+    assert routed == {
+        "gpt-4o": "other:gpt-4o",
+        "llama3.2:8b": "other:llama3.2:8b",
+        "offline": "other:offline",  # no colon: a model name, though a provider has that name
+        "offline:x": "offline:x",
+        "fast": "offline:quick",  # aliases win
+    }
+    assert [(p.name, p.kind.value) for p in registry.providers] == [("offline", "offline"), ("other", "offline")]
