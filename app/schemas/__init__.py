@@ -42,6 +42,7 @@ from app.schemas.tasks import (
     TaskParams,
     TemplateName,
     TokenUsage,
+    WebhookUrl,
 )
 from app.schemas.webhooks import WebhookAttempt, WebhookStatus
 
@@ -84,5 +85,6 @@ __all__ = [
     "TokenUsage",
     "WebhookAttempt",
     "WebhookStatus",
+    "WebhookUrl",
     "null_is_default",
 ]
