@@ -23,6 +23,7 @@ async def test_tools_and_resource_template_are_listed(app_service, alice):
         "list_agent_results",
         "delete_agent_result",
         "cancel_agent_task",
+        "get_agent_webhook",
         "search_tasks_by_prompt",
     }
     assert set(tools["run_agent_task"].input_schema["properties"]) == {
@@ -34,6 +35,7 @@ async def test_tools_and_resource_template_are_listed(app_service, alice):
         "cache",
         "retention_days",
         "store",
+        "webhook",
         "idempotency_key",
         "wait",
     }
