@@ -45,6 +45,8 @@ from app.schemas import (
     RetentionDays,
     TaskParams,
     TemplateName,
+    WebhookStatus,
+    WebhookUrl,
     null_is_default,
 )
 from app.service.operations import AgentService
@@ -108,6 +110,7 @@ class ApiKeyVerifier(TokenVerifier):
                 "max_running_tasks": principal.max_running_tasks,
                 "store_output": principal.store_output.value,  # the key's data policy travels too
                 "max_retention_days": principal.max_retention_days,
+                "signs_webhooks": principal.signs_webhooks,
             },
         )
 
@@ -132,6 +135,7 @@ def _caller() -> Principal:
         max_running_tasks=int(token.claims.get("max_running_tasks", 0)),
         store_output=StoreOutput(token.claims["store_output"]),
         max_retention_days=token.claims.get("max_retention_days"),
+        signs_webhooks=bool(token.claims.get("signs_webhooks", False)),
     )
 
 
@@ -187,6 +191,7 @@ def build_mcp(service: AgentService) -> FastMCP:
         cache: Annotated[bool, NullMeansTrue, Field(description="false bypasses the response cache")] = True,
         retention_days: RetentionDays = None,
         store: Annotated[bool, NullMeansTrue, Field(description=STORE_DESCRIPTION)] = True,
+        webhook: WebhookUrl = None,
         idempotency_key: Annotated[
             str | None,
             Field(
@@ -210,6 +215,7 @@ def build_mcp(service: AgentService) -> FastMCP:
                 cache=cache,
                 retention_days=retention_days,
                 store=store,
+                webhook=webhook,
             )
             submission = await service.run_task(
                 principal,
@@ -220,6 +226,15 @@ def build_mcp(service: AgentService) -> FastMCP:
                 idempotency_key=idempotency_key,
             )
             return submission.result
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def get_agent_webhook(task_id: TaskIdArg) -> WebhookStatus:
+        """A task's completion webhook: its delivery state and every attempt (audited, like a read)."""
+        with _mcp_errors():
+            principal = await caller()
+            return await service.get_webhook(
+                principal, _task_id(task_id), channel=Channel.MCP, request_id=_request_id()
+            )
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def get_agent_result(task_id: TaskIdArg) -> AgentResult:

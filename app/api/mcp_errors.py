@@ -175,7 +175,9 @@ class TransportErrors:
         rpc_error = _json_rpc_code(answer)
         if rpc_error is not None and (ours := _our_body(answer)) is not None:  # a tasks/* error: already ours
             response = error_response(status, ours["code"], ours["message"])
-            return as_json_rpc_error(response, rpc_error, f"{ours['code']}: {ours['message']}", data=ours)
+            text = f"{ours['code']}: {ours['message']}"
+            # A request that was read and answered keeps its id (JSON-RPC: null only when none is known).
+            return as_json_rpc_error(response, rpc_error, text, data=ours, rpc_id=_request_id_of(answer))
         if rpc_error in _PROTOCOL_ERRORS and not (rpc_error == _INVALID_PARAMS and not _is_json_rpc(request)):
             status, code, message = _PROTOCOL_ERRORS[rpc_error]
             return as_json_rpc_error(error_response(status, code, message), rpc_error, f"{code}: {message}")
@@ -197,7 +199,9 @@ class TransportErrors:
         return as_json_rpc_error(response, rpc_code, f"{code}: {message}")
 
 
-def as_json_rpc_error(response: JSONResponse, rpc_code: int, text: str, data: Any = None) -> JSONResponse:
+def as_json_rpc_error(
+    response: JSONResponse, rpc_code: int, text: str, data: Any = None, rpc_id: int | str | None = None
+) -> JSONResponse:
     """Our error body, which is also a JSON-RPC error response (the extra members are ignored
     by either reader). MCP SDK clients then show our message ("unauthenticated: a valid API key
     is required …") instead of their stand-in "Server returned an error response". The id is
@@ -206,7 +210,7 @@ def as_json_rpc_error(response: JSONResponse, rpc_code: int, text: str, data: An
     error: dict[str, Any] = {"code": rpc_code, "message": text}
     if data is not None:
         error["data"] = data
-    body.update({"jsonrpc": "2.0", "id": None, "error": error})
+    body.update({"jsonrpc": "2.0", "id": rpc_id, "error": error})
     headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
     return JSONResponse(body, status_code=response.status_code, headers=headers)
 
@@ -225,6 +229,15 @@ def _json_rpc_code(answer: bytes) -> int | None:
     except (ValueError, AttributeError):
         return None
     return error.get("code") if isinstance(error, dict) else None
+
+
+def _request_id_of(answer: bytes) -> int | str | None:
+    """The id of the request an answer is to (a number or a string, as JSON-RPC allows), else None."""
+    try:
+        rpc_id = json.loads(answer).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return rpc_id if isinstance(rpc_id, int | str) and not isinstance(rpc_id, bool) else None
 
 
 def _our_body(answer: bytes) -> dict[str, Any] | None:

@@ -81,11 +81,12 @@ def _announce_embedded(settings: Settings) -> None:
     )
     with key_store(settings) as (keys, runner):
         if runner.run(keys.count()) == 0:
-            record, plain, _ = runner.run(keys.create("development", Role.ADMIN))
+            record, plain, webhook_secret = runner.run(keys.create("development", Role.ADMIN))
             typer.secho(
                 f"Created a development API key (role admin, id {record.id}). It is shown only this once:\n\n"
                 f"    {plain}\n\n"
                 f"Use it as: Authorization: Bearer {plain}\n"
+                f"Its webhook signing secret (docs/webhooks.md): {webhook_secret}\n"
                 "Make more with: uv run agent-service keys create NAME --role client",
                 fg=typer.colors.GREEN,
             )

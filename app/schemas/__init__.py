@@ -50,6 +50,7 @@ from app.schemas.tasks import (
     TaskParams,
     TemplateName,
     TokenUsage,
+    WebhookUrl,
 )
 from app.schemas.webhooks import WebhookAttempt, WebhookStatus
 
@@ -98,5 +99,6 @@ __all__ = [
     "UsageReport",
     "WebhookAttempt",
     "WebhookStatus",
+    "WebhookUrl",
     "null_is_default",
 ]

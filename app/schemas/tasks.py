@@ -72,6 +72,18 @@ RetentionDays = Annotated[
         "and at most the API key's own ceiling when it has one).",
     ),
 ]
+# No length rule: a validation error would quote the URL; the service checks it (InvalidWebhook)
+# and names the rule broken, never the address.
+WebhookUrl = Annotated[
+    str | None,
+    Field(
+        description="An https URL the service POSTs to when the task ends (at most 2048 characters), signed per "
+        "Standard Webhooks with the API key's webhook secret: `{type: agent_task.succeeded|failed|cancelled, "
+        "timestamp, data: {task_id, status}}` (ids only). Public addresses only, unless the host is in "
+        "WEBHOOK_ALLOWED_HOSTS.",
+        examples=["https://example.com/hooks/agent-tasks"],
+    ),
+]
 STORE_DESCRIPTION = (
     "false: the answer goes back to the waiting caller once and is never written (the row keeps "
     "metadata only; reads say output null, output_stored false; never a cache source). Needs wait."
@@ -126,14 +138,7 @@ class AgentTask(PromptFields):
     cache: Annotated[bool, NullMeansTrue] = Field(default=True, description="false bypasses the response cache")
     retention_days: RetentionDays = None
     store: Annotated[bool, NullMeansTrue] = Field(default=True, description=STORE_DESCRIPTION)
-    webhook: str | None = Field(
-        default=None,
-        max_length=2048,
-        description="An https URL the service POSTs to when the task ends, signed per Standard Webhooks with the "
-        "API key's webhook secret: `{type: agent_task.succeeded|failed|cancelled, timestamp, data: {task_id, "
-        "status}}` (ids only). Public addresses only, unless the host is in WEBHOOK_ALLOWED_HOSTS.",
-        examples=["https://example.com/hooks/agent-tasks"],
-    )
+    webhook: WebhookUrl = None
 
     @field_validator("model")
     @classmethod

@@ -66,10 +66,20 @@ class WebhookDispatcher:
 
     # -- the loop ----------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._task is None:
-            self._wake.set()  # deliveries left by a predecessor go out at start-up
-            self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+    async def start(self) -> None:
+        """Claim what a predecessor left due, then send it and the rest in the background. The
+        claim is made here, once, before the service answers: start-up costs one statement,
+        always the same, and a pass the listener's first connection asked for is already done."""
+        if self._task is not None:
+            return
+        first: list[DueDelivery] = []
+        try:
+            first = await self._claim()
+            self._wake.clear()
+        except Exception as exc:  # the database is away: the loop tries at its first wake-up
+            log.warning("webhook delivery pass failed: %s", type(exc).__name__)
+            self._wake.set()
+        self._task = asyncio.create_task(self._run(first), name="webhook-dispatcher")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -79,7 +89,13 @@ class WebhookDispatcher:
                 await task
         await self._sender.aclose()
 
-    async def _run(self) -> None:
+    async def _run(self, first: list[DueDelivery]) -> None:
+        try:
+            await self._send(first)
+        except Exception as exc:  # a result not recorded: the claim runs out and the delivery is retried
+            log.warning("webhook delivery pass failed: %s", type(exc).__name__)
+        if len(first) == BATCH:
+            self._wake.set()  # there may be more due at once
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.webhook_poll_seconds)
@@ -92,11 +108,17 @@ class WebhookDispatcher:
 
     async def deliver_due(self) -> int:
         """Claim the deliveries due now and make one attempt at each; how many were claimed."""
+        due = await self._claim()
+        await self._send(due)
+        return len(due)
+
+    async def _claim(self) -> list[DueDelivery]:
         async with self._db.transaction() as conn:
-            due = await storage.claim_due(conn, limit=BATCH, lease_seconds=self._lease_seconds)
+            return await storage.claim_due(conn, limit=BATCH, lease_seconds=self._lease_seconds)
+
+    async def _send(self, due: list[DueDelivery]) -> None:
         if due:
             await asyncio.gather(*(self._attempt(delivery) for delivery in due))
-        return len(due)
 
     async def _attempt(self, delivery: DueDelivery) -> None:
         body = _body(delivery)

@@ -102,7 +102,7 @@ class Components:
         await self.db.open()
         await self.listener.start(wait_seconds=self.settings.db_connect_timeout_seconds)
         self.schedule.start()
-        self.webhooks.start()
+        await self.webhooks.start()
 
     async def stop(self) -> None:
         self.schedule.stop()

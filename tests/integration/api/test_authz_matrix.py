@@ -127,6 +127,7 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "MCP tool list_agent_results":                  (DENY, DENY, DENY, DENY, DENY, DENY, EXCL, INCL, EXCL, EXCL),
     "MCP tool delete_agent_result(task_id)":        (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, GONE, FORB, GONE),
     "MCP tool cancel_agent_task(task_id)":          (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, DONE, FORB, DONE),
+    "MCP tool get_agent_webhook(task_id)":          (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
     "MCP tool search_tasks_by_prompt":              (DENY, DENY, DENY, DENY, DENY, DENY, FORB, FORB, INCL, INCL),
     "MCP tool list_models":                         (DENY, DENY, DENY, DENY, DENY, DENY, OK,   OK,   OK,   OK),
     "MCP resource agent-result://{task_id}":        (DENY, DENY, DENY, DENY, DENY, DENY, HIDE, OK,   OK,   OK),
@@ -175,7 +176,7 @@ def kind_of(operation: str) -> str | None:
     """The AUDITED row of a MATRIX row, if any."""
     for kind, marks in (
         ("cancel", ("/cancel", "cancel_agent_task")),
-        ("webhook", ("/webhook",)),
+        ("webhook", ("/webhook", "get_agent_webhook")),
         ("read", ("tasks/get", "tasks/update")),
         ("hold place", ("POST /holds",)),
         ("hold release", ("DELETE /holds/",)),

@@ -119,7 +119,7 @@ async def test_every_tool_survives_fuzzed_arguments_and_answers_in_the_error_con
 
     async with mcp_as(app_service, alice) as mcp:
         existing = [(await mcp.call_tool("run_agent_task", {"prompt": "fuzz"})).structured_content["task_id"]
-                    for _ in range(2)]  # fmt: skip
+                    for _ in range(3)]  # one each for the read, the erasure and the webhook  # fmt: skip
     # A task still running (as a replica would leave it, its lease current), for the cancel.
     running = new_task(alice.key_id, context=None, lease_seconds=3600)
     await tasks.insert_task(db, running, actor(alice.key_id))

@@ -23,6 +23,7 @@ async def test_tools_and_resource_template_are_listed(app_service, alice):
         "list_agent_results",
         "delete_agent_result",
         "cancel_agent_task",
+        "get_agent_webhook",
         "list_models",
         "search_tasks_by_prompt",
     }
@@ -35,6 +36,7 @@ async def test_tools_and_resource_template_are_listed(app_service, alice):
         "cache",
         "retention_days",
         "store",
+        "webhook",
         "idempotency_key",
         "wait",
     }

@@ -264,7 +264,8 @@ async def test_over_http_another_keys_task_and_an_unknown_one_answer_the_same_by
     assert mine == unknown == malformed
     status, _, body = mine[0]
     assert status == 400  # the 2026-07-28 transport's status for -32602
-    assert {k: v for k, v in json.loads(body).items() if k != "error"} == {**NO_SUCH_TASK, "jsonrpc": "2.0", "id": None}
+    # The answer is to the request sent (raw_request's id 7): JSON-RPC allows null only when none is known.
+    assert {k: v for k, v in json.loads(body).items() if k != "error"} == {**NO_SUCH_TASK, "jsonrpc": "2.0", "id": 7}
     assert json.loads(body)["error"] == {"code": -32602, "message": "not_found: no such task", "data": NO_SUCH_TASK}
     assert own.status_code == 200
     assert own.json()["result"]["taskId"] == task_id

@@ -274,3 +274,32 @@ async def test_two_replicas_send_each_webhook_once(database_url, fake):
             await asyncio.sleep(1.0)  # time for any duplicate to arrive
     ids = [r.event["data"]["task_id"] for r in receiver.received]
     assert sorted(ids) == sorted(t["task_id"] for t in submitted)
+
+
+async def test_over_mcp_a_task_names_its_webhook_and_its_owner_reads_the_attempts(database_url, fake):
+    from tests.support.mcp import error_of, mcp_as
+
+    with Receiver().running() as receiver:
+        async with gateway(database_url, fake) as (app, _):
+            alice, bob = await key(app), await key(app)
+            service = app.state.components.service
+            async with mcp_as(service, alice) as mcp:
+                ran = await mcp.call_tool("run_agent_task", {"prompt": "over mcp", "webhook": receiver.url})
+                task_id = ran.structured_content["task_id"]
+                [received] = await receiver.wait_for(1)
+                deadline = time.monotonic() + 10
+                while (seen := await mcp.call_tool("get_agent_webhook", {"task_id": task_id})).structured_content[
+                    "state"
+                ] != "delivered":
+                    assert time.monotonic() < deadline, seen.structured_content
+                    await asyncio.sleep(0.05)
+                refused = await mcp.call_tool(
+                    "run_agent_task", {"prompt": "p", "webhook": "https://10.1.2.3/h"}, raise_on_error=False
+                )
+            async with mcp_as(service, bob) as mcp:
+                hidden = await mcp.call_tool("get_agent_webhook", {"task_id": task_id}, raise_on_error=False)
+    assert alice.webhook_secret is not None
+    assert received.verify(alice.webhook_secret)["data"]["task_id"] == task_id
+    assert error_of(refused)["code"] == "invalid_webhook"
+    assert "10.1.2.3" not in error_of(refused)["message"]
+    assert error_of(hidden) == {"code": "not_found", "message": "no such task"}
