@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from fastmcp.utilities.lifespan import combine_lifespans
 from starlette.routing import Route
 
-from app.api import audit, holds, no_oauth, rest
+from app.api import audit, docs, holds, no_oauth, rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.mcp_errors import TransportErrors
@@ -100,6 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No redirect to add or drop a trailing slash: Starlette builds its Location from the
         # Host header, so `Host: evil.example` would send callers there. A wrong path is a 404.
         redirect_slashes=False,
+        # /docs and /redoc are served by app.api.docs, with their assets from this process (no CDN).
+        docs_url=None,
+        redoc_url=None,
         # Operation ids are the route functions' names (`run_agent_task`, not FastAPI's
         # `run_agent_task_tools_run_agent_task_post`): generated clients read like the docs.
         generate_unique_id_function=_operation_id,
@@ -123,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rest.router)
     app.include_router(holds.router)
     app.include_router(audit.router)
+    app.include_router(docs.router)
+    app.router.routes.append(docs.assets())
     # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).
     app.router.routes.append(
         Route("/mcp", endpoint=TransportErrors(mcp_app), methods=["GET", "POST", "DELETE"], include_in_schema=False)
