@@ -14,11 +14,12 @@ from fastapi.routing import APIRoute
 from fastmcp.utilities.lifespan import combine_lifespans
 from starlette.routing import Route
 
-from app.api import audit, holds, no_oauth, rest
+from app.api import audit, docs, holds, no_oauth, rest
 from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.mcp_errors import TransportErrors
 from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from app.console import routes as console
 from app.service.wiring import Components
 from app.settings import Settings, get_settings
 from app.telemetry.logs import keep_payloads_out_of_logs
@@ -100,6 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No redirect to add or drop a trailing slash: Starlette builds its Location from the
         # Host header, so `Host: evil.example` would send callers there. A wrong path is a 404.
         redirect_slashes=False,
+        # /docs and /redoc are served by app.api.docs, with their assets from this process (no CDN).
+        docs_url=None,
+        redoc_url=None,
         # Operation ids are the route functions' names (`run_agent_task`, not FastAPI's
         # `run_agent_task_tools_run_agent_task_post`): generated clients read like the docs.
         generate_unique_id_function=_operation_id,
@@ -123,6 +127,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rest.router)
     app.include_router(holds.router)
     app.include_router(audit.router)
+    app.include_router(docs.router)
+    app.router.routes.append(docs.assets())
+    # The auditor's console: HTML pages over the same operations, channel `console` (app.console).
+    app.state.console_secure_cookie = settings.console_secure_cookie
+    app.include_router(console.router)
+    app.router.routes.append(console.static())
     # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).
     app.router.routes.append(
         Route("/mcp", endpoint=TransportErrors(mcp_app), methods=["GET", "POST", "DELETE"], include_in_schema=False)

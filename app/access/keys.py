@@ -111,7 +111,14 @@ class KeyStore:
         if not known:
             self._failures.succeeded(client)
         self._known[key_hash] = record.id
-        principal = Principal(
+        principal = self.principal_of(record)
+        if self._cache is not None and evictions == self._evictions:
+            self._cache[key_hash] = principal
+        return principal
+
+    def principal_of(self, record: ApiKeyRecord) -> Principal:
+        """The caller an active key's row acts as, with its effective limits (its own, else the server's)."""
+        return Principal(
             record.id,
             record.name,
             record.role,
@@ -121,9 +128,6 @@ class KeyStore:
             max_retention_days=record.max_retention_days,
             signs_webhooks=record.webhook_secret_at is not None,
         )
-        if self._cache is not None and evictions == self._evictions:
-            self._cache[key_hash] = principal
-        return principal
 
     # -- keeping up with changes made anywhere -----------------------------------------------------
 

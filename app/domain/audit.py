@@ -17,6 +17,7 @@ class Channel(StrEnum):
     MCP = "mcp"
     CLI = "cli"
     SYSTEM = "system"
+    CONSOLE = "console"  # the auditor's web console (app.console)
 
 
 class AuditAction(StrEnum):

@@ -15,6 +15,7 @@ import asyncpg
 from app.access.encryption import ResultVault
 from app.access.keys import KeyStore
 from app.access.limits import Limiter
+from app.access.sessions import ConsoleSessions
 from app.domain import (
     Actor,
     AlreadyFinished,
@@ -39,6 +40,7 @@ from app.schemas import (
     WebhookStatus,
 )
 from app.service.catalog import CatalogOperations
+from app.service.console import ConsoleOperations
 from app.service.health import Health
 from app.service.holds import LegalHolds
 from app.service.oversight import OversightOperations
@@ -66,8 +68,8 @@ class Submission:
     replayed: bool = False  # an Idempotency-Key replay of an earlier submission
 
 
-class AgentService(OversightOperations, StreamingOperations, CatalogOperations):
-    """Every operation of the service, for REST and MCP alike."""
+class AgentService(OversightOperations, StreamingOperations, CatalogOperations, ConsoleOperations):
+    """Every operation of the service, for REST, MCP and the console alike."""
 
     def __init__(
         self,
@@ -83,11 +85,13 @@ class AgentService(OversightOperations, StreamingOperations, CatalogOperations):
         trail: AuditTrail,
         retention: RetentionPolicy,
         vault: ResultVault,
+        sessions: ConsoleSessions,
         traced: bool,
         providers: ProviderRegistry,
     ) -> None:
         self._vault = vault
         self._providers = providers
+        self._sessions = sessions
         self._db = db
         self._keys = keys
         self._limits = limits

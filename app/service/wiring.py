@@ -10,6 +10,7 @@ from app.access.encryption import build_vault
 from app.access.hashing import PromptHasher
 from app.access.keys import KeyStore
 from app.access.limits import Limiter
+from app.access.sessions import ConsoleSessions
 from app.access.signing import AuditSigner
 from app.access.throttle import FailureThrottle
 from app.llm import pricing
@@ -45,7 +46,7 @@ class Components:
         # Results are sealed at rest under this key ring (RESULT_ENCRYPTION_KEYS, or a KMS plugin).
         self.vault = build_vault(settings)
         self.db = Database(settings)
-        # One per process, for every credential checked here (API keys now, a console's sign-in later).
+        # One per process, for every credential checked here (API keys, and the console's sign-in with one).
         self.auth_failures = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds)
         self.keys = KeyStore(
             self.db,
@@ -70,6 +71,13 @@ class Components:
         self.webhooks = WebhookDispatcher(self.db, self.vault.cipher, settings)
         self.listener.subscribe(WEBHOOK_READY_CHANNEL, self.webhooks.ready, on_connect=self.webhooks.caught_up)
         self.holds = LegalHolds(self.db)
+        # The console's sign-in (app.console): sessions over the same keys, throttled alike.
+        self.sessions = ConsoleSessions(
+            self.db,
+            self.keys,
+            lifetime_seconds=settings.console_session_hours * 3600,
+            idle_seconds=settings.console_session_idle_minutes * 60,
+        )
         self.purger = Purger(self.db, settings)
         self.trail = AuditTrail(self.db, AuditSigner(settings.audit_signing_key.get_secret_value()))
         self.schedule = Scheduler(settings, self.purger, self.runner, self.trail)
@@ -86,6 +94,7 @@ class Components:
                 self.db, self.limits, self.runner, self.vault, cache_ttl_seconds=settings.cache_ttl_seconds
             ),
             vault=self.vault,
+            sessions=self.sessions,
             runner=self.runner,
             health=Health(self.db, self.schedule, self.providers, retention),
             holds=self.holds,

@@ -216,6 +216,20 @@ class Settings(BaseSettings):
         "`Retry-After` of its 429.",
     )
 
+    console_session_hours: PositiveFloat = Field(
+        default=8.0,
+        description="How long a console sign-in lasts at most, in hours, however active it is (absolute expiry).",
+    )
+    console_session_idle_minutes: PositiveFloat = Field(
+        default=30.0,
+        description="A console session unused for this many minutes has ended (idle expiry).",
+    )
+    console_secure_cookie: bool | None = Field(
+        default=None,
+        description="Mark the console's cookies `Secure` (sent over HTTPS only). Unset: when the request is HTTPS "
+        "(behind a proxy, with uvicorn's `--forwarded-allow-ips` so the scheme is seen).",
+    )
+
     rate_limit_per_minute: int = Field(
         default=0,
         ge=0,

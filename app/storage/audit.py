@@ -193,6 +193,50 @@ async def list_tasks_audited(
     return [TaskRecord.from_row(row) for row in rows]
 
 
+BROWSE_TASKS_AUDITED = Statement(
+    "browse_tasks_audited",
+    f"""
+WITH audit AS ({_RECORD}
+    VALUES (:actor_id, :actor_role, :channel, '{AuditAction.LIST}', :task_id::uuid, '{AuditOutcome.OK}', :request_id)
+)
+SELECT {TASK_COLUMNS} FROM agent_task
+WHERE (:owner_id::uuid IS NULL OR owner_id = :owner_id::uuid) AND expires_at > now()
+  AND (:status::text IS NULL OR status = :status::text)
+  AND (:task_id::uuid IS NULL OR id = :task_id::uuid)
+  AND (created_at, id) < (coalesce(:before_created_at::timestamptz, {_MAX_TIME}),
+                          coalesce(:before_id::uuid, {_MAX_UUID}))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit
+""",
+)
+
+
+async def browse_tasks_audited(
+    conn: asyncpg.Connection,
+    owner: uuid.UUID | None,
+    *,
+    status: TaskStatus | None,
+    task_id: uuid.UUID | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    actor: Actor,
+) -> list[TaskRecord]:
+    """Live tasks of one owner (None: of every owner), filtered by status and id, newest first,
+    strictly before the `before` cursor; the listing is audited (`list`, with the task id asked for)."""
+    created_at, before_id = before if before is not None else (None, None)
+    rows = await BROWSE_TASKS_AUDITED.fetch(
+        conn,
+        owner_id=owner,
+        status=None if status is None else status.value,
+        task_id=task_id,
+        before_created_at=created_at,
+        before_id=before_id,
+        limit=limit,
+        **_actor(actor),
+    )
+    return [TaskRecord.from_row(row) for row in rows]
+
+
 def _audit_read(task_id: str) -> str:
     """The audit event of reading the audit log (of one task, or `NULL`: of all)."""
     return f"""{_RECORD}

@@ -74,6 +74,19 @@ LIMIT :limit
 )
 
 
+# The holds in force on one task: its own, and those on its owner's every task.
+LIST_TASK_HOLDS = Statement(
+    "list_task_holds",
+    f"""
+SELECT {HOLD_COLUMNS} FROM legal_hold
+WHERE released_at IS NULL
+  AND (task_id = :task_id OR owner_key_id = (SELECT owner_id FROM agent_task WHERE id = :task_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit
+""",
+)
+
+
 def _actor(actor: Actor, action: AuditAction) -> dict[str, Any]:
     return {
         "actor_id": actor.key_id,
@@ -117,3 +130,8 @@ async def list_holds(
     created_at, hold_id = before if before is not None else (None, None)
     rows = await LIST_HOLDS.fetch(conn, before_created_at=created_at, before_id=hold_id, limit=limit)
     return [LegalHoldRecord.from_row(row) for row in rows]
+
+
+async def list_task_holds(conn: asyncpg.Connection, task_id: uuid.UUID, *, limit: int) -> list[LegalHoldRecord]:
+    """The holds in force on a task (its own and its owner's), newest first."""
+    return [LegalHoldRecord.from_row(row) for row in await LIST_TASK_HOLDS.fetch(conn, task_id=task_id, limit=limit)]

@@ -255,6 +255,23 @@ class WebhookDeliveryRow(SQLModel, table=True):
     created_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
 
 
+class ConsoleSessionRow(SQLModel, table=True):
+    """A signed-in browser of the console: the SHA-256 of its session token (never the token), the
+    API key it acts as, and when it ends (absolute `expires_at`; idle, counted from `last_seen_at`)."""
+
+    __tablename__ = "console_session"
+    __table_args__ = (
+        Index("ix_console_session_key_id", "key_id"),
+        Index("ix_console_session_expires_at", "expires_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    key_id: uuid.UUID = Field(foreign_key="api_key.id", ondelete="CASCADE")
+    created_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
+    last_seen_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
+    expires_at: datetime = _utc()
+
+
 class RateLimitRow(SQLModel, table=True):
     """Per-key request pacing (GCRA): the theoretical arrival time of the key's next request.
 

@@ -335,3 +335,53 @@ async def test_a_streamed_prompt_and_answer_are_found_nowhere_but_in_the_stream(
     assert marker not in logged
     out, err = capfd.readouterr()
     assert marker not in out + err
+
+
+async def test_the_console_shows_an_answer_only_on_its_audited_page(gateway, db, marker, caplog, capfd, spans):
+    """The console (app.console): the marker in the prompt and the answer. The answer appears on the
+    task's page, the one view that is an audited read, and nowhere else: not in the list, not on an
+    error page (a marker put in a filter, a form or as the key is never echoed), nor in rows, logs or spans."""
+    from tests.support.console import TASKS, sign_in, signed_in
+
+    caplog.set_level(logging.DEBUG)
+    http, caller, fake, _service = gateway
+    fake.enqueue(Reply(body=completion(f"the answer is {marker}")))
+    ran = await http.post(
+        RUN, json={"prompt": f"Please keep this secret: {marker}", "model": "openai:gpt-test"}, headers=caller.headers
+    )
+    task_id = ran.json()["task_id"]
+
+    client_log = logging.getLogger("httpx")  # the test client logs its URLs; the service must not
+    client_log.disabled = True
+    try:
+        refused = await sign_in(http, marker)  # a "key" that is the marker
+        await signed_in(http, caller.key)
+        task_page = await http.get(f"{TASKS}/{task_id}")
+        elsewhere = [
+            refused,
+            await http.get(TASKS),
+            await http.get(TASKS, params={"task_id": marker}),
+            await http.get(TASKS, params={"status": marker}),
+            await http.get(f"{TASKS}/not-a-task"),  # (a path is a span's attribute: no place for a secret)
+            await http.post(f"{TASKS}/{task_id}/holds", data={"reference": marker, "csrf": marker}),
+        ]
+    finally:
+        client_log.disabled = False
+
+    assert marker in task_page.text, "the task's page shows the answer"
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM audit_event WHERE task_id = $1 AND action = 'read' AND channel = 'console'",
+            uuid.UUID(task_id),
+        )
+        == 1
+    )
+    assert [answer.status_code for answer in elsewhere] == [401, 200, 422, 422, 404, 403]
+    for answer in elsewhere:
+        assert marker not in answer.text
+    assert marker not in await everything_stored(db)
+    assert marker not in span_text(spans)
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    assert marker not in logged
+    out, err = capfd.readouterr()
+    assert marker not in out + err

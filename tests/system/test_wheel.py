@@ -54,6 +54,9 @@ def test_the_wheel_carries_migrations_and_templates_and_no_tests(installed):
     assert (site / "app" / "_migrations" / "env.py").is_file()
     assert list((site / "app" / "_migrations" / "versions").glob("*.py"))
     assert list((site / "app" / "prompt_templates").glob("*/*.toml"))
+    assert (site / "app" / "console" / "templates" / "base.html").is_file()  # the console's pages and style
+    assert (site / "app" / "console" / "static" / "console.css").is_file()
+    assert (site / "fastapi_offline" / "static" / "swagger-ui-bundle.js").is_file()  # /docs with no CDN
     assert not (site / "tests").exists()
     assert not (site / "migrations").exists()  # inside the package, not a top-level `migrations` module
 

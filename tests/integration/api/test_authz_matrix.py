@@ -160,6 +160,7 @@ AUDITED: dict[str, tuple[str | None, ...]] = {
 # fmt: on
 
 KEYED = (BOB, ALICE, AUDITOR, ADMIN)
+# The console's HTML routes are not in the OpenAPI document: their matrix is tests/integration/console/test_authz.py.
 DOCUMENTATION = ("GET /openapi.json", "GET /docs", "GET /redoc")
 
 

@@ -14,7 +14,16 @@ from app.storage import migrations
 from tests.support.postgres import run_sync
 from tests.support.settings import TEST_RESULT_KEYS
 
-TABLES = {"agent_task", "api_key", "audit_event", "audit_seal", "legal_hold", "rate_limit", "webhook_delivery"}
+TABLES = {
+    "agent_task",
+    "api_key",
+    "audit_event",
+    "audit_seal",
+    "console_session",
+    "legal_hold",
+    "rate_limit",
+    "webhook_delivery",
+}
 
 
 async def _tables(url: str) -> set[str]:
@@ -389,8 +398,50 @@ async def _a_priced_task_and_a_usage_read(url: str) -> tuple[int, int]:
         await conn.close()
 
 
+async def _sign_in_and_read_over_the_console(url: str) -> tuple[int, int]:
+    """A console session and an audit event of channel `console`, in plain SQL. Returns (sessions,
+    console events)."""
+    conn = await asyncpg.connect(url)
+    try:
+        key = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'auditor', $2, 'ask_x')",
+            key,
+            uuid.uuid4().hex * 2,
+        )
+        await conn.execute(
+            "INSERT INTO console_session (id, key_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')",
+            uuid.uuid4().hex * 2,
+            key,
+        )
+        await conn.execute(
+            "INSERT INTO audit_event (actor_id, channel, action, task_id, outcome)"
+            " VALUES ($1, 'console', 'read', gen_random_uuid(), 'ok')",
+            key,
+        )
+        return (
+            await conn.fetchval("SELECT count(*) FROM console_session"),
+            await conn.fetchval("SELECT count(*) FROM audit_event WHERE channel = 'console'"),
+        )
+    finally:
+        await conn.close()
+
+
+def test_the_console_migration_goes_down_and_up_again_with_sessions_and_console_events(empty_database_url):
+    before_console = "0b1c2d3e4f5a"
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_sign_in_and_read_over_the_console(empty_database_url)) == (1, 1)
+
+    migrations.downgrade(empty_database_url, before_console, result_keys=TEST_RESULT_KEYS)
+    assert "console_session" not in run_sync(_tables(empty_database_url))
+
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    # The sessions and the console's audit events went with the downgrade; both work again.
+    assert run_sync(_sign_in_and_read_over_the_console(empty_database_url)) == (1, 1)
+
+
 def test_the_cost_migration_goes_down_and_up_again_with_priced_tasks(empty_database_url):
-    before_cost = "0b1c2d3e4f5a"
+    before_cost = "1c2d3e4f5a6b"  # the console's
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     assert run_sync(_a_priced_task_and_a_usage_read(empty_database_url)) == (1, 1)
 

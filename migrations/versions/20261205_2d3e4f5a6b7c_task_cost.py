@@ -7,8 +7,8 @@
 The downgrade drops the column (the costs are lost) and the audit events of usage reads (a
 sealed range holding one no longer verifies after such a downgrade).
 
-Revision ID: 1c2d3e4f5a6b
-Revises: 0b1c2d3e4f5a
+Revision ID: 2d3e4f5a6b7c
+Revises: 1c2d3e4f5a6b
 Create Date: 2026-12-05 09:00:00
 
 """
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "1c2d3e4f5a6b"
-down_revision: str | Sequence[str] | None = "0b1c2d3e4f5a"
+revision: str = "2d3e4f5a6b7c"
+down_revision: str | Sequence[str] | None = "1c2d3e4f5a6b"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,188 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright against the app under
+uvicorn on 127.0.0.1. An auditor signs in, finds a task, opens it (and sees the `read` its view
+made, channel `console`), places a hold and signs out; a client cannot open another client's task;
+/docs and /redoc render; and no request ever leaves the origin. Screenshots go to the test's
+artifacts folder (`tmp_path/screenshots`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, Request, async_playwright, expect
+
+from app.domain import Role
+from app.main import create_app
+from tests.support.app import Caller, key, running
+from tests.support.authz import on_loopback
+from tests.support.routes import RUN
+from tests.support.settings import make_settings
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)")
+
+
+@dataclass
+class Site:
+    base: str
+    browser: Browser
+    shots: Path
+    app: object
+    requests: list[str] = field(default_factory=list)  # every request that went out on the network
+    blocked: list[str] = field(default_factory=list)  # stopped in the browser by the page's CSP
+    csp_violations: list[str] = field(default_factory=list)
+
+    async def context(self) -> BrowserContext:
+        """A fresh browser profile whose every request and console error is recorded; any request
+        off the origin that the page's policy let through is aborted (and recorded, so it fails)."""
+        context = await self.browser.new_context(base_url=self.base)
+
+        def failed(request: Request) -> None:
+            if request.failure in ("csp", "net::ERR_BLOCKED_BY_CSP"):
+                self.blocked.append(request.url)
+            else:
+                self.requests.append(request.url)
+
+        context.on("requestfinished", lambda request: self.requests.append(request.url))
+        context.on("requestfailed", failed)
+        await context.route(lambda url: not url.startswith(self.base + "/"), lambda route: route.abort())
+
+        def on_page(page: Page) -> None:
+            page.on(
+                "console",
+                lambda message: (
+                    self.csp_violations.append(message.text) if "Content Security Policy" in message.text else None
+                ),
+            )
+
+        context.on("page", on_page)
+        return context
+
+    async def shot(self, page: Page, name: str) -> None:
+        await page.screenshot(path=self.shots / f"{name}.png", full_page=True)
+
+
+@pytest.fixture
+async def site(database_url: str, tmp_path: Path) -> AsyncIterator[Site]:
+    app = create_app(make_settings(database_url))
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    async with running(app), on_loopback(app) as base, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield Site(base, browser, shots, app)
+        finally:
+            await browser.close()
+
+
+async def run_task(base: str, caller: Caller) -> str:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        answer = await http.post(RUN, json={"prompt": "What is our refund policy?"}, headers=caller.headers)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["task_id"])
+
+
+async def sign_in(page: Page, caller: Caller) -> None:
+    await page.goto("/console")
+    await expect(page.get_by_role("heading", name="Sign in", level=1)).to_be_visible()
+    await page.get_by_label("API key").fill(caller.key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Tasks", level=1)).to_be_visible()
+
+
+async def test_an_auditor_finds_a_task_reads_it_holds_it_and_signs_out(site: Site, db) -> None:
+    alice, auditor = await key(site.app, Role.CLIENT), await key(site.app, Role.AUDITOR)  # type: ignore[arg-type]
+    task_id = await run_task(site.base, alice)
+    context = await site.context()
+    page = await context.new_page()
+
+    await page.goto("/console/sign-in")
+    await page.keyboard.press("Tab")  # the first stop is the skip link, then the form
+    await expect(page.get_by_role("link", name="Skip to main content")).to_be_focused()
+    await site.shot(page, "sign-in")
+    await sign_in(page, auditor)
+    await site.shot(page, "tasks")
+
+    await page.get_by_label("Task id").fill(task_id)
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_role("row")).to_have_count(2)  # the header and the one task
+    await page.get_by_role("link", name=task_id).click()
+    await expect(page.get_by_role("heading", name=f"Task {task_id}", level=1)).to_be_visible()
+    trail = page.get_by_role("table", name="What was done to this task, newest first")
+    await expect(trail.get_by_role("row").filter(has_text=re.compile(r"read\s+ok\s+console"))).to_have_count(1)
+    await expect(page.get_by_label("The task's output")).to_contain_text("No language model was called.")
+    await site.shot(page, "task")
+
+    await page.get_by_label("Matter reference").fill("MATTER-2026-17")
+    await page.get_by_role("button", name="Place a legal hold").click()
+    holds = page.get_by_role("table", name="Holds in force on this task")
+    await expect(holds).to_contain_text("MATTER-2026-17")
+    await site.shot(page, "task-held")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", name="Sign in", level=1)).to_be_visible()
+    await page.goto("/console/tasks")  # signed out: back to the form
+    await expect(page.get_by_role("heading", name="Sign in", level=1)).to_be_visible()
+    await context.close()
+
+    reads = await db.fetch(
+        "SELECT action, outcome FROM audit_event WHERE task_id = $1 AND actor_id = $2 AND channel = 'console'"
+        " ORDER BY id",
+        uuid.UUID(task_id),
+        auditor.key_id,
+    )
+    # The filtered listing (audited with the id asked for), the view, its trail, the hold, the view after it.
+    assert [tuple(r) for r in reads] == [
+        ("list", "ok"),
+        ("read", "ok"),
+        ("audit_read", "ok"),
+        ("hold_place", "ok"),
+        ("read", "ok"),
+        ("audit_read", "ok"),
+    ]
+    assert await db.fetchval("SELECT count(*) FROM console_session") == 0
+    assert all(url.startswith(site.base + "/") for url in site.requests), site.requests
+    assert site.csp_violations == []
+
+
+async def test_a_client_sees_its_own_tasks_and_not_another_clients(site: Site) -> None:
+    alice, bob = await key(site.app), await key(site.app)  # type: ignore[arg-type]
+    mine, theirs = await run_task(site.base, alice), await run_task(site.base, bob)
+    context = await site.context()
+    page = await context.new_page()
+
+    await sign_in(page, alice)
+    await expect(page.get_by_role("link", name=mine)).to_be_visible()
+    await expect(page.get_by_role("link", name=theirs)).to_have_count(0)
+    await expect(page.get_by_role("heading", name="Audit trail")).to_have_count(0)
+    answer = await page.goto(f"/console/tasks/{theirs}")
+    assert answer is not None
+    assert answer.status == 404
+    await expect(page.get_by_role("heading", name="Not found", level=1)).to_be_visible()
+    await site.shot(page, "not-found")
+    await context.close()
+    assert all(url.startswith(site.base + "/") for url in site.requests), site.requests
+    assert site.csp_violations == []
+
+
+async def test_the_api_documentation_renders_with_nothing_from_outside(site: Site) -> None:
+    context = await site.context()
+    page = await context.new_page()
+    await page.goto("/docs")
+    await expect(page.locator(".swagger-ui .info .title")).to_contain_text("LLM Agent Service")
+    await expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    await site.shot(page, "docs")
+    await page.goto("/redoc")
+    await expect(page.get_by_role("heading", name=re.compile("LLM Agent Service"), level=1)).to_be_visible()
+    await site.shot(page, "redoc")
+    await context.close()
+    assert any(url.endswith("/docs/assets/swagger-ui-bundle.js") for url in site.requests)
+    assert all(url.startswith(site.base + "/") for url in site.requests), site.requests
+    # ReDoc's sidebar always shows Redocly's logo from their CDN: the pages' policy stops it.
+    assert set(site.blocked) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
