@@ -19,6 +19,7 @@ from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.mcp_errors import TransportErrors
 from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from app.console import records as console_records
 from app.console import routes as console
 from app.service.wiring import Components
 from app.settings import Settings, get_settings
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The auditor's console: HTML pages over the same operations, channel `console` (app.console).
     app.state.console_secure_cookie = settings.console_secure_cookie
     app.include_router(console.router)
+    app.include_router(console_records.router)
     app.router.routes.append(console.static())
     # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).
     app.router.routes.append(

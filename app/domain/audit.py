@@ -86,3 +86,23 @@ class AuditEventRecord:
             row[8],
             row[9],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilters:
+    """What a reader of the audit log narrows it to (beyond one task): each None means any.
+
+    `since` is inclusive, `until` exclusive, both on `occurred_at`. The console's audit-log page
+    sets them; REST's `/audit/events` sets none, and each of them reads through the same operation.
+    """
+
+    actor_id: uuid.UUID | None = None
+    action: AuditAction | None = None
+    outcome: AuditOutcome | None = None
+    channel: Channel | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, name) is not None for name in self.__slots__)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prometheus_client import REGISTRY, generate_latest
 
 from app.domain import DatabaseUnavailable, Forbidden, Principal
@@ -40,6 +42,11 @@ class Health:
                 checks["migrations"] = schema.describe()
         ready = all(v.startswith("ok") for v in checks.values())
         return ReadinessReport(status="ok" if ready else "unavailable", checks=checks, retention=self._retention)
+
+    @property
+    def next_purge_at(self) -> datetime | None:
+        """The next run of the in-service purge (PURGE_CRON), if this process schedules one."""
+        return self._schedule.next_purge_at
 
     def metrics_text(self, principal: Principal) -> bytes:
         """The metrics in Prometheus text format, for auditors and admins only.

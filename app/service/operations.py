@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -260,6 +261,11 @@ class AgentService(OversightOperations, StreamingOperations, CatalogOperations, 
     async def readiness(self) -> ReadinessReport:
         """Each check by name: the database answers, is at the head migration, the purge schedule runs."""
         return await self._health.readiness()
+
+    @property
+    def next_purge_at(self) -> datetime | None:
+        """When this process's scheduled purge runs next; None: no in-service purge is scheduled."""
+        return self._health.next_purge_at
 
     def metrics_text(self, principal: Principal) -> bytes:
         """The metrics in Prometheus text format, for auditors and admins only."""

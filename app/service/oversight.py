@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from app.domain import Actor, Channel, Forbidden, Principal
+from app.domain.audit import AuditFilters
 from app.schemas import (
     AuditEvent,
     AuditEventPage,
@@ -55,8 +56,10 @@ class OversightOperations:
         limit: int = DEFAULT_PAGE_SIZE,
         channel: Channel,
         request_id: str | None = None,
+        filters: AuditFilters | None = None,
     ) -> AuditEventPage:
-        """The audit log, newest first, for auditors and admins; reading it is audited too."""
+        """The audit log, newest first, for auditors and admins; reading it is audited too.
+        `filters` narrow it (the console's audit-log page); `channel` is the reader's own."""
         if not principal.sees_every_task:
             raise Forbidden("the audit log is for the auditor and admin roles")
         limit = page_size(limit)
@@ -64,7 +67,7 @@ class OversightOperations:
         actor = Actor(principal.key_id, principal.role, channel, request_id)
         async with self._db.connection() as conn:
             rows = await audit.list_audit_events_audited(
-                conn, task_id=task_id, before_id=before_id, limit=limit + 1, actor=actor
+                conn, task_id=task_id, before_id=before_id, limit=limit + 1, actor=actor, filters=filters
             )
         page = rows[:limit]
         next_cursor = str(page[-1].id) if len(rows) > limit else None

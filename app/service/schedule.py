@@ -83,3 +83,11 @@ class Scheduler:
     @property
     def running(self) -> bool:
         return bool(self.scheduler.running)
+
+    @property
+    def next_purge_at(self) -> datetime | None:
+        """When the scheduled purge runs next (UTC); None when PURGE_ENABLED is false or the
+        schedule is not running (an external cron job then purges)."""
+        job = self.scheduler.get_job(PURGE_JOB_ID) if self.scheduler.running else None
+        when: datetime | None = None if job is None else job.next_run_time
+        return when

@@ -12,7 +12,17 @@ from typing import Any
 
 import asyncpg
 
-from app.domain import Actor, AuditAction, AuditedTask, AuditEventRecord, AuditOutcome, TaskRecord, TaskStatus
+from app.domain import (
+    Actor,
+    AuditAction,
+    AuditedTask,
+    AuditEventRecord,
+    AuditOutcome,
+    Channel,
+    TaskRecord,
+    TaskStatus,
+)
+from app.domain.audit import AuditFilters
 from app.domain.tasks import UNFINISHED
 from app.storage.holds import held
 from app.storage.sql import Statement, column_list, sql_values
@@ -265,11 +275,56 @@ ORDER BY id DESC LIMIT :limit
 )
 
 
+# Narrowed by the console's filters (each NULL: any). Kept apart from the two plain listings
+# above, whose simple plans REST's `/audit/events` relies on.
+LIST_EVENTS_FILTERED = Statement(
+    "list_events_filtered",
+    f"""
+WITH audit AS ({_audit_read(":task_id::uuid")})
+SELECT {AUDIT_COLUMNS} FROM audit_event
+WHERE id < coalesce(:before_id::bigint, {_MAX_BIGINT})
+  AND (:task_id::uuid IS NULL OR task_id = :task_id::uuid)
+  AND (:actor_filter::uuid IS NULL OR actor_id = :actor_filter::uuid)
+  AND (:action::text IS NULL OR action = :action::text)
+  AND (:outcome::text IS NULL OR outcome = :outcome::text)
+  AND (:event_channel::text IS NULL OR channel = :event_channel::text)
+  AND (:since::timestamptz IS NULL OR occurred_at >= :since::timestamptz)
+  AND (:until::timestamptz IS NULL OR occurred_at < :until::timestamptz)
+ORDER BY id DESC LIMIT :limit
+""",
+)
+
+
+def _value(member: AuditAction | AuditOutcome | Channel | None) -> str | None:
+    return None if member is None else member.value
+
+
 async def list_audit_events_audited(
-    conn: asyncpg.Connection, *, task_id: uuid.UUID | None, before_id: int | None, limit: int, actor: Actor
+    conn: asyncpg.Connection,
+    *,
+    task_id: uuid.UUID | None,
+    before_id: int | None,
+    limit: int,
+    actor: Actor,
+    filters: AuditFilters | None = None,
 ) -> list[AuditEventRecord]:
-    """Audit events, newest first (all, or one task's); reading the audit log is itself audited."""
-    if task_id is None:
+    """Audit events, newest first (all, or one task's, narrowed by `filters`); reading the audit
+    log is itself audited (`audit_read`, with the task id asked for)."""
+    if filters is not None and filters.any:
+        rows = await LIST_EVENTS_FILTERED.fetch(
+            conn,
+            task_id=task_id,
+            before_id=before_id,
+            limit=limit,
+            actor_filter=filters.actor_id,
+            action=_value(filters.action),
+            outcome=_value(filters.outcome),
+            event_channel=_value(filters.channel),
+            since=filters.since,
+            until=filters.until,
+            **_actor(actor),
+        )
+    elif task_id is None:
         rows = await LIST_EVENTS.fetch(conn, before_id=before_id, limit=limit, **_actor(actor))
     else:
         rows = await LIST_EVENTS_FOR_TASK.fetch(

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from app.console import records
 from app.console import routes as console
 from app.domain import Actor, Channel, Role
 from app.schemas import HoldCreate
@@ -44,6 +45,8 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "GET /console/tasks/{task_id}":          (SIGN,    SIGN,   HIDE,  OK,    OK,     OK),
     "POST /console/tasks/{task_id}/holds":   (SIGN,    SIGN,   FORB,  FORB,  HOLD,   HOLD),
     "POST /console/holds/{hold_id}/release": (SIGN,    SIGN,   FORB,  FORB,  FREE,   FREE),
+    "GET /console/audit":                    (SIGN,    SIGN,   FORB,  FORB,  OK,     OK),
+    "GET /console/retention":                (SIGN,    SIGN,   OK,    OK,    OK,     OK),
 }
 # What the audit log records for a cell with a live session (channel `console`): "action outcome" rows.
 RELEASED = ("hold_release ok",)
@@ -54,6 +57,9 @@ AUDITED: dict[str, tuple[tuple[str, ...], ...]] = {
     "GET /console/tasks/{task_id}":          (("read denied",), ("read ok",), READ_WITH_TRAIL,   READ_WITH_TRAIL),
     "POST /console/tasks/{task_id}/holds":   ((),               (),           ("hold_place ok",), ("hold_place ok",)),
     "POST /console/holds/{hold_id}/release": ((),               (),           RELEASED,          RELEASED),
+    "GET /console/audit":                    ((),               (),           ("audit_read ok",), ("audit_read ok",)),
+    # a client sees the policy only; an auditor's or admin's view reads the purge history too
+    "GET /console/retention":                ((),               (),           ("audit_read ok",), ("audit_read ok",)),
 }
 # fmt: on
 
@@ -147,9 +153,11 @@ def test_the_matrix_has_a_row_for_every_console_route() -> None:
     """A new console route must be added to MATRIX (and so be decided for every caller)."""
     routes = {
         f"{method} {route.path}"
-        for route in console.router.routes
+        for router in (console.router, records.router)
+        for route in router.routes
         if isinstance(route, APIRoute)
         for method in route.methods
     }
     assert routes == set(MATRIX)
-    assert all(not route.include_in_schema for route in console.router.routes if isinstance(route, APIRoute))
+    for router in (console.router, records.router):
+        assert all(not route.include_in_schema for route in router.routes if isinstance(route, APIRoute))
