@@ -98,6 +98,12 @@ async def sign_in(page: Page, caller: Caller) -> None:
 
 async def test_an_auditor_finds_a_task_reads_it_holds_it_and_signs_out(site: Site, db) -> None:
     alice, auditor = await key(site.app, Role.CLIENT), await key(site.app, Role.AUDITOR)  # type: ignore[arg-type]
+    for expired in range(3):  # purge runs for the retention page's chart: 0, 1 and 2 expired tasks
+        for _ in range(expired):
+            await db.execute(
+                "UPDATE agent_task SET expires_at = now() WHERE id = $1", uuid.UUID(await run_task(site.base, alice))
+            )
+        await site.app.state.components.purger.run()  # type: ignore[attr-defined]
     task_id = await run_task(site.base, alice)
     context = await site.context()
     page = await context.new_page()
@@ -124,6 +130,22 @@ async def test_an_auditor_finds_a_task_reads_it_holds_it_and_signs_out(site: Sit
     holds = page.get_by_role("table", name="Holds in force on this task")
     await expect(holds).to_contain_text("MATTER-2026-17")
     await site.shot(page, "task-held")
+
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Audit log").click()
+    await expect(page.get_by_role("heading", name="Audit log", level=1)).to_be_visible()
+    await page.get_by_label("Action").select_option("hold_place")
+    await page.get_by_label("Channel").select_option("console")
+    await page.get_by_role("button", name="Filter").click()
+    log = page.get_by_role("table", name="Audit events, newest first")
+    await expect(log.get_by_role("row")).to_have_count(2)  # the header and the hold just placed
+    await expect(log).to_contain_text(task_id)
+    await site.shot(page, "audit")
+
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Retention").click()
+    await expect(page.get_by_role("heading", name="Retention", level=1)).to_be_visible()
+    await expect(page.get_by_role("table", name="Purge runs, newest first")).to_be_visible()
+    await expect(page.get_by_role("img", name="Rows deleted per purge run")).to_be_visible()
+    await site.shot(page, "retention")
 
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_role("heading", name="Sign in", level=1)).to_be_visible()

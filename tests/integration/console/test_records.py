@@ -136,3 +136,27 @@ async def test_the_retention_page_shows_the_policy_and_the_purge_history_with_it
     assert "Purge history" not in as_client.text  # every client's figures: auditors and admins only
     events = await db.fetch("SELECT actor_id FROM audit_event WHERE action = 'audit_read' AND channel = 'console'")
     assert [e["actor_id"] for e in events] == [auditor.key_id]
+
+
+async def test_neither_page_shows_a_prompt_or_an_answer(database_url, db):
+    """The audit log and the purge history hold who, what and how many: never a task's contents,
+    nor a filter value that was refused."""
+    marker = f"MARKER-{uuid.uuid4().hex}"
+    async with replica(database_url) as (app, http):
+        alice, auditor = await key(app), await key(app, Role.AUDITOR)
+        task = (await http.post(RUN, json={"prompt": f"secret {marker}"}, headers=alice.headers)).json()["task_id"]
+        await http.get(f"/resources/get_agent_result/{task}", headers=alice.headers)
+        await app.state.components.purger.run()
+        await signed_in(http, auditor.key)
+        await http.get(f"/console/tasks/{task}")
+        pages = [
+            await http.get(AUDIT),
+            await http.get(AUDIT, params={"task_id": task}),
+            await http.get(AUDIT, params={"action": marker}),
+            await http.get(AUDIT, params={"actor_id": marker, "until": marker}),
+            await http.get(RETENTION),
+        ]
+    assert [p.status_code for p in pages] == [200, 200, 422, 422, 200]
+    for answer in pages:
+        assert marker not in answer.text
+        assert "No language model was called." not in answer.text  # the answer: on the task's page only
