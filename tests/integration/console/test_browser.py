@@ -1,7 +1,8 @@
 """The console in a real browser: Debian's Chromium driven by Playwright against the app under
 uvicorn on 127.0.0.1. An auditor signs in, finds a task, opens it (and sees the `read` its view
 made, channel `console`), places a hold and signs out; a client cannot open another client's task;
-/docs and /redoc render; and no request ever leaves the origin. Screenshots go to the test's
+/docs and /redoc render; no request ever leaves the origin; and axe-core finds no serious or
+critical accessibility violation on any console page. Screenshots go to the test's
 artifacts folder (`tmp_path/screenshots`)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Page, Request, async_playwright, expect
 
 from app.domain import Role
@@ -208,3 +210,44 @@ async def test_the_api_documentation_renders_with_nothing_from_outside(site: Sit
     assert all(url.startswith(site.base + "/") for url in site.requests), site.requests
     # ReDoc's sidebar always shows Redocly's logo from their CDN: the pages' policy stops it.
     assert set(site.blocked) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
+
+
+async def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page, as `rule: target` lines (axe runs in
+    the page through the browser's debugging protocol, which the page's CSP does not govern)."""
+    results = await Axe().run(page)
+    assert results.response["testEngine"]["name"] == "axe-core"  # it did run
+    return [
+        f"{v['id']}: {', '.join(str(t) for node in v['nodes'] for t in node['target'])}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+async def test_every_console_page_passes_axe_core(site: Site, db) -> None:
+    alice, auditor = await key(site.app), await key(site.app, Role.AUDITOR)  # type: ignore[arg-type]
+    await db.execute(
+        "UPDATE agent_task SET expires_at = now() WHERE id = $1", uuid.UUID(await run_task(site.base, alice))
+    )
+    await site.app.state.components.purger.run()  # type: ignore[attr-defined]
+    task_id = await run_task(site.base, alice)
+    context = await site.context()
+    page = await context.new_page()
+    found: dict[str, list[str]] = {}
+
+    await page.goto("/console/sign-in")
+    found["sign-in"] = await serious_violations(page)
+    await sign_in(page, auditor)
+    for name, path in [
+        ("tasks", "/console/tasks"),
+        ("task", f"/console/tasks/{task_id}"),
+        ("audit", "/console/audit"),
+        ("retention", "/console/retention"),
+        ("not-found", f"/console/tasks/{uuid.uuid4()}"),
+        ("refused filter", "/console/audit?action=nope"),
+    ]:
+        await page.goto(path)
+        found[name] = await serious_violations(page)
+    await context.close()
+    assert found == {name: [] for name in found}
+    assert site.csp_violations == []
