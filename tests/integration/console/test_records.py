@@ -160,3 +160,12 @@ async def test_neither_page_shows_a_prompt_or_an_answer(database_url, db):
     for answer in pages:
         assert marker not in answer.text
         assert "No language model was called." not in answer.text  # the answer: on the task's page only
+
+
+async def test_without_an_in_service_purge_the_page_says_so(database_url, db):
+    async with replica(database_url, purge_enabled=False) as (app, http):
+        await signed_in(http, (await key(app)).key)
+        answer = await http.get(RETENTION)
+    assert answer.status_code == 200
+    assert "not scheduled by this process" in answer.text
+    assert "an external cron job runs <code>agent-service purge</code>" in answer.text
