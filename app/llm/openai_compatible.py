@@ -26,15 +26,9 @@ Error messages carry the HTTP status and the provider's error code when it is a 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
 import logging
-import math
-import time
-from collections.abc import AsyncIterator, Mapping
-from datetime import UTC
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 import logfire
 import openai
 from openai import AsyncStream
@@ -52,15 +46,12 @@ from app.llm.base import (
     Completion,
     CompletionRequest,
     ProviderError,
-    ProviderTimeout,
-    QuotaExceeded,
-    RateLimited,
     StreamEvent,
     TextDelta,
     Usage,
 )
-from app.llm.error_codes import safe_error_code
 from app.llm.openai_chunks import ChunkStream, chunk_text, count_or_none
+from app.llm.openai_errors import mapped_error
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +59,9 @@ log = logging.getLogger(__name__)
 # OPENAI_API_KEY from the environment and send it to whatever endpoint this is).
 _NO_KEY = "not-needed"
 
-RETRYABLE_STATUSES = frozenset({408, 409, 429})  # and every 5xx
 BACKOFF_MULTIPLIER_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 8.0
 BACKOFF_JITTER_SECONDS = 0.5
-# A provider asking for a longer pause than this is not waited for: the call fails at once.
-MAX_RETRY_AFTER_SECONDS = 60.0
 
 
 class OpenAICompatibleProvider:
@@ -105,20 +93,7 @@ class OpenAICompatibleProvider:
         )
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        attempts = 0
-
-        async def attempt() -> Completion:
-            nonlocal attempts
-            attempts += 1
-            if not self._trace:
-                return await self._attempt(request)
-            return await self._traced_attempt(request, attempts)
-
-        try:
-            return await self._retrying()(attempt)
-        except ProviderError as exc:
-            _gave_up(exc, attempts)
-            raise
+        return await self._with_retries(lambda: self._attempt(request), lambda n: self._traced_attempt(request, n))
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         """The answer as it is generated (`stream=True`, with the usage in a last chunk), then one
@@ -126,20 +101,7 @@ class OpenAICompatibleProvider:
         text: what fails before it is retried; what fails after it ends the stream with the
         typed error (a retry would send again what the caller already has). Each read waits at
         most `request_timeout_seconds` (the SDK's), and the caller bounds the whole stream."""
-        attempts = 0
-
-        async def attempt() -> ChunkStream:
-            nonlocal attempts
-            attempts += 1
-            if not self._trace:
-                return await self._open(request)
-            return await self._traced_open(request, attempts)
-
-        try:
-            opened: ChunkStream = await self._retrying()(attempt)
-        except ProviderError as exc:
-            _gave_up(exc, attempts)
-            raise
+        opened = await self._with_retries(lambda: self._open(request), lambda n: self._traced_open(request, n))
         try:
             while opened.ahead:
                 yield opened.ahead.pop(0)
@@ -158,6 +120,22 @@ class OpenAICompatibleProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    async def _with_retries[T](self, once: Callable[[], Awaitable[T]], traced: Callable[[int], Awaitable[T]]) -> T:
+        """`once()` (or `traced(attempt number)` when tracing) under the retry policy; the error
+        that ends the call says how many attempts it took."""
+        attempts = 0
+
+        async def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            return await (traced(attempts) if self._trace else once())
+
+        try:
+            return await self._retrying()(attempt)
+        except ProviderError as exc:
+            _gave_up(exc, attempts)
+            raise
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
@@ -288,25 +266,7 @@ class OpenAICompatibleProvider:
         return _completion(self.name, response, request.model)
 
     def _mapped(self, exc: Exception, *, midway: bool = False) -> ProviderError | None:
-        """The typed error for what an HTTP call raised (None: not the provider's doing, a bug).
-        `midway`: text had been handed on already, so a lost connection is a dropped answer."""
-        if isinstance(exc, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
-            return ProviderTimeout(
-                f"{self.name} did not answer within {self.request_timeout_seconds:g} s", retryable=True
-            )
-        if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
-            if midway:
-                return ProviderError(f"{self.name} dropped the connection mid-answer", retryable=True)
-            return ProviderError(f"{self.name} could not be reached", retryable=True)
-        if isinstance(exc, openai.APIStatusError):
-            return _status_error(self.name, exc)
-        if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
-            return ProviderError(f"{self.name} sent an answer that is not valid JSON")
-        if isinstance(exc, openai.APIResponseValidationError):
-            return ProviderError(f"{self.name} sent an answer that is not a valid chat completion")
-        if isinstance(exc, openai.OpenAIError):  # an error event mid-stream too: its text is the provider's
-            return ProviderError(f"{self.name} call failed ({type(exc).__name__})")
-        return None
+        return mapped_error(self.name, self.request_timeout_seconds, exc, midway=midway)
 
     # -- the policy between attempts ----------------------------------------------------------
 
@@ -331,62 +291,6 @@ class OpenAICompatibleProvider:
 
 def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and exc.retryable
-
-
-def _status_error(name: str, exc: openai.APIStatusError) -> ProviderError:
-    status = exc.status_code
-    if status == 429 and "insufficient_quota" in (exc.code, getattr(exc, "type", None)):
-        return QuotaExceeded(f"{name} reports the account's quota is exhausted")
-    retry_after = retry_after_seconds(exc.response.headers)
-    retryable = status in RETRYABLE_STATUSES or status >= 500
-    if retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS:
-        retryable = False
-    if status == 429:
-        asked = f", Retry-After {round(retry_after, 3):g} s" if retry_after is not None else ""
-        return RateLimited(
-            f"{name} is rate limiting requests (HTTP 429{asked})", retryable=retryable, retry_after=retry_after
-        )
-    return ProviderError(_describe_status(name, exc), retryable=retryable, retry_after=retry_after)
-
-
-def _describe_status(name: str, exc: openai.APIStatusError) -> str:
-    """Status and the provider's error code, never its free-text message (it may quote the prompt).
-
-    The code is repeated only when it is a documented one (`app.llm.error_codes`): a provider
-    may put a word of the prompt where the code goes. Any other code says `other`.
-    """
-    code = safe_error_code(exc.code, getattr(exc, "type", None))
-    return f"{name} answered HTTP {exc.status_code}" + (f" ({code})" if code is not None else "")
-
-
-def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """How long the provider asked us to wait: `retry-after-ms`, else `Retry-After` (seconds or HTTP date)."""
-    milliseconds = _finite(headers.get("retry-after-ms"))
-    if milliseconds is not None:
-        return max(milliseconds / 1000, 0.0)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    seconds = _finite(value)
-    if seconds is not None:
-        return max(seconds, 0.0)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-
-
-def _finite(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _completion(name: str, response: object, requested_model: str) -> Completion:
