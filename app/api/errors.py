@@ -11,32 +11,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.domain import (
-    AlreadyFinished,
-    Conflict,
-    DatabaseUnavailable,
-    Forbidden,
-    InvalidInput,
-    NotFound,
     ServiceError,
     Throttled,
-    Unauthenticated,
-    UnderLegalHold,
 )
+from app.domain.errors import HTTP_STATUS
 from app.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
 
-STATUS_OF: dict[type[ServiceError], int] = {
-    InvalidInput: 422,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    UnderLegalHold: 409,
-    AlreadyFinished: 409,
-    Throttled: 429,
-    DatabaseUnavailable: 503,
-}
+STATUS_OF = HTTP_STATUS  # app.domain.errors: the one table every face answers with
 
 _HTTP_CODES = {
     400: "bad_request",

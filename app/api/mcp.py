@@ -10,7 +10,7 @@ from fastmcp import FastMCP
 from fastmcp.exceptions import ResourceError
 from fastmcp.server.auth import AccessToken, TokenVerifier
 from fastmcp.server.dependencies import get_access_token, get_http_request
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 from starlette.authentication import AuthenticationError
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -25,9 +25,7 @@ from app.domain import (
     Channel,
     InvalidInput,
     Principal,
-    Role,
     ServiceError,
-    StoreOutput,
     Throttled,
     Unauthenticated,
 )
@@ -103,16 +101,13 @@ class ApiKeyVerifier(TokenVerifier):
             token=token,
             client_id=str(principal.key_id),
             scopes=[principal.role.value],
-            claims={
-                "name": principal.name,
-                "role": principal.role.value,
-                "rate_limit_per_minute": principal.rate_limit_per_minute,
-                "max_running_tasks": principal.max_running_tasks,
-                "store_output": principal.store_output.value,  # the key's data policy travels too
-                "max_retention_days": principal.max_retention_days,
-                "signs_webhooks": principal.signs_webhooks,
-            },
+            # The whole principal travels: every field of the key's policy, none forgotten.
+            claims=_PRINCIPAL.dump_python(principal, mode="json"),
         )
+
+
+# The principal as the access token's claims (JSON) and back: one schema, the dataclass itself.
+_PRINCIPAL = TypeAdapter(Principal)
 
 
 def _client_address() -> str | None:
@@ -127,16 +122,7 @@ def _caller() -> Principal:
     token = get_access_token()
     if token is None:
         raise Unauthenticated
-    return Principal(
-        uuid.UUID(token.client_id),
-        str(token.claims.get("name", "")),
-        Role(token.claims["role"]),
-        rate_limit_per_minute=int(token.claims.get("rate_limit_per_minute", 0)),
-        max_running_tasks=int(token.claims.get("max_running_tasks", 0)),
-        store_output=StoreOutput(token.claims["store_output"]),
-        max_retention_days=token.claims.get("max_retention_days"),
-        signs_webhooks=bool(token.claims.get("signs_webhooks", False)),
-    )
+    return _PRINCIPAL.validate_python(token.claims)
 
 
 def _request_id() -> str | None:

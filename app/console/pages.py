@@ -22,18 +22,12 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from app.domain import (
-    AlreadyFinished,
-    Conflict,
-    DatabaseUnavailable,
-    Forbidden,
     InvalidInput,
-    NotFound,
     Principal,
     ServiceError,
     Throttled,
-    Unauthenticated,
-    UnderLegalHold,
 )
+from app.domain.errors import HTTP_STATUS
 from app.service.operations import AgentService
 
 HERE = Path(__file__).resolve().parent
@@ -62,18 +56,7 @@ class CsrfRefused(ServiceError):
     default_message = "this form has expired or did not come from the console; reload the page and try again"
 
 
-_STATUS_OF: dict[type[ServiceError], int] = {
-    CsrfRefused: 403,
-    InvalidInput: 422,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    UnderLegalHold: 409,
-    AlreadyFinished: 409,
-    Throttled: 429,
-    DatabaseUnavailable: 503,
-}
+_STATUS_OF: dict[type[ServiceError], int] = {CsrfRefused: 403, **HTTP_STATUS}
 
 
 def _when(value: datetime | None) -> str:

@@ -91,3 +91,19 @@ class Throttled(ServiceError):
 class TooManyRunningTasks(Throttled):
     code = "too_many_running_tasks"
     default_message = "this API key has as many tasks running as it may; retry when one has finished"
+
+
+# The HTTP status each kind of error answers with, for every face that speaks HTTP (REST, /mcp,
+# the console): one table, so the faces cannot drift apart. The most specific class that matches
+# is listed first where it matters (a subclass before its base).
+HTTP_STATUS: dict[type[ServiceError], int] = {
+    InvalidInput: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    UnderLegalHold: 409,
+    AlreadyFinished: 409,
+    Throttled: 429,
+    DatabaseUnavailable: 503,
+}
