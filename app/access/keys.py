@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import NamedTuple
 
 import asyncpg
@@ -127,6 +128,8 @@ class KeyStore:
             store_output=record.store_output,
             max_retention_days=record.max_retention_days,
             signs_webhooks=record.webhook_secret_at is not None,
+            monthly_token_budget=record.monthly_token_budget,
+            monthly_usd_budget=record.monthly_usd_budget,
         )
 
     # -- keeping up with changes made anywhere -----------------------------------------------------
@@ -179,6 +182,8 @@ class KeyStore:
         max_running_tasks: int | None = None,
         store_output: StoreOutput = StoreOutput.ALLOWED,
         max_retention_days: float | None = None,
+        monthly_token_budget: int | None = None,
+        monthly_usd_budget: Decimal | None = None,
     ) -> NewKey:
         """A new key and its webhook signing secret; both are returned here and never again."""
         plain = new_api_key()
@@ -197,6 +202,8 @@ class KeyStore:
                 max_running_tasks=max_running_tasks,
                 store_output=store_output,
                 max_retention_days=max_retention_days,
+                monthly_token_budget=monthly_token_budget,
+                monthly_usd_budget=monthly_usd_budget,
             )
         self._apply(KeyEvent(KeyEventKind.CREATED, record.id, record.key_hash))
         return NewKey(record, plain, secret)
@@ -227,8 +234,11 @@ class KeyStore:
         max_running_tasks: int | None,
         store_output: StoreOutput = StoreOutput.ALLOWED,
         max_retention_days: float | None = None,
+        monthly_token_budget: int | None = None,
+        monthly_usd_budget: Decimal | None = None,
     ) -> ApiKeyRecord:
-        """Replace a key's own limits and data policy (None: the server's default). Every process
+        """Replace a key's own limits, data policy and budgets (None: the server's default, or no
+        budget). Every process
         forgets its cached principal for the key, so its next request runs under the new policy."""
         async with self._db.transaction() as conn:
             record = await storage.set_key_limits(
@@ -238,6 +248,8 @@ class KeyStore:
                 max_running_tasks=max_running_tasks,
                 store_output=store_output,
                 max_retention_days=max_retention_days,
+                monthly_token_budget=monthly_token_budget,
+                monthly_usd_budget=monthly_usd_budget,
             )
         if record is None:
             raise NotFound("no API key has that id")

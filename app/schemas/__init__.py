@@ -27,6 +27,7 @@ from app.schemas.common import (
 )
 from app.schemas.holds import HOLD_REFERENCE_PATTERN, HoldCreate, LegalHold, LegalHoldPage
 from app.schemas.models import (
+    BudgetStatus,
     ModelAlias,
     ModelCatalog,
     ModelProvider,
@@ -70,6 +71,7 @@ __all__ = [
     "AuditEventPage",
     "AuditSeal",
     "AuditSealPage",
+    "BudgetStatus",
     "ContextObject",
     "ErrorBody",
     "ErrorDetail",

@@ -193,8 +193,10 @@ class Admission:
         row comes back), or an identical task in flight is followed (its id comes back too).
         The look-up and the insert hold a lock on the cache key, so across every replica
         concurrent identical requests make one provider call. A task that will run counts
-        against the key's MAX_RUNNING_TASKS; a cache hit does not.
+        against the key's MAX_RUNNING_TASKS; a cache hit does not. A key over a monthly budget
+        is refused first (`BudgetExceeded`), cache hit or not, and nothing is written.
         """
+        await self._limits.check_budget(principal)
         new = replace(plan.new, status=TaskStatus.PENDING if pending else TaskStatus.RUNNING)
         if not plan.use_cache:
             metrics.CACHE_LOOKUPS.add(1, {"result": "bypass"})

@@ -20,6 +20,7 @@ TABLES = {
     "audit_event",
     "audit_seal",
     "console_session",
+    "key_usage",
     "legal_hold",
     "rate_limit",
     "webhook_delivery",
