@@ -29,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from app.domain import InvalidInput
-from app.llm.base import Provider, StreamingProvider
+from app.llm.base import Provider, StreamingProvider, supports_structured_output
 from app.llm.offline import OfflineProvider
 from app.llm.plugins import load_plugins
 from app.llm.pricing import UNPRICED, PriceList
@@ -54,6 +54,8 @@ class ProviderInfo:
     kind: ProviderKind
     streaming: bool  # implements StreamingProvider: the answer arrives piece by piece
     prices: PriceList = UNPRICED
+    # Enforces a task's response_format in its own API (the others are asked in the system message).
+    structured_output: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +222,13 @@ def _info_of(name: str, provider: Provider, kind: ProviderKind | None, prices: P
         kind = ProviderKind.OFFLINE if isinstance(provider, OfflineProvider) else ProviderKind.PLUGIN
     if prices is None:
         prices = PriceList(free=True) if kind is ProviderKind.OFFLINE else PriceList(vendor=name)
-    return ProviderInfo(name, kind, isinstance(provider, StreamingProvider), prices)
+    return ProviderInfo(
+        name,
+        kind,
+        isinstance(provider, StreamingProvider),
+        prices,
+        structured_output=supports_structured_output(provider),
+    )
 
 
 def _openai_compatible(name: str, settings: Settings, *, api_key: str | None, base_url: str | None) -> Provider:

@@ -107,6 +107,14 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a succeeded answer may serve the same caller's identical requests (0: no cache).",
     )
+    structured_output_retries: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="How many times an answer that does not validate against the task's `response_format` is asked "
+        "again (telling the model what was wrong) before the task fails with `invalid_output`; every attempt's "
+        "tokens count. Never in a stream.",
+    )
     stream_keepalive_seconds: PositiveFloat = Field(
         default=15.0,
         description="How often a streamed answer (`?stream=true`) sends a keep-alive comment while no text "
