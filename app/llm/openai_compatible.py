@@ -73,7 +73,9 @@ BACKOFF_JITTER_SECONDS = 0.5
 class OpenAICompatibleProvider:
     """One OpenAI-compatible endpoint under one provider name (`openai`, or a configured endpoint's name)."""
 
-    structured_output = True  # `response_format` goes in the request (app.llm.base.supports_structured_output)
+    # `response_format` goes in the request (app.llm.base.supports_structured_output); an endpoint
+    # configured with `structured_output: false` is prompted for the JSON instead.
+    structured_output: bool
 
     def __init__(
         self,
@@ -85,10 +87,12 @@ class OpenAICompatibleProvider:
         max_retries: int = 3,
         retry_max_seconds: float = 30.0,
         trace: bool = False,
+        structured_output: bool = True,
     ) -> None:
         if request_timeout_seconds <= 0 or retry_max_seconds <= 0 or max_retries < 0:
             raise ValueError("timeouts must be positive and max_retries must not be negative")
         self.name = name
+        self.structured_output = structured_output
         self.request_timeout_seconds = request_timeout_seconds
         self.max_retries = max_retries
         self.retry_max_seconds = retry_max_seconds

@@ -200,7 +200,11 @@ def build_registry(settings: Settings) -> ProviderRegistry:
         if endpoint.name in providers:
             raise ValueError(f"PROVIDER_ENDPOINTS: the name {endpoint.name!r} is used twice")
         providers[endpoint.name] = _openai_compatible(
-            endpoint.name, settings, api_key=_endpoint_key(endpoint, settings), base_url=endpoint.base_url
+            endpoint.name,
+            settings,
+            api_key=_endpoint_key(endpoint, settings),
+            base_url=endpoint.base_url,
+            structured_output=endpoint.structured_output,
         )
         kinds[endpoint.name] = ProviderKind.OPENAI
         prices[endpoint.name] = PriceList(api_url=endpoint.base_url, vendor="openai")
@@ -231,7 +235,9 @@ def _info_of(name: str, provider: Provider, kind: ProviderKind | None, prices: P
     )
 
 
-def _openai_compatible(name: str, settings: Settings, *, api_key: str | None, base_url: str | None) -> Provider:
+def _openai_compatible(
+    name: str, settings: Settings, *, api_key: str | None, base_url: str | None, structured_output: bool = True
+) -> Provider:
     # Imported here: the SDK takes a second to import, and many deployments never use it.
     from app.llm.openai_compatible import OpenAICompatibleProvider
 
@@ -245,6 +251,7 @@ def _openai_compatible(name: str, settings: Settings, *, api_key: str | None, ba
         # with what the provider last answered, not with the service's `timeout`.
         retry_max_seconds=min(settings.provider_retry_max_seconds, settings.provider_timeout_seconds),
         trace=settings.tracing_requests,
+        structured_output=structured_output,
     )
 
 

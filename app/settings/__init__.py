@@ -34,6 +34,11 @@ class ProviderEndpoint(BaseModel):
     )
     base_url: str = Field(description="the endpoint's OpenAI-compatible base URL, e.g. `http://localhost:11434/v1`")
     api_key_env: str | None = Field(default=None, description="the environment variable holding its key, if any")
+    structured_output: bool = Field(
+        default=True,
+        description="false: the endpoint does not take `response_format` (json_schema); a task's format is asked "
+        "for in the system message instead (the answer is validated either way)",
+    )
 
 
 class Settings(BaseSettings):
@@ -92,7 +97,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="More OpenAI-compatible endpoints, each a provider of its own, as a JSON list: "
         '`[{"name": "ollama", "base_url": "http://localhost:11434/v1"}]` '
-        "(fields `name`, `base_url`, optional `api_key_env`).",
+        "(fields `name`, `base_url`, optional `api_key_env` and `structured_output`).",
     )
     model_aliases: dict[str, str] = Field(
         default_factory=dict,
