@@ -90,16 +90,19 @@ STORE_DESCRIPTION = (
 )
 # Checked by the service (app.llm.structured), not here: a pydantic error would quote the schema,
 # and every problem with it is one 422 `invalid_response_format` that names the rule.
+# Titles everywhere: generated clients name their types after them (not `..._type_0`).
 _JSON_SCHEMA_FORMAT = {
+    "title": "JsonSchemaFormat",
     "type": "object",
     "properties": {
-        "type": {"const": "json_schema"},
+        "type": {"title": "JsonSchemaFormatType", "type": "string", "enum": ["json_schema"]},
         "json_schema": {
+            "title": "JsonSchemaSpec",
             "type": "object",
             "properties": {
                 "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
                 "description": {"type": ["string", "null"], "maxLength": 4096},
-                "schema": {"type": "object", "additionalProperties": True},
+                "schema": {"title": "JsonSchemaDocument", "type": "object", "additionalProperties": True},
                 "strict": {"type": ["boolean", "null"]},
             },
             "required": ["name", "schema"],
@@ -112,8 +115,9 @@ _JSON_SCHEMA_FORMAT = {
 RESPONSE_FORMAT_SCHEMA: dict[str, Any] = {
     "anyOf": [
         {
+            "title": "PlainFormat",
             "type": "object",
-            "properties": {"type": {"enum": ["text", "json_object"]}},
+            "properties": {"type": {"title": "PlainFormatType", "type": "string", "enum": ["text", "json_object"]}},
             "required": ["type"],
             "additionalProperties": False,
         },
