@@ -29,11 +29,13 @@ class ResponseFormat:
     A provider sees it on `CompletionRequest.response_format` only when it says it enforces it
     itself (`supports_structured_output`); for any other provider the service asks in the system
     message instead and validates the answer (`app.llm.structured.prompted`). Either way the
-    service validates every answer: a native mode is a help, not a guarantee.
+    service validates every answer: a native mode is a help, not a guarantee. A native provider
+    returns the JSON as `Completion.text`; a pydantic-ai one would map this to `NativeOutput` (or
+    `PromptedOutput`) of the schema. Nothing of it is in its repr (the caller wrote all of it).
     """
 
     kind: Literal["json_schema", "json_object"]
-    name: str = "json_object"
+    name: str = field(default="json_object", repr=False)
     schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"}, repr=False)
     description: str | None = field(default=None, repr=False)
     strict: bool | None = None
