@@ -20,7 +20,10 @@ ProviderKindName = Literal["offline", "openai", "plugin"]
 
 class ProviderCapabilities(BaseModel):
     streaming: bool = Field(description="the answer arrives piece by piece with `stream=true` (else in one piece)")
-    structured_output: bool = Field(description="answers validated against a JSON schema (not yet supported)")
+    structured_output: bool = Field(
+        description="a task's `response_format` is sent in the provider's own structured-output mode; every "
+        "provider takes one (the others are asked in the system message), and every answer is validated"
+    )
     tools: bool = Field(description="the model may call tools (not yet supported)")
 
 

@@ -43,8 +43,10 @@ class CatalogOperations:
                 ModelProvider(
                     name=info.name,
                     kind=info.kind.value,
-                    # Structured output and tools are not offered by any provider yet (issue 15).
-                    capabilities=ProviderCapabilities(streaming=info.streaming, structured_output=False, tools=False),
+                    # Tools are not offered by any provider yet (issue 15).
+                    capabilities=ProviderCapabilities(
+                        streaming=info.streaming, structured_output=info.structured_output, tools=False
+                    ),
                 )
                 for info in registry.providers
             ],

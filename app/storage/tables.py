@@ -96,6 +96,7 @@ class TaskRow(SQLModel, table=True):
     __tablename__ = "agent_task"
     __table_args__ = (
         CheckConstraint(_in("status", TaskStatus), name="status"),
+        CheckConstraint("response_format IN ('json_schema', 'json_object')", name="response_format"),
         Index("ix_agent_task_owner_id_created_at_id", "owner_id", text("created_at DESC"), text("id DESC")),
         Index("ix_agent_task_expires_at", "expires_at"),
         Index("ix_agent_task_prompt_hash", "prompt_hash"),
@@ -164,6 +165,9 @@ class TaskRow(SQLModel, table=True):
     # What the provider call cost, in US dollars (genai-prices); NULL: unpriced. Exact (NUMERIC), so
     # that a month's sum per key (GET /usage, budgets) adds up to the cent.
     cost_usd: Decimal | None = Field(default=None, sa_type=Numeric(20, 12))
+    # The kind of a structured answer (`json_schema`, `json_object`): `output` holds validated JSON,
+    # which reads parse. NULL: plain text. Never the schema, which is not stored.
+    response_format: str | None = Field(default=None, max_length=16)
 
 
 class AuditEventRow(SQLModel, table=True):
