@@ -8,7 +8,7 @@ The downgrade drops the column: the structured answers stay (sealed, as text) an
 as plain text, without `output_json`.
 
 Revision ID: 5a6b7c8d9e0f
-Revises: 2d3e4f5a6b7c
+Revises: 6b7c8d9e0f1a
 Create Date: 2026-12-05 21:00:00
 
 """
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "5a6b7c8d9e0f"
-down_revision: str | Sequence[str] | None = "2d3e4f5a6b7c"
+down_revision: str | Sequence[str] | None = "6b7c8d9e0f1a"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -484,7 +484,7 @@ async def _a_structured_task(url: str) -> tuple[int, int]:
 
 
 def test_the_response_format_migration_goes_down_and_up_again_with_structured_tasks(empty_database_url):
-    before_structured = "2d3e4f5a6b7c"  # the cost's
+    before_structured = "6b7c8d9e0f1a"  # the budgets'
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     assert run_sync(_a_structured_task(empty_database_url)) == (2, 1)
 
