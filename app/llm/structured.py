@@ -23,8 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import re2
 from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from jsonschema.validators import extend
 
 from app.domain import InvalidInput
 from app.llm.base import CompletionRequest, Message, ResponseFormat
@@ -173,12 +175,32 @@ def _check_ref(root: Mapping[str, Any], ref: Any) -> None:
 
 
 def _check_pattern(pattern: Any) -> None:
+    """A pattern must be one RE2 can match: RE2 runs in time linear in the answer, so no schema
+    can make a replica's event loop backtrack for minutes over a crafted answer (Python's `re`
+    can). What RE2 refuses, backreferences and lookarounds, the providers' strict modes do not
+    take either."""
     if not isinstance(pattern, str):
         raise _refused("pattern must be a regular expression")
     try:
         re.compile(pattern)
     except re.error:
         raise _refused("a pattern is not a valid regular expression") from None
+    try:
+        re2.compile(pattern)
+    except re2.error:
+        raise _refused(
+            "a pattern must be matchable in linear time (no backreferences or lookarounds: RE2 syntax)"
+        ) from None
+
+
+def _linear_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """jsonschema's `pattern`, matched by RE2 instead of `re` (see `_check_pattern`)."""
+    if validator.is_type(instance, "string") and not re2.search(pattern, instance):
+        yield ValidationError("does not match the pattern")  # never the answer's text
+
+
+# Draft 2020-12 with `pattern` in linear time: what every answer is validated with.
+AnswerValidator = extend(Draft202012Validator, {"pattern": _linear_pattern})
 
 
 # -- asking -------------------------------------------------------------------------------
@@ -264,7 +286,7 @@ def check_answer(answer: str, fmt: ResponseFormat) -> Valid | Invalid:
     if fmt.kind == "json_object" and not isinstance(value, dict):
         return Invalid("type", "it must be a JSON object")
     try:
-        error = best_match(Draft202012Validator(fmt.schema, format_checker=FormatChecker()).iter_errors(value))
+        error = best_match(AnswerValidator(fmt.schema, format_checker=FormatChecker()).iter_errors(value))
     except RecursionError:
         return Invalid("not JSON", "it is nested too deeply")
     if error is None:

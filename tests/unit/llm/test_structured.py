@@ -89,3 +89,29 @@ def test_text_is_no_format_and_the_allow_list_is_openais_strict_subset():
     with pytest.raises(InvalidInput) as refused:
         parse_response_format({"type": "json_schema", "json_schema": {"name": "x", "schema": {"oneOf": []}}})
     assert refused.value.code == "invalid_response_format"
+
+
+def _with_pattern(pattern: str) -> dict:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "code", "schema": {"type": "string", "pattern": pattern}},
+    }
+
+
+@pytest.mark.parametrize("pattern", [r"(?=a)a", r"(a)\1", r"(?<!x)y"])
+def test_a_pattern_re2_cannot_match_in_linear_time_is_refused(pattern):
+    with pytest.raises(InvalidInput) as refused:
+        parse_response_format(_with_pattern(pattern))
+    assert refused.value.code == "invalid_response_format"
+    assert "linear time" in str(refused.value)
+    assert pattern not in str(refused.value)
+
+
+def test_a_catastrophic_backtracking_pattern_is_matched_in_linear_time():
+    # Python's `re` takes about 2**40 steps on this answer; RE2 one pass.
+    fmt = parse_response_format(_with_pattern(r"^(a+)+$"))
+    assert fmt is not None
+    checked = check_answer('"' + "a" * 40 + '!"', fmt)
+    assert isinstance(checked, Invalid)
+    assert checked.rule == "pattern"
+    assert isinstance(check_answer('"aaaa"', fmt), Valid)
