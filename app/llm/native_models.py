@@ -145,7 +145,9 @@ def _cohere(credentials: Credentials, timeout: float) -> ModelFactory:
 
     http = httpx.AsyncClient(timeout=timeout)
     extra: dict[str, Any] = {"base_url": credentials.base_url} if credentials.base_url else {}
-    client = AsyncClientV2(api_key=credentials.api_key or NO_KEY, httpx_client=http, timeout=timeout, **extra)
+    client = AsyncClientV2(
+        api_key=credentials.api_key or NO_KEY, httpx_client=http, timeout=timeout, max_retries=0, **extra
+    )
     provider = CohereProvider(cohere_client=client)
     return ModelFactory(lambda name: CohereModel(name, provider=provider), http.aclose)
 
