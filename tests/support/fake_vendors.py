@@ -37,6 +37,17 @@ from starlette.routing import Route
 from app.devdb.cluster import free_port
 
 VENDORS = ("anthropic", "google", "groq", "mistral", "cohere", "bedrock")
+# The gRPC status names the Gemini API puts into its errors, by HTTP status.
+GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 @dataclass
@@ -134,7 +145,10 @@ class FakeVendors:
         if vendor == "anthropic":
             body = {"type": "error", "error": {"type": code or "api_error", "message": message}}
         elif vendor == "google":
-            body = {"error": {"code": reply.status, "message": message, "status": code or "INTERNAL"}}
+            error: dict[str, Any] = {"code": reply.status, "message": message}
+            if (status := code or GOOGLE_STATUSES.get(reply.status)) is not None:
+                error["status"] = status
+            body = {"error": error}
         elif vendor == "mistral":
             body = {"object": "error", "message": message, "type": code or "api_error", "param": None, "code": code}
         elif vendor == "cohere":
