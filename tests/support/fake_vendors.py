@@ -134,7 +134,9 @@ class FakeVendors:
         return await self._handle(request, "cohere", "", False)
 
     async def _bedrock(self, request: Request) -> Response:
-        return await self._handle(request, "bedrock", request.path_params["model"], request.url.path.endswith("-stream"))
+        return await self._handle(
+            request, "bedrock", request.path_params["model"], request.url.path.endswith("-stream")
+        )
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -253,7 +255,9 @@ class FakeVendors:
             delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
             return _sse(delta, "content_block_delta")
         if vendor == "google":
-            return _sse({"candidates": [{"content": {"role": "model", "parts": [{"text": piece}]}}], "modelVersion": model})
+            return _sse(
+                {"candidates": [{"content": {"role": "model", "parts": [{"text": piece}]}}], "modelVersion": model}
+            )
         if vendor == "cohere":
             return _sse({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": piece}}}})
         if vendor == "bedrock":

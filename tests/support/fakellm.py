@@ -45,7 +45,15 @@ class FakeLLM:
 
     def fail(self, model: str, status: int, message: str = "refused") -> None:
         """`model` is answered with `status` and an Anthropic-shaped error carrying `message`."""
-        self.rules([{"name": f"fail-{model}", "when": {"model_matches": model}, "respond": {"status": status, "error": message}}])
+        self.rules(
+            [
+                {
+                    "name": f"fail-{model}",
+                    "when": {"model_matches": model},
+                    "respond": {"status": status, "error": message},
+                }
+            ]
+        )
 
     @property
     def count(self) -> int:

@@ -78,14 +78,17 @@ async def stream_task(http: Any, caller: Any, **task: Any) -> list[tuple[str, An
 
 async def test_an_anthropic_task_succeeds_against_fakellm_and_is_stored_with_usage_and_cost(database_url, fakellm, db):
     async with serve(database_url, **anthropic_at(fakellm)) as (http, caller):
-        result = await run_task(http, caller, prompt=f"Capital of France? {SECRET}", model="anthropic:claude-sonnet-4-5")
+        result = await run_task(
+            http, caller, prompt=f"Capital of France? {SECRET}", model="anthropic:claude-sonnet-4-5"
+        )
         read = (await http.get(f"/resources/get_agent_result/{result['task_id']}", headers=caller.headers)).json()
 
     assert result["status"] == "succeeded", result
     assert result["output"].startswith("[mock response for claude-sonnet-4-5, fingerprint ")
     assert result["model"] == "anthropic:claude-sonnet-4-5"
     usage = result["usage"]
-    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["prompt_tokens"] > 0
+    assert usage["completion_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     prices = calc_price(
         Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"]),
@@ -104,7 +107,7 @@ async def test_an_anthropic_task_streams_its_answer_piece_by_piece(database_url,
 
     names = [name for name, _ in events]
     deltas = [data["text"] for name, data in events if name == "delta"]
-    assert names[0] == "task" and names[-1] == "result"
+    assert (names[0], names[-1]) == ("task", "result")
     assert len(deltas) > 3, "fakellm streams word by word"
     final = events[-1][1]
     assert final["status"] == "succeeded"
@@ -148,8 +151,8 @@ async def test_every_vendor_answers_whole_and_streamed(database_url, vendors, ve
 
     assert whole["status"] == "succeeded", whole
     assert whole["output"] == "Paris."
-    assert whole["usage"]["prompt_tokens"] == 7 and whole["usage"]["completion_tokens"] == 2
-    assert whole["usage"]["cost_usd"] is not None and whole["usage"]["cost_usd"] > 0
+    assert (whole["usage"]["prompt_tokens"], whole["usage"]["completion_tokens"]) == (7, 2)
+    assert whole["usage"]["cost_usd"] > 0, "priced as the vendor"
     deltas = [data["text"] for name, data in events if name == "delta"]
     assert deltas == ["Once", " upon", " a tïme 🐉"]
     final = events[-1][1]
@@ -194,7 +197,10 @@ async def test_anthropic_overloaded_and_billing_errors_map_as_documented(databas
         broke = await run_task(http, caller, model="anthropic-test:claude-sonnet-4-5")
 
     assert recovered["status"] == "succeeded"
-    assert broke["error"] == {"code": "quota_exceeded", "message": "anthropic-test reports the account's quota is exhausted"}
+    assert broke["error"] == {
+        "code": "quota_exceeded",
+        "message": "anthropic-test reports the account's quota is exhausted",
+    }
     assert vendors.count == 3
 
 
@@ -235,4 +241,4 @@ async def test_a_silent_vendor_times_out_and_an_absent_one_could_not_be_reached(
     assert silent["error"]["message"].startswith("silent did not answer within 0.5 s")
     assert absent["error"]["code"] == "provider_error"
     assert absent["error"]["message"].startswith("absent ")
-    assert hang.connections == 3 and reset.connections == 3  # each retried under the one policy
+    assert (hang.connections, reset.connections) == (3, 3)  # each retried under the one policy

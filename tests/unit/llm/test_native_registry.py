@@ -73,7 +73,9 @@ async def test_endpoints_of_a_kind_sit_beside_the_short_form():
     ("entry", "message"),
     [
         pytest.param({"name": "x"}, "needs a base_url", id="openai without a URL"),
-        pytest.param({"name": "x", "kind": "anthropic", "region": "eu-west-1"}, "'bedrock' only", id="region elsewhere"),
+        pytest.param(
+            {"name": "x", "kind": "anthropic", "region": "eu-west-1"}, "'bedrock' only", id="region elsewhere"
+        ),
         pytest.param({"name": "x", "kind": "azure"}, "Input should be", id="unknown kind"),
     ],
 )
@@ -91,7 +93,9 @@ def test_an_endpoint_entry_is_checked(entry, message):
             id="a vendor's name taken twice",
         ),
         pytest.param(
-            {"provider_endpoints": [{"name": "aws", "kind": "bedrock"}]}, "needs a region", id="bedrock without a region"
+            {"provider_endpoints": [{"name": "aws", "kind": "bedrock"}]},
+            "needs a region",
+            id="bedrock without a region",
         ),
     ],
 )
