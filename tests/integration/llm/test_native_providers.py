@@ -242,3 +242,39 @@ async def test_a_silent_vendor_times_out_and_an_absent_one_could_not_be_reached(
     assert absent["error"]["code"] == "provider_error"
     assert absent["error"]["message"].startswith("absent ")
     assert (hang.connections, reset.connections) == (3, 3)  # each retried under the one policy
+
+
+# -- discovery ------------------------------------------------------------------------------------
+
+
+async def test_the_catalog_shows_each_native_kind_over_rest_and_mcp_and_nothing_secret(
+    database_url, vendors, vendor_settings
+):
+    from app.domain import Role
+    from tests.support.app import key, replica
+    from tests.support.mcp import mcp_as
+
+    settings = vendor_settings | {"anthropic_api_key": "sk-ant-never-shown", "default_provider": "anthropic"}
+    async with replica(database_url, **settings) as (app, http):
+        caller = await key(app, Role.CLIENT)
+        rest = await http.get("/models", headers=caller.headers)
+        async with mcp_as(app.state.service, caller) as mcp:
+            result = await mcp.call_tool("list_models", {})
+
+    streaming = {"streaming": True, "structured_output": False, "tools": False}
+    providers = {p["name"]: p for p in rest.json()["providers"]}
+    assert providers["anthropic"] == {"name": "anthropic", "kind": "anthropic", "capabilities": streaming}
+    for kind in VENDORS:
+        assert providers[f"{kind}-test"] == {"name": f"{kind}-test", "kind": kind, "capabilities": streaming}
+    assert rest.json()["default_provider"] == "anthropic"
+    assert result.structured_content == rest.json()
+    for secret in ("sk-ant-never-shown", "test-key-not-real", "AKIDNOTAREALKEY", "127.0.0.1", "http"):
+        assert secret not in rest.text
+
+
+async def test_a_bare_name_runs_on_a_native_default_provider(database_url, fakellm):
+    async with serve(database_url, **anthropic_at(fakellm, default_provider="anthropic")) as (http, caller):
+        result = await run_task(http, caller, model="claude-haiku-4-5")
+
+    assert (result["status"], result["model"]) == ("succeeded", "anthropic:claude-haiku-4-5")
+    assert result["output"].startswith("[mock response for claude-haiku-4-5")
