@@ -498,3 +498,6 @@ async def test_every_native_provider_kind_leaks_nothing_with_tracing_on(
     assert word not in logged
     out, err = capfd.readouterr()
     assert marker not in out + err
+    for secret in ("sk-ant-test-not-real", "test-key-not-real", "not-a-real-secret"):  # the vendors' keys
+        for where, text in (("logs", logged), ("spans", traced), ("database", stored), ("output", out + err)):
+            assert secret not in text, f"a vendor key found in {where}"
