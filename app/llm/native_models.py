@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic_ai.models import Model
+from typing import TYPE_CHECKING, Any
 
 from app.settings import ProviderKindName
+
+if TYPE_CHECKING:  # pydantic-ai takes a while to import: only once a native provider is configured
+    from pydantic_ai.models import Model
 
 # Local servers often need no key, but the SDKs insist on one (and would otherwise read the
 # vendor's variable from the environment and send it to whatever endpoint this is).

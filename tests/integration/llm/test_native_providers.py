@@ -278,3 +278,14 @@ async def test_a_bare_name_runs_on_a_native_default_provider(database_url, fakel
 
     assert (result["status"], result["model"]) == ("succeeded", "anthropic:claude-haiku-4-5")
     assert result["output"].startswith("[mock response for claude-haiku-4-5")
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "cohere", "bedrock"])
+async def test_a_stream_that_fails_before_its_first_piece_is_retried(database_url, vendors, vendor_settings, kind):
+    vendors.enqueue(VendorReply(503, headers={"retry-after": "0"}), VendorReply(pieces=["second", " time"]))
+    async with serve(database_url, **vendor_settings) as (http, caller):
+        events = await stream_task(http, caller, model=f"{kind}-test:{MODELS[kind]}")
+
+    assert [data["text"] for name, data in events if name == "delta"] == ["second", " time"]
+    assert events[-1][1]["status"] == "succeeded"
+    assert vendors.count == 2
