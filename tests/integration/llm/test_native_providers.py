@@ -289,3 +289,16 @@ async def test_a_stream_that_fails_before_its_first_piece_is_retried(database_ur
     assert [data["text"] for name, data in events if name == "delta"] == ["second", " time"]
     assert events[-1][1]["status"] == "succeeded"
     assert vendors.count == 2
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "google", "groq"])
+async def test_a_wait_longer_than_a_minute_is_not_waited_for(database_url, vendors, vendor_settings, kind):
+    vendors.enqueue(VendorReply(429, headers={"retry-after": "120"}))
+    async with serve(database_url, **vendor_settings) as (http, caller):
+        result = await run_task(http, caller, model=f"{kind}-test:{MODELS[kind]}")
+
+    assert result["error"] == {
+        "code": "rate_limited",
+        "message": f"{kind}-test is rate limiting requests (HTTP 429, Retry-After 120 s)",
+    }
+    assert vendors.count == 1
