@@ -15,6 +15,7 @@ Nothing here opens a connection: the clients connect on their first request.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -94,8 +95,13 @@ def _google(credentials: Credentials, timeout: float) -> ModelFactory:
     from pydantic_ai.providers.google import GoogleProvider
 
     http = httpx2.AsyncClient(timeout=timeout)
-    # No retry_options: the google-genai client then makes one attempt.
-    provider = GoogleProvider(api_key=credentials.api_key or NO_KEY, http_client=http, base_url=credentials.base_url)
+    # No retry_options: the google-genai client then makes one attempt. pydantic-ai warns when the
+    # client's timeout is exactly 5 s (httpx's default, it assumes); ours is the setting's, on purpose.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*default 5-second timeout", category=UserWarning)
+        provider = GoogleProvider(
+            api_key=credentials.api_key or NO_KEY, http_client=http, base_url=credentials.base_url
+        )
     return ModelFactory(lambda name: GoogleModel(name, provider=provider), http.aclose)
 
 

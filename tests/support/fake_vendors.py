@@ -17,6 +17,7 @@ this one adds what fakellm cannot: queued errors with headers, failures mid-stre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import threading
@@ -62,6 +63,7 @@ class VendorReply:
     message: str = "refused"
     headers: dict[str, str] = field(default_factory=dict)
     break_after: int | None = None  # a stream: drop the connection after this many pieces
+    piece_delay: float = 0.0  # a stream: seconds before each piece
 
 
 def _sse(payload: object, event: str | None = None) -> bytes:
@@ -90,6 +92,7 @@ class FakeVendors:
         self.replies: deque[VendorReply] = deque()
         self.requests: list[tuple[str, dict[str, Any]]] = []  # (vendor, JSON body)
         self.headers: list[dict[str, str]] = []
+        self.hang_ups = 0  # streams whose client went away before their end
         self.port = free_port()
 
     @property
@@ -114,7 +117,7 @@ class FakeVendors:
             return self._error(vendor, reply)
         if stream or body.get("stream"):
             media = "application/vnd.amazon.eventstream" if vendor == "bedrock" else "text/event-stream"
-            return StreamingResponse(self._stream(vendor, model, reply), media_type=media)
+            return StreamingResponse(self._watched(self._stream(vendor, model, reply)), media_type=media)
         return JSONResponse(self._whole(vendor, model, reply))
 
     async def _anthropic(self, request: Request) -> Response:
@@ -207,6 +210,15 @@ class FakeVendors:
             "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
         }
 
+    async def _watched(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The stream's bytes; a client that hangs up before the end is counted."""
+        try:
+            async for data in events:
+                yield data
+        except (asyncio.CancelledError, GeneratorExit):
+            self.hang_ups += 1
+            raise
+
     async def _stream(self, vendor: str, model: str, reply: VendorReply) -> AsyncIterator[bytes]:
         p, c = reply.prompt_tokens, reply.completion_tokens
         if vendor == "anthropic":
@@ -223,6 +235,8 @@ class FakeVendors:
         for sent, piece in enumerate(reply.pieces):
             if reply.break_after is not None and sent >= reply.break_after:
                 raise ConnectionError("the fake vendor drops the connection mid-answer")
+            if reply.piece_delay:
+                await asyncio.sleep(reply.piece_delay)
             yield self._piece(vendor, model, piece)
         if vendor == "anthropic":
             yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")

@@ -302,3 +302,39 @@ async def test_a_wait_longer_than_a_minute_is_not_waited_for(database_url, vendo
         "message": f"{kind}-test is rate limiting requests (HTTP 429, Retry-After 120 s)",
     }
     assert vendors.count == 1
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "google", "bedrock"])
+async def test_a_native_stream_stopped_early_hangs_up_on_the_vendor(vendors, kind):
+    import asyncio
+    import time
+
+    from app.llm.base import CompletionRequest, Message, stream_completion
+    from app.llm.native import NativeProvider
+    from app.llm.native_models import Credentials
+
+    credentials = Credentials(
+        api_key=None if kind == "bedrock" else "k",
+        base_url=vendors.base_url,
+        region="us-east-1",
+        aws_access_key_id="AKIDNOTAREALKEY",
+        aws_secret_access_key="not-a-real-secret",
+    )
+    provider = NativeProvider(kind, kind, credentials, request_timeout_seconds=5, max_retries=0)  # type: ignore[arg-type]
+    vendors.enqueue(VendorReply(pieces=["first", " second", " third"], piece_delay=0.5))
+    pieces: list[str] = []
+    request = CompletionRequest(MODELS[kind], (Message("user", "tell me a story"),))
+    call = asyncio.create_task(stream_completion(provider, request, pieces.append))
+    deadline = time.monotonic() + 5
+    while not pieces and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    deadline = time.monotonic() + 5
+    while not vendors.hang_ups and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await provider.aclose()
+
+    assert pieces == ["first"]
+    assert vendors.hang_ups == 1
