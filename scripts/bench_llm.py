@@ -13,6 +13,12 @@ zero-latency OpenAI-compatible server (scripts/fake_llm_server.py):
 2. Throughput at --concurrency connections, with wrk when installed (apt-get install
    wrk; a C load generator, so the client is not what is measured), else an async Python
    client: the server alone (its ceiling), nocache, cached.
+3. CPU per provider call, in this process (`time.process_time`, the server is another process),
+   one call at a time against the same server: the `openai` SDK path the service uses
+   (`OpenAICompatibleProvider.complete`) and the same call through pydantic-ai
+   (`direct.model_request` over `OpenAIChatModel`, instrumentation off); their ratio decides
+   whether the OpenAI path moves onto pydantic-ai (docs/providers.md).
+   `--cpu-only` runs this phase alone (no database, no service).
 Writes everything to bench-results/llm.json.
 """
 
@@ -143,13 +149,74 @@ def wrk_throughput(base: str, llm_port: int, key: str, args: argparse.Namespace)
     ]
 
 
+async def cpu_phase(llm_base: str, count: int) -> dict[str, float]:
+    """CPU seconds per call of each path, after a warm-up of each, alternating in rounds so that
+    neither gets a cooler or a warmer machine."""
+    from pydantic_ai import direct
+    from pydantic_ai.messages import ModelRequest, SystemPromptPart, UserPromptPart
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    from app.llm.base import CompletionRequest, Message
+    from app.llm.openai_compatible import OpenAICompatibleProvider
+
+    ours = OpenAICompatibleProvider("openai", api_key="bench", base_url=llm_base)
+    client = openai.AsyncOpenAI(api_key="bench", base_url=llm_base, max_retries=0)
+    model = OpenAIChatModel("bench", provider=OpenAIProvider(openai_client=client))
+
+    async def sdk(i: int) -> None:
+        request = CompletionRequest("bench", (Message("system", "be brief"), Message("user", f"q {i}")))
+        assert (await ours.complete(request)).text
+
+    async def pydantic_ai(i: int) -> None:
+        messages = [ModelRequest(parts=[SystemPromptPart("be brief"), UserPromptPart(f"q {i}")])]
+        response = await direct.model_request(model, messages, instrument=False)
+        assert response.parts
+
+    paths = {"openai_sdk": sdk, "pydantic_ai": pydantic_ai}
+    for call in paths.values():
+        for i in range(50):
+            await call(i)
+    spent = dict.fromkeys(paths, 0.0)
+    rounds = 10
+    for _ in range(rounds):
+        for name, call in paths.items():
+            started = time.process_time()
+            for i in range(count // rounds):
+                await call(i)
+            spent[name] += time.process_time() - started
+    await ours.aclose()
+    await client.close()
+    per_call = {f"{name}_cpu_ms_per_call": round(total / count * 1000, 4) for name, total in spent.items()}
+    per_call["pydantic_ai_vs_openai_sdk_cpu"] = round(spent["pydantic_ai"] / spent["openai_sdk"], 3)
+    return per_call
+
+
+def cpu_only(args: argparse.Namespace) -> None:
+    llm_port = free_port()
+    llm_base = f"http://127.0.0.1:{llm_port}/v1"
+    fake = [str(BIN / "python"), str(Path(__file__).with_name("fake_llm_server.py")), "--port", str(llm_port)]
+    with process(fake, {}, f"http://127.0.0.1:{llm_port}/"):
+        cpu = asyncio.run(cpu_phase(llm_base, args.cpu_calls))
+    for name, value in cpu.items():
+        print(f"{name:36} {value}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"provider_cpu": cpu, "cpu_calls": args.cpu_calls}, indent=2))
+    print(f"\nwritten to {args.out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sequential", type=int, default=300, help="requests per latency measurement")
     parser.add_argument("--out", type=Path, default=Path("bench-results/llm.json"))
+    parser.add_argument("--cpu-calls", type=int, default=3000, help="provider calls per path in the CPU phase")
+    parser.add_argument("--cpu-only", action="store_true", help="only the CPU per provider call phase")
     args = parser.parse_args()
+    if args.cpu_only:
+        cpu_only(args)
+        return
 
     llm_port, port = free_port(), free_port()
     llm_base = f"http://127.0.0.1:{llm_port}/v1"
@@ -172,6 +239,7 @@ def main() -> None:
                 if tool == "wrk"
                 else asyncio.run(python_throughput(base, llm_port, key, args))
             )
+            cpu = asyncio.run(cpu_phase(llm_base, args.cpu_calls))
 
     print("\nLatency, one request at a time:")
     print_table(latency)
@@ -186,6 +254,9 @@ def main() -> None:
         "nocache_rps_vs_server_rps": round(t_nocache.rps / server.rps, 3),
         "cached_rps_vs_nocache_rps": round(t_cached.rps / t_nocache.rps, 2),
     }
+    print("\nCPU per provider call, one at a time (this process):")
+    for name, value in cpu.items():
+        print(f"{name:36} {value}")
     print()
     for name, value in ratios.items():
         print(f"{name:28} {value}")
@@ -195,6 +266,7 @@ def main() -> None:
         "throughput_tool": tool,
         "concurrency": args.concurrency,
         "ratios": ratios,
+        "provider_cpu": cpu,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -103,7 +103,34 @@ OTHER_PROVIDERS = frozenset(
     }
 )
 
-KNOWN_ERROR_CODES = OPENAI | ANTHROPIC | OTHER_PROVIDERS
+# The native providers' own (app.llm.native): Gemini's gRPC status names, Bedrock's exception names.
+NATIVE = frozenset(
+    {
+        # Google Gemini API
+        "INVALID_ARGUMENT",
+        "FAILED_PRECONDITION",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "NOT_FOUND",
+        "RESOURCE_EXHAUSTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DEADLINE_EXCEEDED",
+        # AWS Bedrock
+        "AccessDeniedException",
+        "ValidationException",
+        "ThrottlingException",
+        "ServiceQuotaExceededException",
+        "ServiceUnavailableException",
+        "InternalServerException",
+        "ModelTimeoutException",
+        "ModelNotReadyException",
+        "ModelErrorException",
+        "ResourceNotFoundException",
+    }
+)
+
+KNOWN_ERROR_CODES = OPENAI | ANTHROPIC | OTHER_PROVIDERS | NATIVE
 
 
 def safe_error_code(code: object, error_type: object = None) -> str | None:

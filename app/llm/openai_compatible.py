@@ -98,7 +98,7 @@ class OpenAICompatibleProvider:
         self.retry_max_seconds = retry_max_seconds
         self._trace = trace
         self._backoff = wait_exponential_jitter(
-            multiplier=BACKOFF_MULTIPLIER_SECONDS, max=BACKOFF_MAX_SECONDS, jitter=BACKOFF_JITTER_SECONDS
+            initial=BACKOFF_MULTIPLIER_SECONDS, max=BACKOFF_MAX_SECONDS, jitter=BACKOFF_JITTER_SECONDS
         )
         self._client = openai.AsyncOpenAI(
             api_key=api_key or _NO_KEY, base_url=base_url, timeout=request_timeout_seconds, max_retries=0

@@ -2,8 +2,10 @@
 
 Providers come from three places, all known at start-up:
 
-- built in: `offline` (always) and `openai` (when OPENAI_API_KEY or OPENAI_BASE_URL is set);
-- PROVIDER_ENDPOINTS: one OpenAI-compatible provider per named endpoint;
+- built in: `offline` (always), `openai` (when OPENAI_API_KEY or OPENAI_BASE_URL is set), and one
+  per vendor whose key is set (`anthropic`, `google`, `groq`, `mistral`, `cohere`, `bedrock`:
+  `app.llm.native_registry`);
+- PROVIDER_ENDPOINTS: one provider per named endpoint, of its `kind` (default `openai`);
 - plugins: the entry-point group `agent_service.providers` (see `app.llm.plugins`).
 
 MODEL_ALIASES maps names without a colon to `provider:model`; DEFAULT_MODEL may be either.
@@ -15,7 +17,8 @@ DEFAULT_PROVIDER when one is set: `gpt-4o` is `openai:gpt-4o`, and so is Ollama'
 `llama3.2:8b` with DEFAULT_PROVIDER=ollama (`llama3.2` names no provider). Without it, such a
 name is a 422 `unknown_model` whose message lists what would work (never the name itself).
 
-Each provider has a kind (`offline`, `openai` for every OpenAI-compatible endpoint, `plugin`),
+Each provider has a kind (`offline`, `openai` for every OpenAI-compatible endpoint, a vendor's
+native API such as `anthropic`, `plugin`),
 which says where its prices come from (`app.llm.pricing`) and what `GET /models` shows.
 """
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from app.domain import InvalidInput
 from app.llm.base import Provider, StreamingProvider, supports_structured_output
+from app.llm.native_registry import VENDOR_PROVIDERS, endpoint_credentials, native_provider, vendor_credentials
 from app.llm.offline import OfflineProvider
 from app.llm.plugins import load_plugins
 from app.llm.pricing import UNPRICED, PriceList
@@ -43,6 +47,13 @@ BUILT_IN_PROVIDERS = frozenset({"offline", "openai"})
 class ProviderKind(StrEnum):
     OFFLINE = "offline"
     OPENAI = "openai"  # the official SDK, against OpenAI or any OpenAI-compatible endpoint
+    # A vendor's own API, through pydantic-ai (app.llm.native).
+    ANTHROPIC = "anthropic"
+    GOOGLE = "google"
+    GROQ = "groq"
+    MISTRAL = "mistral"
+    BEDROCK = "bedrock"
+    COHERE = "cohere"
     PLUGIN = "plugin"  # an installed distribution's factory (entry-point group agent_service.providers)
 
 
@@ -194,11 +205,26 @@ def build_registry(settings: Settings) -> ProviderRegistry:
         )
         kinds["openai"] = ProviderKind.OPENAI
         prices["openai"] = PriceList(api_url=settings.openai_base_url, vendor="openai")
+    for vendor, credentials in vendor_credentials(settings).items():  # ANTHROPIC_API_KEY enables `anthropic`, ...
+        providers[vendor] = native_provider(vendor, vendor, credentials, settings)
+        kinds[vendor] = ProviderKind(vendor)
+        prices[vendor] = PriceList(vendor=VENDOR_PROVIDERS[vendor])
     for endpoint in settings.provider_endpoints:
         if endpoint.name in BUILT_IN_PROVIDERS:
             raise ValueError(f"PROVIDER_ENDPOINTS: {endpoint.name!r} is a built-in provider's name; choose another")
+        if endpoint.name in kinds and endpoint.name in VENDOR_PROVIDERS:
+            raise ValueError(
+                f"PROVIDER_ENDPOINTS: {endpoint.name!r} is already the provider its vendor's key enables; "
+                "choose another name, or unset the key"
+            )
         if endpoint.name in providers:
             raise ValueError(f"PROVIDER_ENDPOINTS: the name {endpoint.name!r} is used twice")
+        if endpoint.kind != "openai":
+            credentials = endpoint_credentials(endpoint, settings, _endpoint_key(endpoint, settings))
+            providers[endpoint.name] = native_provider(endpoint.name, endpoint.kind, credentials, settings)
+            kinds[endpoint.name] = ProviderKind(endpoint.kind)
+            prices[endpoint.name] = PriceList(vendor=VENDOR_PROVIDERS[endpoint.kind])
+            continue
         providers[endpoint.name] = _openai_compatible(
             endpoint.name,
             settings,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from app.domain import BudgetStatusRecord, ModelUsageRecord
 
-ProviderKindName = Literal["offline", "openai", "plugin"]
+ProviderKindName = Literal["offline", "openai", "anthropic", "google", "groq", "mistral", "bedrock", "cohere", "plugin"]
 
 
 class ProviderCapabilities(BaseModel):
@@ -30,7 +30,8 @@ class ProviderCapabilities(BaseModel):
 class ModelProvider(BaseModel):
     name: str = Field(description="the `provider` of `provider:model`")
     kind: ProviderKindName = Field(
-        description="`openai`: the OpenAI API or an OpenAI-compatible endpoint; `plugin`: an installed provider "
+        description="`openai`: the OpenAI API or an OpenAI-compatible endpoint; `anthropic`, `google`, `groq`, "
+        "`mistral`, `bedrock`, `cohere`: that vendor's own API; `plugin`: an installed provider "
         "plugin; `offline`: the built-in development provider, which calls no model"
     )
     capabilities: ProviderCapabilities

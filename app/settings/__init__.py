@@ -7,9 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.settings.endpoints import ProviderEndpoint as ProviderEndpoint
+from app.settings.endpoints import ProviderKindName as ProviderKindName
 from app.settings.secrets import (
     GOOD_RESULT_KEY_HINT,
     GOOD_SECRET_HINT,
@@ -18,30 +20,13 @@ from app.settings.secrets import (
     secret_weakness,
     signing_key_weakness,
 )
+from app.settings.vendors import VendorSettings
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "prompt_templates"
 
 
-class ProviderEndpoint(BaseModel):
-    """A named OpenAI-compatible endpoint (a local Ollama or vLLM, another vendor, ...)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(
-        pattern=r"^[a-z][a-z0-9_\-]{0,31}$",
-        description="the provider's name, as in `name:model`: lower-case letters, digits, `-` and `_`, at most 32",
-    )
-    base_url: str = Field(description="the endpoint's OpenAI-compatible base URL, e.g. `http://localhost:11434/v1`")
-    api_key_env: str | None = Field(default=None, description="the environment variable holding its key, if any")
-    structured_output: bool = Field(
-        default=True,
-        description="false: the endpoint does not take `response_format` (json_schema); a task's format is asked "
-        "for in the system message instead (the answer is validated either way)",
-    )
-
-
-class Settings(BaseSettings):
+class Settings(VendorSettings, BaseSettings):
     """Every setting of the service; names match the environment variables."""
 
     # An empty variable (`OPENAI_API_KEY=` in a .env or a compose file) is the same as an unset one.
@@ -95,9 +80,9 @@ class Settings(BaseSettings):
     )
     provider_endpoints: list[ProviderEndpoint] = Field(
         default_factory=list,
-        description="More OpenAI-compatible endpoints, each a provider of its own, as a JSON list: "
+        description="More endpoints, each a provider of its own, as a JSON list: "
         '`[{"name": "ollama", "base_url": "http://localhost:11434/v1"}]` '
-        "(fields `name`, `base_url`, optional `api_key_env` and `structured_output`).",
+        "(fields `name`, `kind` (default `openai`), `base_url`, `api_key_env`, `region`, `structured_output`).",
     )
     model_aliases: dict[str, str] = Field(
         default_factory=dict,

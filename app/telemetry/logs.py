@@ -18,8 +18,21 @@ import logfire
 
 # Libraries that log request payloads at DEBUG: FastMCP logs tool arguments, the MCP
 # SDK logs raw JSON-RPC messages, the OpenAI SDK logs request options (the messages).
+# The native providers' SDKs do the same (Anthropic's and Groq's request options, botocore's request
+# bodies, google-genai's and Mistral's and Cohere's debugging), and pydantic-ai may.
 # They never go below INFO, whatever LOG_LEVEL says; the privacy tests prove it.
-PAYLOAD_LOGGERS = ("fastmcp", "mcp", "openai", "httpx", "httpx2", "httpcore", "httpcore2", "sse_starlette")
+PAYLOAD_LOGGERS = (
+    "fastmcp",
+    "mcp",
+    "openai",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "sse_starlette",
+    *("anthropic", "groq", "mistralai", "cohere", "google_genai", "google.genai", "botocore", "boto3"),
+    *("urllib3", "pydantic_ai"),
+)
 # Libraries whose INFO lines are routine: APScheduler logs two for every job run ("Running job",
 # "executed successfully"), and the lease heartbeat runs every 10 s. Held at WARNING: a job that
 # raises still shows (at ERROR). The service logs what its jobs did that matters itself.
