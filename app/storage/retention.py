@@ -1,4 +1,5 @@
-"""The retention purge's statements: one purge at a time, short batches through the time indexes."""
+"""The retention purge's statements: one purge at a time, short batches through the time indexes, and
+whole days of audit events dropped as partitions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from app.storage.holds import held
+from app.storage.partitions import LOCK_TIMEOUT
 from app.storage.sql import Statement
 
 # One purge at a time across every replica sharing the database.
@@ -136,3 +138,75 @@ async def count_expired(conn: asyncpg.Connection, *, expired_by: datetime, audit
     row = await COUNT_EXPIRED.fetchrow(conn, expired_by=expired_by, audit_before=audit_before)
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+# -- whole days of audit events: a partition dropped with the seals that cover it ----------------------
+#
+# The seals that go with the partition ending at :bound are the oldest ones, up to the last whose
+# events all passed the retention (:before) and that began before :bound: exactly the seals with an
+# event in that partition or an older one (the older ones are gone already). The partition may go
+# only if every event in it is covered by them: none has a transaction id at or past the newest
+# one's watermark (a BRIN probe). Such a seal straddling :bound (the one sealed just after midnight)
+# also lists a few events of the next day: those few, and only those, are deleted row by row.
+_DOOMED_SEALS = """
+SELECT id FROM audit_seal
+WHERE id < coalesce((SELECT min(id) FROM audit_seal WHERE last_occurred_at >= :before OR first_occurred_at >= :bound),
+                    9223372036854775807)"""
+
+SEALS_FOR_PARTITION = Statement(
+    "seals_for_partition",
+    f"""
+SELECT count(*), max(s.id), (SELECT xact_watermark FROM audit_seal WHERE id = max(s.id)),
+       (SELECT digest FROM audit_seal WHERE id = max(s.id))
+FROM audit_seal s WHERE s.id IN ({_DOOMED_SEALS})
+""",
+)
+
+DELETE_STRADDLING_EVENTS = Statement(
+    "delete_straddling_events",
+    """
+DELETE FROM audit_event
+WHERE occurred_at >= :bound
+  AND id = ANY (ARRAY(SELECT unnest(event_ids) FROM audit_seal WHERE id <= :through AND last_occurred_at >= :bound))
+""",
+)
+DELETE_SEALS_THROUGH = Statement("delete_seals_through", "DELETE FROM audit_seal WHERE id <= :through")
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedDay:
+    partition: str
+    events: int  # the partition's rows, and the straddling seal's events of the next day
+    seals: int
+    last_digest: str | None
+
+
+async def drop_sealed_partition(
+    conn: asyncpg.Connection, *, partition: str, bound: datetime, before: datetime, dry_run: bool = False
+) -> DroppedDay | None:
+    """Drop the partition `partition` (ending at `bound`, all older than `before`) with the seals
+    covering it, in one transaction; None (and nothing changed) while any of its events is unsealed.
+
+    The DROP takes ACCESS EXCLUSIVE on audit_event for the commit only, under a short lock_timeout
+    (asyncpg.LockNotAvailableError: nothing changed, try again)."""
+    async with conn.transaction():
+        row = await SEALS_FOR_PARTITION.fetchrow(conn, before=before, bound=bound)
+        assert row is not None  # an aggregate: always one row
+        seals, through, watermark, digest = row
+        await conn.execute("SET LOCAL enable_seqscan = off")  # the probe goes through the BRIN index on xact
+        uncovered = await conn.fetchval(
+            f"SELECT 1 FROM {partition} WHERE xact >= $1 LIMIT 1", int(watermark) if watermark is not None else 0
+        )
+        await conn.execute("SET LOCAL enable_seqscan = on")
+        if uncovered is not None:
+            return None
+        rows = int(await conn.fetchval(f"SELECT count(*) FROM {partition}"))
+        if dry_run:  # the rows only: the straddling few are counted with the next day
+            return DroppedDay(partition, rows, int(seals), digest)
+        edge = 0
+        if through is not None:
+            edge = int((await DELETE_STRADDLING_EVENTS.execute(conn, bound=bound, through=through)).split()[-1])
+            await DELETE_SEALS_THROUGH.execute(conn, through=through)
+        await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        await conn.execute(f"DROP TABLE {partition}")
+    return DroppedDay(partition, rows + edge, int(seals), digest)
