@@ -57,8 +57,9 @@ WITH doomed AS (
         SELECT id, event_ids, event_count, sum(event_count) OVER (ORDER BY id) AS upto FROM ({_PURGEABLE_SEALS}) AS s
     ) AS running
     WHERE upto - event_count < :limit
-), events AS (
-    DELETE FROM audit_event WHERE id = ANY (ARRAY(SELECT unnest(event_ids) FROM doomed)) RETURNING 1
+), events AS (  -- all older than :before (each seal's newest is): only the partitions before it are probed
+    DELETE FROM audit_event WHERE id = ANY (ARRAY(SELECT unnest(event_ids) FROM doomed)) AND occurred_at < :before
+    RETURNING 1
 ), seals AS (
     DELETE FROM audit_seal WHERE id IN (SELECT id FROM doomed) RETURNING id, digest
 )
@@ -166,7 +167,7 @@ DELETE_STRADDLING_EVENTS = Statement(
     "delete_straddling_events",
     """
 DELETE FROM audit_event
-WHERE occurred_at >= :bound
+WHERE occurred_at >= :bound AND occurred_at < :before  -- the day or two after the dropped one, no more
   AND id = ANY (ARRAY(SELECT unnest(event_ids) FROM audit_seal WHERE id <= :through AND last_occurred_at >= :bound))
 """,
 )
@@ -205,7 +206,8 @@ async def drop_sealed_partition(
             return DroppedDay(partition, rows, int(seals), digest)
         edge = 0
         if through is not None:
-            edge = int((await DELETE_STRADDLING_EVENTS.execute(conn, bound=bound, through=through)).split()[-1])
+            deleted = await DELETE_STRADDLING_EVENTS.execute(conn, bound=bound, before=before, through=through)
+            edge = int(deleted.split()[-1])
             await DELETE_SEALS_THROUGH.execute(conn, through=through)
         await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         await conn.execute(f"DROP TABLE {partition}")
