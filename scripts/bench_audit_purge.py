@@ -180,9 +180,7 @@ async def run(cluster: Any, port: int, args: argparse.Namespace) -> dict[str, An
         "read_p99_during_drop_vs_idle": round(p["purge"]["p99_ms"] / p["idle"]["p99_ms"], 3),
         "read_p99_during_delete_vs_idle": round(b["purge"]["p99_ms"] / b["idle"]["p99_ms"], 3),
         "reads_per_s_during_drop_vs_idle": round(p["purge"]["reads_per_second"] / p["idle"]["reads_per_second"], 3),
-        "reads_per_s_during_delete_vs_idle": round(
-            b["purge"]["reads_per_second"] / b["idle"]["reads_per_second"], 3
-        ),
+        "reads_per_s_during_delete_vs_idle": round(b["purge"]["reads_per_second"] / b["idle"]["reads_per_second"], 3),
         "reads_per_s_idle_partitioned_vs_plain": round(
             p["idle"]["reads_per_second"] / b["idle"]["reads_per_second"], 3
         ),

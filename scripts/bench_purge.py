@@ -72,7 +72,8 @@ async def seed(conn: asyncpg.Connection, owner: uuid.UUID, count: int, *, expire
             INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, context,
                                     output, created_at, completed_at, expires_at)
             SELECT gen_random_uuid(), $1, 'succeeded', 'offline:echo', md5(random()::text) || md5(random()::text),
-                   'bench', convert_to('{{"source": "bench"}}', 'UTF8'), convert_to(repeat('x', 200), 'UTF8'), now(), now(),
+                   'bench', convert_to('{{"source": "bench"}}', 'UTF8'), convert_to(repeat('x', 200), 'UTF8'),
+                   now(), now(),
                    now() + interval '{offset}' + random() * interval '1 minute'
             FROM generate_series(1, $2)
             """,
