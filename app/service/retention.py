@@ -145,11 +145,12 @@ class Purger:
         # INFO only when there was something to delete: an idle service's hourly purge says nothing.
         log.log(
             logging.INFO if dry_run or any(report.deleted.values()) else logging.DEBUG,
-            "retention purge %s: %d tasks, %d audit events (%d seals) in %d batches, %.2f s",
+            "retention purge %s: %d tasks, %d audit events (%d seals, %d days dropped) in %d batches, %.2f s",
             "(dry run) would delete" if dry_run else "deleted",
             report.deleted["agent_task"],
             report.deleted["audit_event"],
             report.deleted["audit_seal"],
+            report.partitions_dropped,
             report.batches,
             report.seconds,
         )
@@ -212,6 +213,7 @@ class Purger:
         """Oldest first, every partition wholly past the retention whose events are all sealed; the
         first one still holding an unsealed event stops the run (the chain goes oldest seal first)."""
         assert report.audit_before is not None
+        counted = (0, 0)  # a dry run deletes nothing: each day's seals include the days' before it
         for partition in self._partitions:
             if partition.upper is None or partition.upper > report.audit_before:
                 break
@@ -220,8 +222,10 @@ class Purger:
                 break
             report.batches += 0 if dry_run else 1
             report.partitions_dropped += 1
-            report.deleted["audit_event"] += dropped.events
+            report.deleted["audit_event"] += dropped.events - counted[0]
             report.deleted["audit_seal"] += 0 if dry_run else dropped.seals
+            if dry_run:
+                counted = (dropped.events, dropped.seals)
             if not dry_run and dropped.seals:
                 report.sealed_through = dropped.last_digest
 
