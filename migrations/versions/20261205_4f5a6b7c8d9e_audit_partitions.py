@@ -15,7 +15,9 @@ tomorrow), so no row is copied and the one lock that stops writers lasts only fo
    and attach the old table FROM (MINVALUE) TO (cut-over). The validated CHECK proves the partition
    bound, so the attach scans nothing; the indexes match the parent's and are adopted, not built.
    The grants on the old table are copied to the new one; the first daily partitions and the
-   reserve for later times (`audit_event_reserve`, up to MAXVALUE) are created.
+   reserve for later times (`audit_event_reserve`, up to MAXVALUE) are created. The lock is waited
+   for 5 s at most (`lock_timeout`): behind a long query the migration fails rather than stall
+   writers, and is run again.
 
 Copying rows in batches into a new table would keep the lock as short but write the whole table
 again (WAL, I/O) and need a trigger for the rows written during the copy.
@@ -85,6 +87,9 @@ BEGIN
 END $$""")
         op.execute("ALTER TABLE audit_event VALIDATE CONSTRAINT audit_event_history_bound")
         op.execute(f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {HISTORY}_pkey ON audit_event (id, occurred_at)")
+    # Behind a long query on audit_event, give up instead of making every audited write queue behind
+    # the lock: the migration fails (step 1 is kept and skipped next time), and is simply run again.
+    op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("LOCK TABLE audit_event IN ACCESS EXCLUSIVE MODE")
     op.execute(f"ALTER TABLE audit_event RENAME TO {HISTORY}")
     for name in ("occurred_at", "task_id_id", "xact"):  # the parent's indexes take these names
