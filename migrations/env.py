@@ -13,6 +13,7 @@ import app.storage.tables  # noqa: F401  (registers the tables on SQLModel.metad
 from app.devdb.embedded import embedded_database
 from app.settings import get_settings
 from app.storage.database import sqlalchemy_url
+from app.storage.partitions import PREFIX as PARTITION_PREFIX
 
 config = context.config
 
@@ -24,12 +25,19 @@ if config.config_file_name is not None and not config.attributes.get("quiet"):
 target_metadata = SQLModel.metadata
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """`alembic check` compares the tables of the models: the partitions of audit_event (made by the
+    service, one a day) are not among them."""
+    return not (type_ == "table" and name is not None and name.startswith(PARTITION_PREFIX))
+
+
 def run_migrations_offline() -> None:
     """Emit SQL for a reviewer or DBA instead of running it (`alembic upgrade head --sql`)."""
     url = config.attributes.get("database_url") or get_settings().database_url or "postgresql://"
     context.configure(
         url=sqlalchemy_url(url),
         target_metadata=target_metadata,
+        include_name=include_name,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
     )
@@ -38,7 +46,12 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_server_default=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_server_default=True,
+        include_name=include_name,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

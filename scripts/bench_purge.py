@@ -1,6 +1,11 @@
 """Benchmark: our batched purge against one big DELETE, with audited reads running throughout.
 
     uv run python scripts/bench_purge.py [--rows 1000000] [--readers 8] [--batch-size 5000]
+    uv run python scripts/bench_purge.py --audit [--audit-rows 10000000] [--readers 8]
+
+`--audit` measures the audit purge instead: one day of AUDIT_ROWS events dropped as a partition
+against today's batched delete of whole seals (scripts/bench_audit_purge.py); it writes
+bench-results/purge-audit.json.
 
 Brings up a throwaway PostgreSQL from the local binaries (loopback only), migrates it,
 seeds ROWS tasks (half expired), and in one run measures:
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from benchlib import HASH_KEY, RESULT_KEYS, SIGNING_KEY
 
 from app.devdb.cluster import LocalPostgres
 from app.domain import Actor, Channel, Role
@@ -57,6 +63,7 @@ class Reads:
 
 
 async def seed(conn: asyncpg.Connection, owner: uuid.UUID, count: int, *, expired: bool) -> None:
+    """Tasks as stored since results are sealed at rest: bytes (their contents do not matter here)."""
     offset = "-1 hour" if expired else "30 days"
     for start in range(0, count, SEED_CHUNK):
         n = min(SEED_CHUNK, count - start)
@@ -65,7 +72,8 @@ async def seed(conn: asyncpg.Connection, owner: uuid.UUID, count: int, *, expire
             INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, context,
                                     output, created_at, completed_at, expires_at)
             SELECT gen_random_uuid(), $1, 'succeeded', 'offline:echo', md5(random()::text) || md5(random()::text),
-                   'bench', '{{"source": "bench"}}'::jsonb, repeat('x', 200), now(), now(),
+                   'bench', convert_to('{{"source": "bench"}}', 'UTF8'), convert_to(repeat('x', 200), 'UTF8'),
+                   now(), now(),
                    now() + interval '{offset}' + random() * interval '1 minute'
             FROM generate_series(1, $2)
             """,
@@ -124,8 +132,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings(
             _env_file=None,
             database_url=url,
-            prompt_hash_key="b" * 40,  # type: ignore[call-arg]
-            audit_signing_key="k0bL8nvUQ1Vq3m5hYw2x7Zr4Tt9Ee6Jc0Ss1Aa8Ff2I=",
+            prompt_hash_key=HASH_KEY,  # type: ignore[call-arg]
+            result_encryption_keys=RESULT_KEYS,
+            audit_signing_key=SIGNING_KEY,
             purge_batch_size=args.batch_size,
             db_pool_max_size=4,
         )
@@ -214,16 +223,42 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"slowest read during purge:                 {result['our_purge']['max_ms']:.1f} ms  (target < 100)")
 
 
+async def audit_main(args: argparse.Namespace) -> dict[str, Any]:
+    from bench_audit_purge import run
+
+    root = Path(tempfile.mkdtemp(prefix="agent-service-bench-purge-"))
+    cluster = LocalPostgres(root)
+    cluster.ensure_initialized()
+    port = cluster.start()
+    try:
+        return await run(cluster, port, args)
+    finally:
+        cluster.stop()
+        import subprocess
+
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--readers", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=20_000)
     parser.add_argument("--idle-seconds", type=float, default=5.0)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/purge.json"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--audit", action="store_true", help="the audit purge: a partition drop against batches")
+    parser.add_argument("--audit-rows", type=int, default=10_000_000)
     arguments = parser.parse_args()
-    outcome = asyncio.run(main(arguments))
-    print_table(outcome)
+    if arguments.audit:
+        from bench_audit_purge import print_table as print_audit_table
+
+        arguments.out = arguments.out or Path("bench-results/purge-audit.json")
+        outcome = asyncio.run(audit_main(arguments))
+        print_audit_table(outcome)
+    else:
+        arguments.out = arguments.out or Path("bench-results/purge.json")
+        outcome = asyncio.run(main(arguments))
+        print_table(outcome)
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(json.dumps(outcome, indent=2))
     print(f"\nwritten to {arguments.out}")

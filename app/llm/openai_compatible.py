@@ -1,7 +1,8 @@
 """OpenAI and any OpenAI-compatible endpoint (Ollama, vLLM, ...), through the official SDK.
 
 Retries are ours, not the SDK's (it runs with `max_retries=0`), so that one policy,
-written once with tenacity, governs every endpoint:
+written once with tenacity in `app.llm.retry_policy` and shared with the native providers,
+governs every endpoint:
 
 - retried: connection errors (refused, reset, dropped mid-answer), an attempt that
   exceeds `request_timeout_seconds`, HTTP 408, 409, 429 and every 5xx;
@@ -38,14 +39,6 @@ import logfire
 import openai
 from openai import AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_exponential_jitter,
-)
 
 from app.llm.base import (
     Completion,
@@ -58,16 +51,13 @@ from app.llm.base import (
 )
 from app.llm.openai_chunks import ChunkStream, chunk_text, count_or_none
 from app.llm.openai_errors import mapped_error
+from app.llm.retry_policy import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 # Local servers often need no key, but the SDK insists on one (and would otherwise read
 # OPENAI_API_KEY from the environment and send it to whatever endpoint this is).
 _NO_KEY = "not-needed"
-
-BACKOFF_MULTIPLIER_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 8.0
-BACKOFF_JITTER_SECONDS = 0.5
 
 
 class OpenAICompatibleProvider:
@@ -97,9 +87,7 @@ class OpenAICompatibleProvider:
         self.max_retries = max_retries
         self.retry_max_seconds = retry_max_seconds
         self._trace = trace
-        self._backoff = wait_exponential_jitter(
-            initial=BACKOFF_MULTIPLIER_SECONDS, max=BACKOFF_MAX_SECONDS, jitter=BACKOFF_JITTER_SECONDS
-        )
+        self._policy = RetryPolicy(name, max_retries, retry_max_seconds, log)
         self._client = openai.AsyncOpenAI(
             api_key=api_key or _NO_KEY, base_url=base_url, timeout=request_timeout_seconds, max_retries=0
         )
@@ -134,29 +122,9 @@ class OpenAICompatibleProvider:
         await self._client.close()
 
     async def _with_retries[T](self, once: Callable[[], Awaitable[T]], traced: Callable[[int], Awaitable[T]]) -> T:
-        """`once()` (or `traced(attempt number)` when tracing) under the retry policy; the error
-        that ends the call says how many attempts it took."""
-        attempts = 0
-
-        async def attempt() -> T:
-            nonlocal attempts
-            attempts += 1
-            return await (traced(attempts) if self._trace else once())
-
-        try:
-            return await self._retrying()(attempt)
-        except ProviderError as exc:
-            _gave_up(exc, attempts)
-            raise
-
-    def _retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1) | stop_before_delay(self.retry_max_seconds),
-            wait=self._wait,
-            retry=retry_if_exception(_is_retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
+        """`once()` (or `traced(attempt number)` when tracing) under the one retry policy every
+        provider shares (`app.llm.retry_policy`)."""
+        return await self._policy.run(lambda attempt: traced(attempt) if self._trace else once())
 
     # -- one stream -------------------------------------------------------------------------
 
@@ -282,26 +250,6 @@ class OpenAICompatibleProvider:
     def _mapped(self, exc: Exception, *, midway: bool = False) -> ProviderError | None:
         return mapped_error(self.name, self.request_timeout_seconds, exc, midway=midway)
 
-    # -- the policy between attempts ----------------------------------------------------------
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, ProviderError) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(self._backoff(state))
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        # The message is safe by construction (status and short codes only).
-        message = exc.message if isinstance(exc, ProviderError) else type(exc).__name__
-        log.warning(
-            "provider %s: attempt %d failed (%s); retrying in %.2f s",
-            self.name,
-            state.attempt_number,
-            message,
-            state.upcoming_sleep,
-        )
-
 
 def _response_format(fmt: ResponseFormat | None) -> Any:
     """The chat completions `response_format` of a task's format (omitted for a plain answer)."""
@@ -315,10 +263,6 @@ def _response_format(fmt: ResponseFormat | None) -> Any:
     if fmt.strict is not None:
         spec["strict"] = fmt.strict
     return {"type": "json_schema", "json_schema": spec}
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and exc.retryable
 
 
 def _completion(name: str, response: object, requested_model: str) -> Completion:
@@ -346,9 +290,3 @@ def _completion(name: str, response: object, requested_model: str) -> Completion
             total_tokens=count_or_none(getattr(usage, "total_tokens", None)),
         ),
     )
-
-
-def _gave_up(exc: ProviderError, attempts: int) -> None:
-    if attempts > 1:
-        exc.message = f"{exc.message}; gave up after {attempts} attempts"
-        exc.args = (exc.message,)

@@ -59,7 +59,7 @@ async def export_lines(
     if window is not None:
         async for seal_page in _pages(conn, *window):
             for seal in seal_page:
-                for event in await storage.events_by_id(conn, seal.event_ids):
+                for event in await storage.events_by_id(conn, seal):
                     line = {"type": "event", "seal_id": seal.id, "event": event_content(event)}
                     yield digest.add(_line(line))
                     counts["events"] += 1

@@ -1,4 +1,5 @@
-"""The retention purge: expired tasks and old audit events go, in short batches, one purge at a time.
+"""The retention purge: expired tasks go in short batches, old audit events as whole days (a partition
+dropped with the seals that cover it), one purge at a time.
 
 The same `Purger.run` serves the in-process schedule (`app.service.schedule`, PURGE_CRON) and the
 `agent-service purge` command for external cron jobs. Every run is recorded as an audit
@@ -7,18 +8,21 @@ event with its figures; a run that finds another replica purging skips quietly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import logfire
 
 from app.domain import Actor, AuditOutcome, Channel
 from app.schemas import RetentionPolicy
 from app.settings import Settings
 from app.storage import audit
+from app.storage import partitions as partition_sql
 from app.storage import retention as storage
 from app.storage.database import Database
 from app.telemetry import metrics
@@ -48,6 +52,7 @@ class PurgeReport:
     batches: int = 0
     held_kept: int = 0  # expired tasks kept for a legal hold
     sealed_through: str | None = None  # the digest of the newest audit seal deleted: the kept chain follows it
+    partitions_dropped: int = 0  # whole days of audit events dropped (or, dry, that would be)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     seconds: float = 0.0
@@ -60,6 +65,7 @@ class PurgeReport:
             "batches": self.batches,
             "held_kept": self.held_kept,
             "sealed_through": self.sealed_through,
+            "partitions_dropped": self.partitions_dropped,
             "expired_by": _iso(self.expired_by),
             "audit_before": _iso(self.audit_before),
             "started_at": _iso(self.started_at),
@@ -76,6 +82,7 @@ class Purger:
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
+        self._partitions: list[partition_sql.Partition] = []
 
     async def run(self, *, dry_run: bool = False, channel: Channel = Channel.SYSTEM) -> PurgeReport:
         """One purge: everything expired at the moment it starts, in batches of PURGE_BATCH_SIZE.
@@ -113,11 +120,15 @@ class Purger:
                 report.started_at = await storage.database_now(lock_conn)
                 report.expired_by = report.started_at
                 report.audit_before = report.started_at - timedelta(days=self._settings.audit_retention_days)
+                await self.make_days_ahead()
                 if dry_run:
                     tasks, events = await storage.count_expired(
                         lock_conn, expired_by=report.expired_by, audit_before=report.audit_before
                     )
                     report.deleted = {"agent_task": tasks, "audit_event": events, "audit_seal": 0}
+                    if await self._by_partition(report):
+                        report.deleted["audit_event"] = 0
+                        await self._drop_days(report, dry_run=True)
                 else:
                     await self._delete_in_batches(report)
                 report.held_kept = await storage.count_held_expired(lock_conn, expired_by=report.expired_by)
@@ -134,11 +145,12 @@ class Purger:
         # INFO only when there was something to delete: an idle service's hourly purge says nothing.
         log.log(
             logging.INFO if dry_run or any(report.deleted.values()) else logging.DEBUG,
-            "retention purge %s: %d tasks, %d audit events (%d seals) in %d batches, %.2f s",
+            "retention purge %s: %d tasks, %d audit events (%d seals, %d days dropped) in %d batches, %.2f s",
             "(dry run) would delete" if dry_run else "deleted",
             report.deleted["agent_task"],
             report.deleted["audit_event"],
             report.deleted["audit_seal"],
+            report.partitions_dropped,
             report.batches,
             report.seconds,
         )
@@ -160,6 +172,9 @@ class Purger:
             resume_from = batch.resume_from
             if batch.deleted < limit:
                 break
+        if await self._by_partition(report):
+            await self._drop_days(report)
+            return
         while True:  # audit events: whole seals at a time, oldest first
             async with self._db.connection() as conn:
                 sealed = await storage.delete_sealed_audit_events(conn, before=report.audit_before, limit=limit)
@@ -169,6 +184,73 @@ class Purger:
             report.deleted["audit_event"] += sealed.events
             report.deleted["audit_seal"] += sealed.seals
             report.sealed_through = sealed.last_digest
+
+    async def make_days_ahead(self) -> None:
+        """Make the audit partitions ahead of today (app.storage.partitions). The schedule runs it at
+        start-up and every PARTITION_MINUTES; the purge runs it too, so `agent-service purge` from cron
+        keeps the days coming as well."""
+        try:
+            async with self._db.dedicated() as conn:
+                await partition_sql.ensure_partitions(conn)
+        except asyncpg.LockNotAvailableError:
+            log.warning("audit partitions: audit_event was busy; the days ahead are made at the next round")
+        except Exception as exc:  # the database may be down: the next round tries again, a week is ready
+            log.warning("audit partitions could not be made: %s", type(exc).__name__)
+
+    async def _by_partition(self, report: PurgeReport) -> bool:
+        """Whether old audit events go as whole days: yes once `audit_event` is partitioned and its
+        history partition (the table from before partitioning) has passed the retention as a whole.
+        Until then that partition is the edge one, purged in batches of whole seals as before."""
+        async with self._db.connection() as conn:
+            self._partitions = await partition_sql.list_partitions(conn)
+        if not self._partitions:
+            return False
+        oldest, before = self._partitions[0], report.audit_before
+        assert before is not None
+        return not (oldest.lower is None and (oldest.upper is None or oldest.upper > before))
+
+    async def _drop_days(self, report: PurgeReport, *, dry_run: bool = False) -> None:
+        """Oldest first, every partition wholly past the retention whose events are all sealed; the
+        first one still holding an unsealed event stops the run (the chain goes oldest seal first)."""
+        assert report.audit_before is not None
+        counted = (0, 0)  # a dry run deletes nothing: each day's seals include the days' before it
+        for partition in self._partitions:
+            if partition.upper is None or partition.upper > report.audit_before:
+                break
+            dropped = await self._drop_day(partition, report.audit_before, dry_run)
+            if dropped is None:
+                break
+            report.batches += 0 if dry_run else 1
+            report.partitions_dropped += 1
+            report.deleted["audit_event"] += dropped.events - counted[0]
+            report.deleted["audit_seal"] += 0 if dry_run else dropped.seals
+            if dry_run:
+                counted = (dropped.events, dropped.seals)
+            if not dry_run and dropped.seals:
+                report.sealed_through = dropped.last_digest
+
+    async def _drop_day(
+        self, partition: partition_sql.Partition, before: datetime, dry_run: bool
+    ) -> storage.DroppedDay | None:
+        assert partition.upper is not None
+        for attempt in range(1, DROP_ATTEMPTS + 1):
+            try:
+                async with self._db.connection() as conn:
+                    dropped = await storage.drop_sealed_partition(
+                        conn, partition=partition.name, bound=partition.upper, before=before, dry_run=dry_run
+                    )
+            except asyncpg.LockNotAvailableError:
+                log.info("audit partition %s busy (attempt %d of %d)", partition.name, attempt, DROP_ATTEMPTS)
+                await asyncio.sleep(0.2 * attempt)
+                continue
+            if dropped is None:
+                log.info("audit partition %s kept: it still holds events awaiting a seal", partition.name)
+            return dropped
+        log.warning("audit partition %s not dropped: audit_event stayed busy; next purge tries again", partition.name)
+        return None
+
+
+DROP_ATTEMPTS = 3
 
 
 async def _record_failure(conn: Any, actor: Actor, report: PurgeReport, exc: Exception) -> None:

@@ -21,6 +21,8 @@ PURGE_JOB_ID = "retention-purge"
 HEARTBEAT_JOB_ID = "lease-heartbeat"
 SWEEP_JOB_ID = "lease-sweep"
 SEAL_JOB_ID = "audit-seal"
+PARTITION_JOB_ID = "audit-partitions"
+PARTITION_MINUTES = 10  # a catalog look-up when nothing is due; days are made a week ahead
 
 
 class Scheduler:
@@ -46,6 +48,15 @@ class Scheduler:
             id=SEAL_JOB_ID,
             max_instances=1,
             coalesce=True,
+        )
+        # At start-up too: the days ahead exist before the first audited read of the day needs them.
+        self.scheduler.add_job(
+            purger.make_days_ahead,
+            IntervalTrigger(minutes=PARTITION_MINUTES),
+            id=PARTITION_JOB_ID,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
         )
         lease = settings.task_lease_seconds
         self.scheduler.add_job(

@@ -195,7 +195,7 @@ class ChainVerifier:
         return None
 
     async def _check_events(self, conn: asyncpg.Connection, seal: SealRecord, floor: int) -> Problem | None:
-        stored = {e.id: e for e in await storage.events_by_id(conn, seal.event_ids)}
+        stored = {e.id: e for e in await storage.events_by_id(conn, seal)}
         found: list[tuple[int, str, str]] = []
         for event_id, digest in zip(seal.event_ids, seal.event_digests, strict=True):
             event = stored.get(event_id)

@@ -148,7 +148,8 @@ class Settings(VendorSettings, BaseSettings):
     audit_retention_days: PositiveFloat = Field(
         default=365,
         description="How long audit events are kept, in days. The purge removes whole sealed ranges only: "
-        "a seal's events go once the newest of them is this old.",
+        "a seal's events go once the newest of them is this old, and as whole days (a partition dropped) once "
+        "the whole day is, so an event stays up to a day longer.",
     )
     audit_seal_seconds: PositiveFloat = Field(
         default=60,

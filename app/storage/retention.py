@@ -1,4 +1,5 @@
-"""The retention purge's statements: one purge at a time, short batches through the time indexes."""
+"""The retention purge's statements: one purge at a time, short batches through the time indexes, and
+whole days of audit events dropped as partitions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from app.storage.holds import held
+from app.storage.partitions import LOCK_TIMEOUT
 from app.storage.sql import Statement
 
 # One purge at a time across every replica sharing the database.
@@ -55,8 +57,9 @@ WITH doomed AS (
         SELECT id, event_ids, event_count, sum(event_count) OVER (ORDER BY id) AS upto FROM ({_PURGEABLE_SEALS}) AS s
     ) AS running
     WHERE upto - event_count < :limit
-), events AS (
-    DELETE FROM audit_event WHERE id = ANY (ARRAY(SELECT unnest(event_ids) FROM doomed)) RETURNING 1
+), events AS (  -- all older than :before (each seal's newest is): only the partitions before it are probed
+    DELETE FROM audit_event WHERE id = ANY (ARRAY(SELECT unnest(event_ids) FROM doomed)) AND occurred_at < :before
+    RETURNING 1
 ), seals AS (
     DELETE FROM audit_seal WHERE id IN (SELECT id FROM doomed) RETURNING id, digest
 )
@@ -136,3 +139,76 @@ async def count_expired(conn: asyncpg.Connection, *, expired_by: datetime, audit
     row = await COUNT_EXPIRED.fetchrow(conn, expired_by=expired_by, audit_before=audit_before)
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+# -- whole days of audit events: a partition dropped with the seals that cover it ----------------------
+#
+# The seals that go with the partition ending at :bound are the oldest ones, up to the last whose
+# events all passed the retention (:before) and that began before :bound: exactly the seals with an
+# event in that partition or an older one (the older ones are gone already). The partition may go
+# only if every event in it is covered by them: none has a transaction id at or past the newest
+# one's watermark (a BRIN probe). Such a seal straddling :bound (the one sealed just after midnight)
+# also lists a few events of the next day: those few, and only those, are deleted row by row.
+_DOOMED_SEALS = """
+SELECT id FROM audit_seal
+WHERE id < coalesce((SELECT min(id) FROM audit_seal WHERE last_occurred_at >= :before OR first_occurred_at >= :bound),
+                    9223372036854775807)"""
+
+SEALS_FOR_PARTITION = Statement(
+    "seals_for_partition",
+    f"""
+SELECT count(*), max(s.id), (SELECT xact_watermark FROM audit_seal WHERE id = max(s.id)),
+       (SELECT digest FROM audit_seal WHERE id = max(s.id)), coalesce(sum(s.event_count), 0)
+FROM audit_seal s WHERE s.id IN ({_DOOMED_SEALS})
+""",
+)
+
+DELETE_STRADDLING_EVENTS = Statement(
+    "delete_straddling_events",
+    """
+DELETE FROM audit_event
+WHERE occurred_at >= :bound AND occurred_at < :before  -- the day or two after the dropped one, no more
+  AND id = ANY (ARRAY(SELECT unnest(event_ids) FROM audit_seal WHERE id <= :through AND last_occurred_at >= :bound))
+""",
+)
+DELETE_SEALS_THROUGH = Statement("delete_seals_through", "DELETE FROM audit_seal WHERE id <= :through")
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedDay:
+    partition: str
+    events: int  # the events of the seals that went: the partition's rows and the straddling few
+    seals: int
+    last_digest: str | None
+
+
+async def drop_sealed_partition(
+    conn: asyncpg.Connection, *, partition: str, bound: datetime, before: datetime, dry_run: bool = False
+) -> DroppedDay | None:
+    """Drop the partition `partition` (ending at `bound`, all older than `before`) with the seals
+    covering it, in one transaction; None (and nothing changed) while any of its events is unsealed.
+
+    The DROP takes ACCESS EXCLUSIVE on audit_event for the commit only, under a short lock_timeout
+    (asyncpg.LockNotAvailableError: nothing changed, try again)."""
+    async with conn.transaction():
+        row = await SEALS_FOR_PARTITION.fetchrow(conn, before=before, bound=bound)
+        assert row is not None  # an aggregate: always one row
+        seals, through, watermark, digest, events = row
+        await conn.execute("SET LOCAL enable_seqscan = off")  # the probe goes through the BRIN index on xact
+        uncovered = await conn.fetchval(
+            f"SELECT 1 FROM {partition} WHERE xact >= $1 LIMIT 1", int(watermark) if watermark is not None else 0
+        )
+        await conn.execute("SET LOCAL enable_seqscan = on")
+        if uncovered is not None:
+            return None
+        # Every event of the partition is in these seals (the probe), and every event of these seals is
+        # in the partition or among the straddling few: their count is what goes, without a count(*)
+        # over millions of rows.
+        if dry_run:
+            return DroppedDay(partition, int(events), int(seals), digest)
+        if through is not None:
+            await DELETE_STRADDLING_EVENTS.execute(conn, bound=bound, before=before, through=through)
+            await DELETE_SEALS_THROUGH.execute(conn, through=through)
+        await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        await conn.execute(f"DROP TABLE {partition}")
+    return DroppedDay(partition, int(events), int(seals), digest)

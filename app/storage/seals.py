@@ -87,9 +87,14 @@ FIRST_SEAL_SINCE = Statement(
     "SELECT min(id) FROM audit_seal WHERE last_occurred_at >= :since",
 )
 
+# A seal's events lie between its first and last occurred_at (their minimum and maximum): the window
+# keeps the look-up to the day partitions that hold them (a changed occurred_at shows as deleted).
 EVENTS_BY_ID = Statement(
     "events_by_id",
-    f"SELECT {AUDIT_COLUMNS} FROM audit_event WHERE id = ANY(:ids::bigint[]) ORDER BY id",
+    f"""
+SELECT {AUDIT_COLUMNS} FROM audit_event
+WHERE id = ANY(:ids::bigint[]) AND occurred_at >= :first_at AND occurred_at <= :last_at ORDER BY id
+""",
 )
 
 # An event in a sealed transaction range that its seal does not list: inserted afterwards.
@@ -215,8 +220,13 @@ async def first_seal_since(conn: asyncpg.Connection, since: datetime) -> int | N
     return None if found is None else int(found)
 
 
-async def events_by_id(conn: asyncpg.Connection, ids: Sequence[int]) -> list[AuditEventRecord]:
-    return [AuditEventRecord.from_row(row) for row in await EVENTS_BY_ID.fetch(conn, ids=list(ids))]
+async def events_by_id(conn: asyncpg.Connection, seal: SealRecord) -> list[AuditEventRecord]:
+    """The events a seal lists, as stored now."""
+    c = seal.content
+    rows = await EVENTS_BY_ID.fetch(
+        conn, ids=list(seal.event_ids), first_at=c.first_occurred_at, last_at=c.last_occurred_at
+    )
+    return [AuditEventRecord.from_row(row) for row in rows]
 
 
 async def first_unlisted(conn: asyncpg.Connection, *, from_xact: int, to_xact: int, ids: Sequence[int]) -> int | None:

@@ -183,10 +183,13 @@ class AuditEventRow(SQLModel, table=True):
         # The sealer and `audit verify` select by transaction id. BRIN, not B-tree: xact grows with
         # the table's physical order, and a BRIN index costs an insert (the hot path) next to nothing.
         Index("ix_audit_event_xact", "xact", postgresql_using="brin"),
+        # One partition per UTC day of occurred_at (app.storage.partitions): the purge drops whole
+        # days. A partitioned table's primary key must hold the partition key, hence (id, occurred_at).
+        {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True))
-    occurred_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
+    occurred_at: datetime = _utc(primary_key=True, sa_column_kwargs={"server_default": text("now()")})
     # No foreign keys: the audit trail must outlive the keys and tasks it speaks of.
     actor_id: uuid.UUID | None = None
     actor_role: str | None = Field(default=None, max_length=16)

@@ -232,7 +232,7 @@ async def test_the_catalog_shows_each_native_kind_over_rest_and_mcp_and_nothing_
         async with mcp_as(app.state.service, caller) as mcp:
             result = await mcp.call_tool("list_models", {})
 
-    streaming = {"streaming": True, "structured_output": False, "tools": False}
+    streaming = {"streaming": True, "structured_output": True, "tools": False}
     providers = {p["name"]: p for p in rest.json()["providers"]}
     assert providers["anthropic"] == {"name": "anthropic", "kind": "anthropic", "capabilities": streaming}
     for kind in VENDORS:

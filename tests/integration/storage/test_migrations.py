@@ -30,7 +30,10 @@ TABLES = {
 async def _tables(url: str) -> set[str]:
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        rows = await conn.fetch(  # tables, not the partitions of audit_event
+            "SELECT relname AS tablename FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relkind IN ('r', 'p') AND NOT relispartition"
+        )
         return {r["tablename"] for r in rows}
     finally:
         await conn.close()
