@@ -11,8 +11,20 @@ from cachetools import LRUCache, TTLCache
 from app.access.encryption import ResultCipher
 from app.access.hashing import API_KEY_PREFIX, display_prefix, hash_api_key, new_api_key
 from app.access.throttle import FailureThrottle, RefusedCredentials
-from app.domain import ApiKeyRecord, NotFound, Principal, Role, StoreOutput, Unauthenticated
+from app.domain import (
+    Actor,
+    ApiKeyRecord,
+    AuditAction,
+    AuditOutcome,
+    NotFound,
+    Principal,
+    Role,
+    StoreOutput,
+    Unauthenticated,
+)
+from app.storage import key_events
 from app.storage import keys as storage
+from app.storage import sessions as session_storage
 from app.storage.database import Database
 from app.storage.keys import KeyEvent, KeyEventKind
 from app.webhooks.signing import new_secret
@@ -179,8 +191,10 @@ class KeyStore:
         max_running_tasks: int | None = None,
         store_output: StoreOutput = StoreOutput.ALLOWED,
         max_retention_days: float | None = None,
+        actor: Actor | None = None,
     ) -> NewKey:
-        """A new key and its webhook signing secret; both are returned here and never again."""
+        """A new key and its webhook signing secret; both are returned here and never again.
+        `actor`: who made it, recorded (`key_create`) in the same transaction."""
         plain = new_api_key()
         key_id = uuid.uuid4()
         secret = new_secret() if self._cipher is not None else None
@@ -198,6 +212,8 @@ class KeyStore:
                 store_output=store_output,
                 max_retention_days=max_retention_days,
             )
+            if actor is not None:
+                await _record(conn, actor, AuditAction.KEY_CREATE, record)
         self._apply(KeyEvent(KeyEventKind.CREATED, record.id, record.key_hash))
         return NewKey(record, plain, secret)
 
@@ -227,9 +243,11 @@ class KeyStore:
         max_running_tasks: int | None,
         store_output: StoreOutput = StoreOutput.ALLOWED,
         max_retention_days: float | None = None,
+        actor: Actor | None = None,
     ) -> ApiKeyRecord:
         """Replace a key's own limits and data policy (None: the server's default). Every process
-        forgets its cached principal for the key, so its next request runs under the new policy."""
+        forgets its cached principal for the key, so its next request runs under the new policy.
+        `actor`: who changed them, recorded (`key_limits`) in the same transaction."""
         async with self._db.transaction() as conn:
             record = await storage.set_key_limits(
                 conn,
@@ -239,6 +257,8 @@ class KeyStore:
                 store_output=store_output,
                 max_retention_days=max_retention_days,
             )
+            if record is not None and actor is not None:
+                await _record(conn, actor, AuditAction.KEY_LIMITS, record)
         if record is None:
             raise NotFound("no API key has that id")
         self._apply(KeyEvent(KeyEventKind.LIMITS, record.id, record.key_hash))  # here at once, without the listener
@@ -248,9 +268,15 @@ class KeyStore:
         async with self._db.connection() as conn:
             return await storage.list_api_keys(conn)
 
-    async def revoke(self, key_id: uuid.UUID) -> ApiKeyRecord:
+    async def revoke(self, key_id: uuid.UUID, *, actor: Actor | None = None) -> ApiKeyRecord:
+        """Revoke a key and end its console sessions (their rows go in the same transaction);
+        `actor`: who revoked it, recorded (`key_revoke`) there too."""
         async with self._db.transaction() as conn:
             record = await storage.revoke_api_key(conn, key_id)
+            if record is not None:
+                await session_storage.delete_key_sessions(conn, key_id)
+                if actor is not None:
+                    await _record(conn, actor, AuditAction.KEY_REVOKE, record)
         if record is None:
             raise NotFound("no API key has that id")
         self._apply(KeyEvent(KeyEventKind.REVOKED, record.id, record.key_hash))  # here at once, without the listener
@@ -259,6 +285,10 @@ class KeyStore:
     async def count(self) -> int:
         async with self._db.connection() as conn:
             return await storage.count_api_keys(conn)
+
+
+async def _record(conn: asyncpg.Connection, actor: Actor, action: AuditAction, record: ApiKeyRecord) -> None:
+    await key_events.record_event(conn, actor, action, AuditOutcome.OK, key_events.key_detail(record))
 
 
 def _or_default(own: int | None, default: int) -> int:
