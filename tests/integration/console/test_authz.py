@@ -62,6 +62,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
 }
 # What the audit log records for a cell with a live session (channel `console`): "action outcome" rows.
 RELEASED = ("hold_release ok",)
+EXPORTED = ("audit_export ok",)
 READ_WITH_TRAIL = ("read ok", "audit_read ok")  # an auditor's or admin's view also reads the task's trail
 SIGNED_IN = ("sign_in ok",)
 AUDITED: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -75,7 +76,7 @@ AUDITED: dict[str, tuple[tuple[str, ...], ...]] = {
     "GET /console/audit":                    ((),               (),           ("audit_read ok",), ("audit_read ok",)),
     # a client sees the policy only; an auditor's or admin's view reads the purge history too
     "GET /console/retention":                ((),               (),           ("audit_read ok",), ("audit_read ok",)),
-    "GET /console/audit/export":             ((),               (),           ("audit_export ok",), ("audit_export ok",)),
+    "GET /console/audit/export":             ((),               (),           EXPORTED,          EXPORTED),
     "POST /console/keys":                    ((),               (),           (),                ("key_create ok",)),
     "POST /console/keys/{key_id}/limits":    ((),               (),           (),                ("key_limits ok",)),
     "POST /console/keys/{key_id}/revoke":    ((),               (),           (),                ("key_revoke ok",)),

@@ -451,3 +451,54 @@ def test_the_cost_migration_goes_down_and_up_again_with_priced_tasks(empty_datab
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     # The task outlived the downgrade (its cost did not); the usage read's audit event did not.
     assert run_sync(_a_priced_task_and_a_usage_read(empty_database_url)) == (1, 1)
+
+
+async def _count(url: str, query: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
+async def _key_and_session_events(url: str) -> tuple[int, int]:
+    """An admin's key events and console sign-ins (one refused, with no actor), in plain SQL.
+    Returns (the new actions' events, every audit event)."""
+    conn = await asyncpg.connect(url)
+    try:
+        admin = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO audit_event (actor_id, actor_role, channel, action, outcome, detail) VALUES"
+            " ($1, 'admin', 'console', 'key_create', 'ok', '{\"key_id\": \"k\"}'),"
+            " ($1, 'admin', 'console', 'key_limits', 'ok', NULL),"
+            " ($1, 'admin', 'console', 'key_revoke', 'ok', NULL),"
+            " ($1, 'admin', 'console', 'sign_in', 'ok', NULL),"
+            " (NULL, NULL, 'console', 'sign_in', 'denied', NULL),"
+            " ($1, 'admin', 'console', 'sign_out', 'ok', NULL),"
+            " ($1, 'admin', 'console', 'list', 'ok', NULL)",
+            admin,
+        )
+        return (
+            await conn.fetchval(
+                "SELECT count(*) FROM audit_event"
+                " WHERE action IN ('key_create', 'key_revoke', 'key_limits', 'sign_in', 'sign_out')"
+            ),
+            await conn.fetchval("SELECT count(*) FROM audit_event"),
+        )
+    finally:
+        await conn.close()
+
+
+def test_the_key_and_session_audit_migration_goes_down_and_up_again_with_its_events(empty_database_url):
+    before = "2d3e4f5a6b7c"  # the cost migration's
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_key_and_session_events(empty_database_url)) == (6, 7)
+
+    migrations.downgrade(empty_database_url, before, result_keys=TEST_RESULT_KEYS)
+    # The new actions' events went with the downgrade (the `list` stayed), and are refused again.
+    assert run_sync(_count(empty_database_url, "SELECT count(*) FROM audit_event")) == 1
+    with pytest.raises(asyncpg.CheckViolationError):
+        run_sync(_key_and_session_events(empty_database_url))
+
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_key_and_session_events(empty_database_url)) == (6, 8)
