@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from app.console.forms import a_time, a_window
 from app.console.pages import PREFIX, ConsoleRoute, page, request_id_of, service_of
 from app.console.routes import CurrentSession
-from app.domain import Channel, InvalidInput
+from app.domain import Channel, Forbidden, InvalidInput
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=ConsoleRoute)
 NDJSON = "application/x-ndjson"
@@ -27,7 +27,10 @@ NDJSON = "application/x-ndjson"
 async def export_audit(
     request: Request, session: CurrentSession, since: str | None = None, until: str | None = None
 ) -> Response:
-    """The audit trail of a window (from inclusive, to exclusive, UTC) as a verifiable download."""
+    """The audit trail of a window (from inclusive, to exclusive, UTC) as a verifiable download.
+    The role is checked before the window, so a client key learns nothing of the form's rules."""
+    if not session.principal.sees_every_task:
+        raise Forbidden("the audit trail is for the auditor and admin roles")
     start, end = a_time(since, "export from"), a_time(until, "export to")
     if start is None or end is None:
         raise InvalidInput("an export needs both ends of its window: from and to (UTC)")
