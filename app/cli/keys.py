@@ -1,4 +1,7 @@
-"""`agent-service keys`: API keys, stored hashed; the plain key is shown once."""
+"""`agent-service keys`: API keys, stored hashed; the plain key is shown once.
+
+Creating, changing and revoking go through `app.service.key_admin`, the rules the console's keys
+page follows too, and each is recorded in the audit log (channel `cli`, no actor key)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,11 @@ from typing import Annotated
 import typer
 
 from app.cli.common import database_settings, fail, key_store, require_head
-from app.domain import ApiKeyRecord, NotFound, Role, StoreOutput
+from app.domain import Actor, ApiKeyRecord, Channel, InvalidInput, NotFound, Role, StoreOutput
+from app.service.key_admin import KeySettings, create_key, set_key_limits
+
+# Who a key-management act from the command line is recorded as: no key, channel `cli`.
+CLI_ACTOR = Actor(None, None, Channel.CLI)
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed; the plain key is shown once).", no_args_is_help=True)
 
@@ -68,16 +75,18 @@ def keys_create(
         if not embedded:
             require_head(settings)
         with key_store(settings) as (keys, runner):
-            record, plain, webhook_secret = runner.run(
-                keys.create(
-                    name.strip(),
-                    role,
-                    rate_limit_per_minute=rate_limit,
-                    max_running_tasks=max_running,
-                    store_output=store_output,
-                    max_retention_days=max_retention_days,
+            try:
+                record, plain, webhook_secret = runner.run(
+                    create_key(
+                        keys,
+                        CLI_ACTOR,
+                        name,
+                        role,
+                        KeySettings(rate_limit, max_running, store_output, max_retention_days),
+                    )
                 )
-            )
+            except InvalidInput as refused:
+                raise fail(refused.message) from None
     typer.echo(f"id:   {record.id}\nname: {record.name}\nrole: {record.role}\nkey:  {plain}")
     typer.echo(f"limits: {_limits(record)}")
     typer.echo(f"policy: {_policy(record)}")
@@ -127,25 +136,22 @@ def keys_limits(
         if not embedded:
             require_head(settings)
         with key_store(settings) as (keys, runner):
-            current = next((r for r in runner.run(keys.list()) if r.id == key_id), None)
-            if current is None:
-                raise fail(f"No API key has id {key_id}.")
-            if max_retention_days is None:
-                ceiling = current.max_retention_days
-            else:
-                ceiling = max_retention_days or None  # 0: no ceiling
             try:
                 record = runner.run(
-                    keys.set_limits(
+                    set_key_limits(
+                        keys,
+                        CLI_ACTOR,
                         key_id,
                         rate_limit_per_minute=rate_limit,
                         max_running_tasks=max_running,
-                        store_output=store_output if store_output is not None else current.store_output,
-                        max_retention_days=ceiling,
+                        store_output=store_output,
+                        max_retention_days=max_retention_days,
                     )
                 )
             except NotFound:
                 raise fail(f"No API key has id {key_id}.") from None
+            except InvalidInput as refused:
+                raise fail(refused.message) from None
     typer.echo(f"{record.id} ({record.name}): {_limits(record)} {_policy(record)}")
 
 
@@ -180,7 +186,7 @@ def keys_revoke(key_id: Annotated[uuid.UUID, typer.Argument(metavar="ID", help="
             require_head(settings)
         with key_store(settings) as (keys, runner):
             try:
-                record = runner.run(keys.revoke(key_id))
+                record = runner.run(keys.revoke(key_id, actor=CLI_ACTOR))
             except NotFound:
                 raise fail(f"No API key has id {key_id}.") from None
     typer.echo(f"Revoked {record.id} ({record.name}).")
