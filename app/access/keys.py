@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import NamedTuple
+from typing import NamedTuple, TypeIs
 
 import asyncpg
 from cachetools import LRUCache, TTLCache
@@ -95,7 +95,7 @@ class KeyStore:
     async def authenticate(self, token: str | None, *, client: str | None = None) -> Principal:
         """The key's principal; `Unauthenticated`, or `TooManyFailedAttempts` when `client` (the
         caller's address) has failed too often and the key is none this process knows."""
-        if not token or not token.startswith(API_KEY_PREFIX) or len(token) > _MAX_KEY_CHARS:
+        if not key_shaped(token):
             raise Unauthenticated  # not a key at all: no lookup, and not counted as a guess
         key_hash = hash_api_key(token)
         if self._cache is not None and (cached := self._cache.get(key_hash)) is not None:
@@ -127,6 +127,12 @@ class KeyStore:
         if self._cache is not None and evictions == self._evictions:
             self._cache[key_hash] = principal
         return principal
+
+    def count_failure(self, client: str | None) -> None:
+        """Count a refusal that cost no lookup (the console's sign-in form given something that is
+        not a key) against `client`'s failures; `TooManyFailedAttempts` once they are spent. The
+        API does not: a request without a key is not a guess; a person typing into a form is."""
+        self._failures.attempt(client)
 
     def principal_of(self, record: ApiKeyRecord) -> Principal:
         """The caller an active key's row acts as, with its effective limits (its own, else the server's)."""
@@ -289,6 +295,11 @@ class KeyStore:
 
 async def _record(conn: asyncpg.Connection, actor: Actor, action: AuditAction, record: ApiKeyRecord) -> None:
     await key_events.record_event(conn, actor, action, AuditOutcome.OK, key_events.key_detail(record))
+
+
+def key_shaped(token: str | None) -> TypeIs[str]:
+    """Whether a credential could be a key at all (worth a lookup)."""
+    return token is not None and token.startswith(API_KEY_PREFIX) and len(token) <= _MAX_KEY_CHARS
 
 
 def _or_default(own: int | None, default: int) -> int:

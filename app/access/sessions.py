@@ -15,7 +15,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from app.access.keys import KeyStore
+from app.access.keys import KeyStore, key_shaped
 from app.domain import Actor, AuditAction, AuditOutcome, Channel, Principal, Unauthenticated
 from app.storage import key_events
 from app.storage import sessions as storage
@@ -60,10 +60,14 @@ class ConsoleSessions:
         """A session for the key, and its `sign_in` event in the same transaction; `Unauthenticated`
         (recorded as a `sign_in` `denied` with no actor: the key presented is never kept, in any
         form), or `TooManyFailedAttempts` once `client` has failed too often (not recorded: a
-        refusal that costs no lookup must not cost a row either, or a flood would fill the log)."""
+        refusal that costs no lookup must not cost a row either, or a flood would fill the log).
+        Here anything refused counts against the throttle, a non-key too, so every row written
+        for a refusal is one the throttle allowed."""
         try:
             principal = await self._keys.authenticate(api_key, client=client)
         except Unauthenticated:
+            if not key_shaped(api_key):
+                self._keys.count_failure(client)  # so every refusal recorded here is throttled
             async with self._db.connection() as conn:
                 await key_events.record_event(
                     conn, Actor(None, None, Channel.CONSOLE, request_id), AuditAction.SIGN_IN, AuditOutcome.DENIED
