@@ -8,8 +8,10 @@ PostgreSQL, migrates it, seeds ROWS task rows, starts the service (offline, zero
 provider) and measures at --concurrency connections (wrk for HTTP: a C load generator).
 
 Phase `cases` (the hot paths against their limits):
+  (r) a minimal audited read: bare FastAPI, a 6-column table and a 3-column audit insert in
+      one CTE, asyncpg pool of 16 (scripts/reference_app.py)  (the independent reference)
   (a) the audited-read SQL from a bare asyncpg loop        (the raw baseline)
-  (b) a bare FastAPI endpoint running that SQL             (the framework's limit)
+  (b) a bare FastAPI endpoint running that SQL             (the framework's limit, our statement)
   (c) GET /resources/get_agent_result/{task_id}, real key  (our hot path)
   (d) the MCP resource agent-result://{task_id}            (through a FastMCP client)
   (e) POST /tools/run_agent_task, cache off
@@ -25,6 +27,7 @@ Phase `baseline` (does a change cost the read path?): (c) against the service as
   alternating; ratio now/baseline. Issue 13 (results sealed at rest) was measured with
   `--phases baseline --baseline-ref b2b88bf`.
 
+Targets (issue 17), from the same run: c/r >= 0.7, p99 c/r <= 2, e/c >= 0.5, f/c >= 0.8.
 Each figure is the median of --repeat runs. The default (`cases,workers`) takes about 3.5
 minutes on a 2-core machine; `size` adds 3 to 4 minutes for 10,000,000 rows (the growth
 itself 2 to 3.5 minutes; 6.2 GB on disk, in a temporary folder removed afterwards).
@@ -54,7 +57,6 @@ from benchlib import (
     create_key,
     load,
     post_json_lua,
-    print_table,
     process,
     serve,
     service_env,
@@ -62,7 +64,8 @@ from benchlib import (
     wrk,
     wrk_available,
 )
-from benchseed import grow, sample_ids, seed
+from benchreport import median_stats, report_baseline, report_cases, report_size, report_workers
+from benchseed import grow, sample_ids, seed, seed_reference
 from fastmcp import Client
 
 from app.devdb.cluster import free_port
@@ -141,16 +144,6 @@ def ids_lua(ids: list[uuid.UUID], path: str, limit: int = 1000) -> str:
     )
 
 
-def median_stats(runs: list[Stats]) -> Stats:
-    """The run with the median throughput (its latencies belong to it)."""
-    ordered = sorted(runs, key=lambda s: s.rps)
-    return ordered[len(ordered) // 2]
-
-
-def ratio(x: float, y: float, digits: int = 3) -> float | None:
-    return round(x / y, digits) if y else None
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, url: str, env: dict[str, str], key: str, owner: uuid.UUID) -> None:
         self.args = args
@@ -197,10 +190,14 @@ class Bench:
             "warning",
             "--no-access-log",
         ]
+        ref_port = free_port()
+        ref = f"http://127.0.0.1:{ref_port}"
+        ref_cmd = [*bare_cmd[:1], "reference_app:app", *bare_cmd[2:5], str(ref_port), *bare_cmd[6:]]
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         same = post_json_lua('{"prompt": "the same question"}')
         measures: dict[str, Callable[[], Stats]] = {
+            "r": lambda: wrk("(r) reference audited read", f"{ref}/", lua=ids_lua(ids, "/tasks/"), **self.common),
             "a": lambda: asyncio.run(raw_loop(self.url, self.owner, ids, args.concurrency, args.seconds)),
             "b": lambda: wrk("(b) bare FastAPI + same SQL", f"{bare}/", lua=ids_lua(ids, "/read/"), **self.common),
             "c": lambda: self.read("(c) GET get_agent_result", base, ids),
@@ -217,7 +214,11 @@ class Bench:
         if args.skip_mcp:
             del measures["d"]
         runs: dict[str, list[Stats]] = {name: [] for name in measures}
-        with process(bare_cmd, bare_env, f"{bare}/healthz"), serve(self.env, port, workers=args.workers):
+        with (
+            process(bare_cmd, bare_env, f"{bare}/healthz"),
+            process(ref_cmd, bare_env, f"{ref}/healthz"),
+            serve(self.env, port, workers=args.workers),
+        ):
             wait_for_backends(self.url, args.workers * POOL_MIN_SIZE)
             self.warm_up(base, ids)
             for _ in range(args.repeat):
@@ -344,23 +345,24 @@ def main() -> None:
         key = create_key(env)
         owner = asyncio.run(_owner(url))
         ids = asyncio.run(seed(url, owner, args.rows))
+        asyncio.run(seed_reference(url))
         print(f"seeded {args.rows:,} tasks in {time.perf_counter() - t0:.1f} s", flush=True)
         bench = Bench(args, url, env, key, owner)
         if "cases" in phases:
             results = bench.cases(ids)
-            out |= _report_cases(results, args.repeat)
+            out |= report_cases(results, args.repeat)
         if "workers" in phases:
             started = time.perf_counter()
             by_workers = bench.workers(ids)
-            out["workers_phase"] = _report_workers(by_workers) | {"seconds": round(time.perf_counter() - started)}
+            out["workers_phase"] = report_workers(by_workers) | {"seconds": round(time.perf_counter() - started)}
         if "size" in phases:
             started = time.perf_counter()
             by_size, growth = bench.size()
-            out["size_phase"] = _report_size(by_size, growth) | {"seconds": round(time.perf_counter() - started)}
+            out["size_phase"] = report_size(by_size, growth) | {"seconds": round(time.perf_counter() - started)}
         if "baseline" in phases:
             started = time.perf_counter()
             by_ref = bench.baseline(ids)
-            out["baseline_phase"] = _report_baseline(by_ref, args.baseline_ref) | {
+            out["baseline_phase"] = report_baseline(by_ref, args.baseline_ref) | {
                 "seconds": round(time.perf_counter() - started)
             }
     out["total_seconds"] = round(time.perf_counter() - t0)
@@ -371,73 +373,12 @@ def main() -> None:
     print(f"written to {args.out}")
 
 
-def _print_ratios(ratios: dict[str, float | None], targets: dict[str, str]) -> None:
-    print()
-    for name, value in ratios.items():
-        print(f"{name:18} {value!s:>8}   {('target ' + targets[name]) if name in targets else ''}")
-
-
-def _report_cases(results: dict[str, Stats], repeat: int) -> dict[str, Any]:
-    print_table(list(results.values()))
-    a, b, c, e, f = (results[k] for k in "abcef")
-    ratios = {
-        "c/a": ratio(c.rps, a.rps),
-        "c/b": ratio(c.rps, b.rps),
-        "e/a": ratio(e.rps, a.rps),
-        "e/c": ratio(e.rps, c.rps),
-        "f/c": ratio(f.rps, c.rps),
-        "p99 c/b": ratio(c.p99_ms, b.p99_ms, 2),
-    }
-    if "d" in results:
-        ratios["d/c"] = ratio(results["d"].rps, c.rps)
-    _print_ratios(ratios, {"c/b": ">= 0.7", "c/a": ">= 0.35", "p99 c/b": "<= 2", "e/c": ">= 0.5", "f/c": ">= 0.8"})
-    return {
-        "results": {k: v.as_dict() for k, v in results.items()},
-        "ratios": ratios,
-        "medians_of": repeat,
-        "p50_ms": {k: v.p50_ms for k, v in results.items()},
-    }
-
-
-def _report_workers(results: dict[str, Stats]) -> dict[str, Any]:
-    print_table(list(results.values()))
-    c1, c2, e1, e2 = (results[k] for k in ("c_w1", "c_w2", "e_w1", "e_w2"))
-    ratios = {
-        "c rps w2/w1": ratio(c2.rps, c1.rps),
-        "c p99 w2/w1": ratio(c2.p99_ms, c1.p99_ms),
-        "e rps w2/w1": ratio(e2.rps, e1.rps),
-        "e p99 w2/w1": ratio(e2.p99_ms, e1.p99_ms),
-    }
-    _print_ratios(ratios, {})
-    return {"results": {k: v.as_dict() for k, v in results.items()}, "ratios": ratios}
-
-
-def _report_size(results: dict[str, Stats], growth: dict[str, Any]) -> dict[str, Any]:
-    print_table(list(results.values()))
-    small, large = results["c_small"], results["c_large"]
-    ratios = {
-        "p50 large/small": ratio(large.p50_ms, small.p50_ms),
-        "p99 large/small": ratio(large.p99_ms, small.p99_ms),
-        "rps large/small": ratio(large.rps, small.rps),
-    }
-    _print_ratios(ratios, {"p50 large/small": "<= 1.2", "p99 large/small": "<= 1.2"})
-    return {"results": {k: v.as_dict() for k, v in results.items()}, "ratios": ratios, "growth": growth}
-
-
 async def _count(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
         return int(await conn.fetchval("SELECT count(*) FROM agent_task"))
     finally:
         await conn.close()
-
-
-def _report_baseline(results: dict[str, Stats], ref: str) -> dict[str, Any]:
-    print_table(list(results.values()))
-    now, old = results["c_now"], results["c_baseline"]
-    ratios = {"c rps now/baseline": ratio(now.rps, old.rps), "c p99 now/baseline": ratio(now.p99_ms, old.p99_ms)}
-    _print_ratios(ratios, {"c rps now/baseline": ">= 0.9"})
-    return {"ref": ref, "results": {k: v.as_dict() for k, v in results.items()}, "ratios": ratios}
 
 
 async def _sibling_database(url: str, name: str) -> str:

@@ -175,3 +175,24 @@ async def grow(url: str, owner: uuid.UUID, target_rows: int) -> dict[str, Any]:
         "vacuum_analyze_checkpoint_s": round(done - indexed_at, 1),
         "total_s": round(done - started, 1),
     }
+
+
+_REFERENCE_TABLES = """
+DROP TABLE IF EXISTS ref_task, ref_audit;
+CREATE TABLE ref_task (id uuid PRIMARY KEY, owner_id uuid NOT NULL, status text NOT NULL, model text NOT NULL,
+                       output text, created_at timestamptz NOT NULL);
+CREATE TABLE ref_audit (task_id uuid NOT NULL, actor_id uuid NOT NULL, at timestamptz NOT NULL DEFAULT now());
+INSERT INTO ref_task SELECT id, owner_id, status, model, repeat('answer ', 30), created_at FROM agent_task;
+VACUUM ANALYZE ref_task;
+"""
+
+
+async def seed_reference(url: str) -> None:
+    """The reference's two tables (scripts/reference_app.py), with a row for every task."""
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in _REFERENCE_TABLES.split(";"):
+            if statement.strip():
+                await conn.execute(statement)
+    finally:
+        await conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import NamedTuple, TypeIs
 
 import asyncpg
@@ -145,6 +146,8 @@ class KeyStore:
             store_output=record.store_output,
             max_retention_days=record.max_retention_days,
             signs_webhooks=record.webhook_secret_at is not None,
+            monthly_token_budget=record.monthly_token_budget,
+            monthly_usd_budget=record.monthly_usd_budget,
         )
 
     # -- keeping up with changes made anywhere -----------------------------------------------------
@@ -197,6 +200,8 @@ class KeyStore:
         max_running_tasks: int | None = None,
         store_output: StoreOutput = StoreOutput.ALLOWED,
         max_retention_days: float | None = None,
+        monthly_token_budget: int | None = None,
+        monthly_usd_budget: Decimal | None = None,
         actor: Actor | None = None,
     ) -> NewKey:
         """A new key and its webhook signing secret; both are returned here and never again.
@@ -217,6 +222,8 @@ class KeyStore:
                 max_running_tasks=max_running_tasks,
                 store_output=store_output,
                 max_retention_days=max_retention_days,
+                monthly_token_budget=monthly_token_budget,
+                monthly_usd_budget=monthly_usd_budget,
             )
             if actor is not None:
                 await _record(conn, actor, AuditAction.KEY_CREATE, record)
@@ -249,11 +256,14 @@ class KeyStore:
         max_running_tasks: int | None,
         store_output: StoreOutput = StoreOutput.ALLOWED,
         max_retention_days: float | None = None,
+        monthly_token_budget: int | None = None,
+        monthly_usd_budget: Decimal | None = None,
         actor: Actor | None = None,
     ) -> ApiKeyRecord:
-        """Replace a key's own limits and data policy (None: the server's default). Every process
-        forgets its cached principal for the key, so its next request runs under the new policy.
-        `actor`: who changed them, recorded (`key_limits`) in the same transaction."""
+        """Replace a key's own limits, data policy and budgets (None: the server's default, or no
+        budget). Every process forgets its cached principal for the key, so its next request runs
+        under the new policy. `actor`: who changed them, recorded (`key_limits`) in the same
+        transaction."""
         async with self._db.transaction() as conn:
             record = await storage.set_key_limits(
                 conn,
@@ -262,6 +272,8 @@ class KeyStore:
                 max_running_tasks=max_running_tasks,
                 store_output=store_output,
                 max_retention_days=max_retention_days,
+                monthly_token_budget=monthly_token_budget,
+                monthly_usd_budget=monthly_usd_budget,
             )
             if record is not None and actor is not None:
                 await _record(conn, actor, AuditAction.KEY_LIMITS, record)

@@ -40,6 +40,7 @@ from app.schemas import (
     NullMeansTrue,
     PromptMatchPage,
     PromptSearch,
+    ResponseFormatObject,
     RetentionDays,
     TaskParams,
     TemplateName,
@@ -178,6 +179,7 @@ def build_mcp(service: AgentService) -> FastMCP:
         retention_days: RetentionDays = None,
         store: Annotated[bool, NullMeansTrue, Field(description=STORE_DESCRIPTION)] = True,
         webhook: WebhookUrl = None,
+        response_format: ResponseFormatObject = None,
         idempotency_key: Annotated[
             str | None,
             Field(
@@ -202,6 +204,7 @@ def build_mcp(service: AgentService) -> FastMCP:
                 retention_days=retention_days,
                 store=store,
                 webhook=webhook,
+                response_format=response_format,
             )
             submission = await service.run_task(
                 principal,

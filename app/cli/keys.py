@@ -5,7 +5,9 @@ page follows too, and each is recorded in the audit log (channel `cli`, no actor
 
 from __future__ import annotations
 
+import math
 import uuid
+from decimal import Decimal
 from typing import Annotated
 
 import typer
@@ -17,6 +19,7 @@ from app.service.key_admin import KeySettings, create_key, set_key_limits
 # Who a key-management act from the command line is recorded as: no key, channel `cli`.
 CLI_ACTOR = Actor(None, None, Channel.CLI)
 
+MAX_USD_BUDGET = 1e12  # NUMERIC(20, 6) holds 14 digits before the point
 keys_app = typer.Typer(help="Manage API keys (stored hashed; the plain key is shown once).", no_args_is_help=True)
 
 RateLimitOption = Annotated[
@@ -36,6 +39,31 @@ MaxRetentionOption = Annotated[
     float | None,
     typer.Option(help="this key's retention ceiling in days (> 0), below RESULT_RETENTION_DAYS; default none"),
 ]
+
+
+MonthlyTokensOption = Annotated[
+    int | None,
+    typer.Option(min=0, help="tokens this key may spend a calendar month (UTC); keys limits: 0 removes it"),
+]
+MonthlyUsdOption = Annotated[
+    float | None,
+    typer.Option(min=0, help="US dollars this key may spend a calendar month (UTC); keys limits: 0 removes it"),
+]
+
+
+def _usd(value: float | None) -> Decimal | None:
+    """A dollar budget as the exact decimal it is stored as (cents and below, as typed)."""
+    if value is None or value == 0:
+        return None
+    if not math.isfinite(value) or value > MAX_USD_BUDGET:
+        raise fail(f"--monthly-usd must be at most {MAX_USD_BUDGET:g}")
+    return Decimal(str(value)).quantize(Decimal("0.000001"))
+
+
+def _budgets(record: ApiKeyRecord) -> str:
+    tokens = "none" if record.monthly_token_budget is None else str(record.monthly_token_budget)
+    usd = "none" if record.monthly_usd_budget is None else f"{record.monthly_usd_budget.normalize():f}"
+    return f"monthly tokens={tokens} usd={usd}"
 
 
 def _limits(record: ApiKeyRecord) -> str:
@@ -66,11 +94,14 @@ def keys_create(
     max_running: MaxRunningOption = None,
     store_output: StoreOutputOption = StoreOutput.ALLOWED,
     max_retention_days: MaxRetentionOption = None,
+    monthly_tokens: MonthlyTokensOption = None,
+    monthly_usd: MonthlyUsdOption = None,
 ) -> None:
     """Create an API key and print it (the only time it is shown)."""
     if not name.strip() or len(name) > 200:
         raise fail("NAME must be 1 to 200 characters")
     _check_retention(max_retention_days)
+    usd_budget = _usd(monthly_usd)
     with database_settings() as (settings, embedded):
         if not embedded:
             require_head(settings)
@@ -82,7 +113,14 @@ def keys_create(
                         CLI_ACTOR,
                         name,
                         role,
-                        KeySettings(rate_limit, max_running, store_output, max_retention_days),
+                        KeySettings(
+                            rate_limit,
+                            max_running,
+                            store_output,
+                            max_retention_days,
+                            monthly_tokens or None,
+                            usd_budget,
+                        ),
                     )
                 )
             except InvalidInput as refused:
@@ -90,6 +128,7 @@ def keys_create(
     typer.echo(f"id:   {record.id}\nname: {record.name}\nrole: {record.role}\nkey:  {plain}")
     typer.echo(f"limits: {_limits(record)}")
     typer.echo(f"policy: {_policy(record)}")
+    typer.echo(f"budget: {_budgets(record)}")
     typer.echo(f"webhook secret: {webhook_secret}")
     typer.echo("Store the key and its webhook secret now: they cannot be shown again.", err=True)
 
@@ -103,13 +142,14 @@ def keys_list() -> None:
         with key_store(settings) as (keys, runner):
             records = runner.run(keys.list())
     typer.echo(
-        f"{'id':36}  {'role':7}  {'prefix':10}  {'created':20}  {'revoked':20}  {'limits':32}  {'policy':34}  name"
+        f"{'id':36}  {'role':7}  {'prefix':10}  {'created':20}  {'revoked':20}  {'limits':32}  {'policy':34}  "
+        f"{'budget':36}  name"
     )
     for r in records:
         revoked = r.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if r.revoked_at else "-"
         typer.echo(
             f"{r.id!s:36}  {r.role:7}  {r.key_prefix:10}  {r.created_at:%Y-%m-%d %H:%M:%S}  {revoked:20}  "
-            f"{_limits(r):32}  {_policy(r):34}  {r.name}"
+            f"{_limits(r):32}  {_policy(r):34}  {_budgets(r):36}  {r.name}"
         )
 
 
@@ -126,12 +166,16 @@ def keys_limits(
         float | None,
         typer.Option(help="this key's retention ceiling in days; 0 removes it; left out: unchanged"),
     ] = None,
+    monthly_tokens: MonthlyTokensOption = None,
+    monthly_usd: MonthlyUsdOption = None,
 ) -> None:
-    """Set a key's own limits and data policy. A limit left out goes back to the server's default;
-    the data policy (--store-output, --max-retention-days) left out stays as it is: a privacy
-    setting is never loosened by a command that did not name it."""
+    """Set a key's own limits, data policy and budgets. A limit left out goes back to the server's
+    default; the data policy (--store-output, --max-retention-days) and the budgets
+    (--monthly-tokens, --monthly-usd) left out stay as they are: a privacy setting or a spending
+    cap is never loosened by a command that did not name it."""
     if max_retention_days is not None and max_retention_days < 0:
         raise fail("--max-retention-days must be 0 (no ceiling) or greater")
+    usd_budget = _usd(monthly_usd)
     with database_settings() as (settings, embedded):
         if not embedded:
             require_head(settings)
@@ -146,13 +190,15 @@ def keys_limits(
                         max_running_tasks=max_running,
                         store_output=store_output,
                         max_retention_days=max_retention_days,
+                        monthly_token_budget=monthly_tokens,  # None: unchanged; 0: removed
+                        monthly_usd_budget=None if monthly_usd is None else (usd_budget or Decimal(0)),
                     )
                 )
             except NotFound:
                 raise fail(f"No API key has id {key_id}.") from None
             except InvalidInput as refused:
                 raise fail(refused.message) from None
-    typer.echo(f"{record.id} ({record.name}): {_limits(record)} {_policy(record)}")
+    typer.echo(f"{record.id} ({record.name}): {_limits(record)} {_policy(record)} {_budgets(record)}")
 
 
 @keys_app.command("webhook-secret")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 from app.domain import InvalidInput
@@ -91,6 +92,19 @@ def a_days(raw: str | None, name: str) -> float | None:
     if not math.isfinite(days) or days < 0 or days > 36_500:
         raise InvalidInput(f"{name} is a number of days, such as 30 or 0.5")
     return days
+
+
+def a_usd(raw: str | None, name: str) -> Decimal | None:
+    """US dollars (blank: None), kept as the exact decimal typed, to the millionth."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        usd = Decimal(raw.strip())
+    except InvalidOperation:
+        raise InvalidInput(f"{name} is an amount in US dollars, such as 250 or 12.50") from None
+    if not usd.is_finite() or usd < 0 or usd > Decimal(10) ** 12:
+        raise InvalidInput(f"{name} is an amount in US dollars, such as 250 or 12.50")
+    return usd.quantize(Decimal("0.000001"))
 
 
 def value_of(member_or_none: StrEnum | None) -> str:

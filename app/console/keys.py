@@ -12,11 +12,12 @@ it is not a redirect, and like every console page it is sent with `Cache-Control
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from app.console.forms import a_days, a_limit, member
+from app.console.forms import a_days, a_limit, a_usd, member
 from app.console.pages import PREFIX, ConsoleRoute, page, request_id_of, service_of
 from app.console.routes import CurrentSession, checked_form
 from app.domain import Channel, InvalidInput, NotFound, Role, StoreOutput
@@ -56,6 +57,8 @@ async def create_key(request: Request, session: CurrentSession) -> Response:
         max_running_tasks=a_limit(form.get("max_running_tasks"), "the running-task limit"),
         store_output=member(StoreOutput, form.get("store_output"), "store output") or StoreOutput.ALLOWED,
         max_retention_days=a_days(form.get("max_retention_days"), "the retention ceiling"),
+        monthly_token_budget=a_limit(form.get("monthly_token_budget"), "the monthly token budget") or None,
+        monthly_usd_budget=a_usd(form.get("monthly_usd_budget"), "the monthly dollar budget") or None,
     )
     role = member(Role, form.get("role"), "role") or Role.CLIENT
     made = await service_of(request).create_key(
@@ -84,8 +87,8 @@ async def key_page(request: Request, session: CurrentSession, key_id: str) -> Re
 
 @router.post("/keys/{key_id}/limits")
 async def set_limits(request: Request, session: CurrentSession, key_id: str) -> Response:
-    """New limits and data policy for a key (a blank limit: the server's default; a blank
-    retention ceiling: none), then back to the list."""
+    """New limits, data policy and budgets for a key (a blank limit: the server's default; a
+    blank retention ceiling or budget: none), then back to the list."""
     require_admin(session.principal)
     form = await checked_form(request, session)
     wanted = _key_id(key_id)
@@ -99,6 +102,8 @@ async def set_limits(request: Request, session: CurrentSession, key_id: str) -> 
         max_running_tasks=a_limit(form.get("max_running_tasks"), "the running-task limit"),
         store_output=store,
         max_retention_days=a_days(form.get("max_retention_days"), "the retention ceiling") or 0.0,
+        monthly_token_budget=a_limit(form.get("monthly_token_budget"), "the monthly token budget") or 0,
+        monthly_usd_budget=a_usd(form.get("monthly_usd_budget"), "the monthly dollar budget") or Decimal(0),
         channel=Channel.CONSOLE,
         request_id=request_id_of(request),
     )

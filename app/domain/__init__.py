@@ -7,6 +7,7 @@ Every layer may import these; they import nothing of the service's own.
 from app.domain.audit import Actor, AuditAction, AuditEventRecord, AuditOutcome, Channel
 from app.domain.errors import (
     AlreadyFinished,
+    BudgetExceeded,
     Conflict,
     DatabaseUnavailable,
     Forbidden,
@@ -23,7 +24,7 @@ from app.domain.errors import (
 from app.domain.holds import LegalHoldRecord
 from app.domain.keys import ApiKeyRecord, Principal, Role, StoreOutput
 from app.domain.tasks import AuditedTask, NewTask, OpenedResult, PromptHashes, TaskOutcome, TaskRecord, TaskStatus
-from app.domain.usage import ModelUsageRecord
+from app.domain.usage import BudgetStatusRecord, ModelUsageRecord
 
 __all__ = [
     "Actor",
@@ -33,6 +34,8 @@ __all__ = [
     "AuditEventRecord",
     "AuditOutcome",
     "AuditedTask",
+    "BudgetExceeded",
+    "BudgetStatusRecord",
     "Channel",
     "Conflict",
     "DatabaseUnavailable",

@@ -93,6 +93,13 @@ class TooManyRunningTasks(Throttled):
     default_message = "this API key has as many tasks running as it may; retry when one has finished"
 
 
+class BudgetExceeded(Throttled):
+    """The key has spent its monthly budget; `retry_after` runs to the next month (UTC)."""
+
+    code = "budget_exceeded"
+    default_message = "this API key's monthly budget is spent; it resets at the start of next month (UTC)"
+
+
 # The HTTP status each kind of error answers with, for every face that speaks HTTP (REST, /mcp,
 # the console): one table, so the faces cannot drift apart. The most specific class that matches
 # is listed first where it matters (a subclass before its base).

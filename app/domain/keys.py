@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +41,8 @@ class ApiKeyRecord:
     store_output: StoreOutput
     max_retention_days: float | None  # a ceiling below the server's RESULT_RETENTION_DAYS; None: none
     webhook_secret_at: datetime | None  # when its webhook signing secret was set; None: it has none
+    monthly_token_budget: int | None = None  # None: no budget
+    monthly_usd_budget: Decimal | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ApiKeyRecord:
@@ -56,6 +59,8 @@ class ApiKeyRecord:
             StoreOutput(row[9]),
             row[10],
             row[11],
+            row[12],
+            row[13],
         )
 
 
@@ -74,6 +79,13 @@ class Principal:
     max_retention_days: float | None = None
     # Whether the key has a webhook signing secret: a task may name a webhook only then.
     signs_webhooks: bool = False
+    # The key's monthly budgets (None: none), checked at each submission against the ledger.
+    monthly_token_budget: int | None = None
+    monthly_usd_budget: Decimal | None = None
+
+    @property
+    def has_budget(self) -> bool:
+        return self.monthly_token_budget is not None or self.monthly_usd_budget is not None
 
     @property
     def sees_every_task(self) -> bool:

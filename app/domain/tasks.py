@@ -70,6 +70,10 @@ class TaskRecord:
     # What the provider call cost in US dollars (app.llm.pricing); None: unpriced, or no call made
     # yet. A cache hit or a single-flight copy made no call: 0.
     cost_usd: Decimal | None = None
+    # `json_schema` or `json_object`: the answer (sealed in `output`) is JSON, validated against the
+    # task's response_format, and reads parse it as `output_json`. None: plain text. The schema
+    # itself is never stored (its keyed hash is part of `cache_key` and `request_hash`).
+    response_format: str | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskRecord:
@@ -97,6 +101,7 @@ class NewTask:
     lease_seconds: float | None = None  # pending and running tasks carry a lease
     output_stored: bool = True  # False: `store: false`, so `context` is None and no output is written
     webhook_url: str | None = None  # checked (app.webhooks.addresses); POSTed to when the task ends
+    response_format: str | None = None  # `json_schema` or `json_object` (the kind only, never the schema)
 
 
 @dataclass(frozen=True, slots=True)

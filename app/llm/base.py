@@ -7,9 +7,9 @@ may quote the prompt): only status codes and the provider's documented error cod
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +22,34 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """The JSON an answer must be (a task's `response_format`, already checked against the bounds
+    in `app.llm.structured`): `json_schema` (valid against `schema`) or `json_object` (any object).
+
+    A provider sees it on `CompletionRequest.response_format` only when it says it enforces it
+    itself (`supports_structured_output`); for any other provider the service asks in the system
+    message instead and validates the answer (`app.llm.structured.prompted`). Either way the
+    service validates every answer: a native mode is a help, not a guarantee. A native provider
+    returns the JSON as `Completion.text`; a pydantic-ai one would map this to `NativeOutput` (or
+    `PromptedOutput`) of the schema. Nothing of it is in its repr (the caller wrote all of it).
+    """
+
+    kind: Literal["json_schema", "json_object"]
+    name: str = field(default="json_object", repr=False)
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"}, repr=False)
+    description: str | None = field(default=None, repr=False)
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionRequest:
     model: str
     messages: tuple[Message, ...]
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
+    # Set only for a provider whose `structured_output` is True (see ResponseFormat).
+    response_format: ResponseFormat | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +111,14 @@ class Provider(Protocol):
     async def complete(self, request: CompletionRequest) -> Completion: ...
 
     async def aclose(self) -> None: ...
+
+
+def supports_structured_output(provider: Provider) -> bool:
+    """The provider's capability flag `structured_output`: True when it sends a request's
+    `response_format` in its own API's structured-output mode (OpenAI's `response_format`,
+    pydantic-ai's NativeOutput). Optional, and not part of the protocol, so that plugins written
+    before it keep working: without it (or with False) the service prompts for the JSON."""
+    return getattr(provider, "structured_output", False) is True
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,10 @@ The caller (the service) bounds the whole call, retries included, with its own t
 `stream()` answers piece by piece (`stream=True`, usage in the last chunk). The same policy
 governs opening the stream, up to its first piece of text; once text has been handed on,
 nothing is retried (the caller would get it twice): an error then ends the stream.
+A task's `response_format` is sent as the request's own `response_format` (`json_schema` with
+its name, schema, description and strict flag, or `json_object`): this provider has the
+`structured_output` capability. The service validates the answer all the same.
+
 Error messages carry the HTTP status and the provider's error code when it is a documented one
 (`app.llm.error_codes`; any other code says `other`), never its text.
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import logfire
 import openai
@@ -46,6 +51,7 @@ from app.llm.base import (
     Completion,
     CompletionRequest,
     ProviderError,
+    ResponseFormat,
     StreamEvent,
     TextDelta,
     Usage,
@@ -67,6 +73,10 @@ BACKOFF_JITTER_SECONDS = 0.5
 class OpenAICompatibleProvider:
     """One OpenAI-compatible endpoint under one provider name (`openai`, or a configured endpoint's name)."""
 
+    # `response_format` goes in the request (app.llm.base.supports_structured_output); an endpoint
+    # configured with `structured_output: false` is prompted for the JSON instead.
+    structured_output: bool
+
     def __init__(
         self,
         name: str,
@@ -77,10 +87,12 @@ class OpenAICompatibleProvider:
         max_retries: int = 3,
         retry_max_seconds: float = 30.0,
         trace: bool = False,
+        structured_output: bool = True,
     ) -> None:
         if request_timeout_seconds <= 0 or retry_max_seconds <= 0 or max_retries < 0:
             raise ValueError("timeouts must be positive and max_retries must not be negative")
         self.name = name
+        self.structured_output = structured_output
         self.request_timeout_seconds = request_timeout_seconds
         self.max_retries = max_retries
         self.retry_max_seconds = retry_max_seconds
@@ -176,6 +188,7 @@ class OpenAICompatibleProvider:
                     temperature=request.temperature if request.temperature is not None else openai.omit,
                     max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
                     top_p=request.top_p if request.top_p is not None else openai.omit,
+                    response_format=_response_format(request.response_format),
                     stream=True,
                     stream_options={"include_usage": True},
                 )
@@ -256,6 +269,7 @@ class OpenAICompatibleProvider:
                     temperature=request.temperature if request.temperature is not None else openai.omit,
                     max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
                     top_p=request.top_p if request.top_p is not None else openai.omit,
+                    response_format=_response_format(request.response_format),
                 )
         except ProviderError:
             raise
@@ -287,6 +301,20 @@ class OpenAICompatibleProvider:
             message,
             state.upcoming_sleep,
         )
+
+
+def _response_format(fmt: ResponseFormat | None) -> Any:
+    """The chat completions `response_format` of a task's format (omitted for a plain answer)."""
+    if fmt is None:
+        return openai.omit
+    if fmt.kind == "json_object":
+        return {"type": "json_object"}
+    spec: dict[str, Any] = {"name": fmt.name, "schema": dict(fmt.schema)}
+    if fmt.description is not None:
+        spec["description"] = fmt.description
+    if fmt.strict is not None:
+        spec["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": spec}
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -29,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from app.domain import InvalidInput
-from app.llm.base import Provider, StreamingProvider
+from app.llm.base import Provider, StreamingProvider, supports_structured_output
 from app.llm.offline import OfflineProvider
 from app.llm.plugins import load_plugins
 from app.llm.pricing import UNPRICED, PriceList
@@ -54,6 +54,8 @@ class ProviderInfo:
     kind: ProviderKind
     streaming: bool  # implements StreamingProvider: the answer arrives piece by piece
     prices: PriceList = UNPRICED
+    # Enforces a task's response_format in its own API (the others are asked in the system message).
+    structured_output: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +200,11 @@ def build_registry(settings: Settings) -> ProviderRegistry:
         if endpoint.name in providers:
             raise ValueError(f"PROVIDER_ENDPOINTS: the name {endpoint.name!r} is used twice")
         providers[endpoint.name] = _openai_compatible(
-            endpoint.name, settings, api_key=_endpoint_key(endpoint, settings), base_url=endpoint.base_url
+            endpoint.name,
+            settings,
+            api_key=_endpoint_key(endpoint, settings),
+            base_url=endpoint.base_url,
+            structured_output=endpoint.structured_output,
         )
         kinds[endpoint.name] = ProviderKind.OPENAI
         prices[endpoint.name] = PriceList(api_url=endpoint.base_url, vendor="openai")
@@ -220,10 +226,18 @@ def _info_of(name: str, provider: Provider, kind: ProviderKind | None, prices: P
         kind = ProviderKind.OFFLINE if isinstance(provider, OfflineProvider) else ProviderKind.PLUGIN
     if prices is None:
         prices = PriceList(free=True) if kind is ProviderKind.OFFLINE else PriceList(vendor=name)
-    return ProviderInfo(name, kind, isinstance(provider, StreamingProvider), prices)
+    return ProviderInfo(
+        name,
+        kind,
+        isinstance(provider, StreamingProvider),
+        prices,
+        structured_output=supports_structured_output(provider),
+    )
 
 
-def _openai_compatible(name: str, settings: Settings, *, api_key: str | None, base_url: str | None) -> Provider:
+def _openai_compatible(
+    name: str, settings: Settings, *, api_key: str | None, base_url: str | None, structured_output: bool = True
+) -> Provider:
     # Imported here: the SDK takes a second to import, and many deployments never use it.
     from app.llm.openai_compatible import OpenAICompatibleProvider
 
@@ -237,6 +251,7 @@ def _openai_compatible(name: str, settings: Settings, *, api_key: str | None, ba
         # with what the provider last answered, not with the service's `timeout`.
         retry_max_seconds=min(settings.provider_retry_max_seconds, settings.provider_timeout_seconds),
         trace=settings.tracing_requests,
+        structured_output=structured_output,
     )
 
 

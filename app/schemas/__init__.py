@@ -27,6 +27,7 @@ from app.schemas.common import (
 )
 from app.schemas.holds import HOLD_REFERENCE_PATTERN, HoldCreate, LegalHold, LegalHoldPage
 from app.schemas.models import (
+    BudgetStatus,
     ModelAlias,
     ModelCatalog,
     ModelProvider,
@@ -45,6 +46,7 @@ from app.schemas.tasks import (
     PromptFields,
     PromptSearch,
     PromptText,
+    ResponseFormatObject,
     RetentionDays,
     TaskError,
     TaskParams,
@@ -70,6 +72,7 @@ __all__ = [
     "AuditEventPage",
     "AuditSeal",
     "AuditSealPage",
+    "BudgetStatus",
     "ContextObject",
     "ErrorBody",
     "ErrorDetail",
@@ -90,6 +93,7 @@ __all__ = [
     "PromptText",
     "ProviderCapabilities",
     "ReadinessReport",
+    "ResponseFormatObject",
     "RetentionDays",
     "RetentionPolicy",
     "TaskError",

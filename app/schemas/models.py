@@ -13,14 +13,17 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.domain import ModelUsageRecord
+from app.domain import BudgetStatusRecord, ModelUsageRecord
 
 ProviderKindName = Literal["offline", "openai", "plugin"]
 
 
 class ProviderCapabilities(BaseModel):
     streaming: bool = Field(description="the answer arrives piece by piece with `stream=true` (else in one piece)")
-    structured_output: bool = Field(description="answers validated against a JSON schema (not yet supported)")
+    structured_output: bool = Field(
+        description="a task's `response_format` is sent in the provider's own structured-output mode; every "
+        "provider takes one (the others are asked in the system message), and every answer is validated"
+    )
     tools: bool = Field(description="the model may call tools (not yet supported)")
 
 
@@ -73,6 +76,32 @@ class ModelUsage(BaseModel):
         )
 
 
+class BudgetStatus(BaseModel):
+    """The key's monthly budgets and what the ledger counts against them for the month.
+
+    The ledger counts provider calls as their tasks end and keeps them when the tasks are purged
+    or erased, so it can exceed the sum over `models`, which counts live tasks only."""
+
+    monthly_token_budget: int | None = Field(description="tokens a month; null: no token budget")
+    monthly_usd_budget: float | None = Field(description="US dollars a month; null: no dollar budget")
+    tokens: int = Field(description="tokens the month's provider calls used")
+    cost_usd: float = Field(description="what the month's priced provider calls cost")
+    exceeded: bool = Field(description="a budget is spent: the key's submissions get 429 `budget_exceeded`")
+    resets_at: datetime = Field(description="the next month's first instant (UTC), when the spend starts at 0")
+
+    @classmethod
+    def from_record(cls, record: BudgetStatusRecord) -> BudgetStatus:
+        usd = record.monthly_usd_budget
+        return cls(
+            monthly_token_budget=record.monthly_token_budget,
+            monthly_usd_budget=None if usd is None else float(usd),
+            tokens=record.tokens,
+            cost_usd=float(record.cost_usd),
+            exceeded=record.exceeded,
+            resets_at=record.resets_at,
+        )
+
+
 class UsageReport(BaseModel):
     """A key's tokens and cost per model for the tasks it submitted in one calendar month (UTC)."""
 
@@ -83,3 +112,6 @@ class UsageReport(BaseModel):
     models: list[ModelUsage]
     total_tokens: int = Field(description="the sum over `models`")
     cost_usd: float = Field(description="the sum over `models`, in US dollars")
+    budget: BudgetStatus | None = Field(
+        default=None, description="the key's budgets and the month's spend in the ledger; null: the key has none"
+    )

@@ -88,6 +88,56 @@ STORE_DESCRIPTION = (
     "false: the answer goes back to the waiting caller once and is never written (the row keeps "
     "metadata only; reads say output null, output_stored false; never a cache source). Needs wait."
 )
+# Checked by the service (app.llm.structured), not here: a pydantic error would quote the schema,
+# and every problem with it is one 422 `invalid_response_format` that names the rule.
+# Titles everywhere: generated clients name their types after them (not `..._type_0`).
+_JSON_SCHEMA_FORMAT = {
+    "title": "JsonSchemaFormat",
+    "type": "object",
+    "properties": {
+        "type": {"title": "JsonSchemaFormatType", "type": "string", "enum": ["json_schema"]},
+        "json_schema": {
+            "title": "JsonSchemaSpec",
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                "description": {"type": ["string", "null"], "maxLength": 4096},
+                "schema": {"title": "JsonSchemaDocument", "type": "object", "additionalProperties": True},
+                "strict": {"type": ["boolean", "null"]},
+            },
+            "required": ["name", "schema"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["type", "json_schema"],
+    "additionalProperties": False,
+}
+RESPONSE_FORMAT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "title": "PlainFormat",
+            "type": "object",
+            "properties": {"type": {"title": "PlainFormatType", "type": "string", "enum": ["text", "json_object"]}},
+            "required": ["type"],
+            "additionalProperties": False,
+        },
+        _JSON_SCHEMA_FORMAT,
+        {"type": "null"},
+    ],
+    "description": "The JSON the answer must be, in OpenAI's shape: `{type: json_schema, json_schema: {name, schema, "
+    "description?, strict?}}` (valid against the schema), `{type: json_object}` (any object), or `{type: text}` (the "
+    "default). The schema: at most 64 KiB as JSON, 32 levels deep, OpenAI's strict-mode keywords only, local $refs "
+    "only; else 422 `invalid_response_format`. The answer comes back as `output_json` (and its text as `output`); one "
+    "that does not validate is asked again (STRUCTURED_OUTPUT_RETRIES), then the task fails `invalid_output`. "
+    "Never stored: its keyed hash is part of the cache key.",
+}
+ResponseFormatObject = Annotated[
+    dict[str, Any] | None, WithJsonSchema(RESPONSE_FORMAT_SCHEMA, mode="validation"), Field(repr=False)
+]
+OUTPUT_JSON_DESCRIPTION = (
+    "With a `response_format` other than text: the answer, parsed (it validated against the schema); `output` is its "
+    "JSON text. Null otherwise, and whenever `output` is null."
+)
 OUTPUT_STORED_DESCRIPTION = (
     "false when the task was run with store: false (or under a key that never stores): "
     "its output and context were never written, and a read answers output null"
@@ -139,6 +189,7 @@ class AgentTask(PromptFields):
     retention_days: RetentionDays = None
     store: Annotated[bool, NullMeansTrue] = Field(default=True, description=STORE_DESCRIPTION)
     webhook: WebhookUrl = None
+    response_format: ResponseFormatObject = None
 
     @field_validator("model")
     @classmethod
@@ -156,7 +207,10 @@ class PromptSearch(PromptFields):
 
 # A nullable object's own title, so generated clients name it `AuditEventDetail` (not `..._type_0`).
 class TaskError(BaseModel):
-    code: str = Field(description="provider_error, rate_limited, timeout, quota_exceeded or interrupted")
+    code: str = Field(
+        description="provider_error, rate_limited, timeout, quota_exceeded, invalid_output (the answer did not "
+        "validate against the response_format) or interrupted"
+    )
     message: str
 
 
@@ -176,6 +230,7 @@ class AgentResult(BaseModel):
     task_id: uuid.UUID
     status: TaskStatus
     output: str | None
+    output_json: Any = Field(default=None, description=OUTPUT_JSON_DESCRIPTION)
     error: TaskError | None
     model: str
     template: str | None
@@ -199,6 +254,7 @@ class AgentResult(BaseModel):
             task_id=task.id,
             status=task.status,
             output=opened.output,
+            output_json=_json_of(task, opened.output),
             error=_error_of(task, opened),
             model=task.model,
             template=task.template,
@@ -211,6 +267,10 @@ class AgentResult(BaseModel):
             expires_at=task.expires_at,
             output_stored=task.output_stored,
         )
+
+    def with_answer(self, task: TaskRecord, answer: str | None, context: dict[str, Any]) -> AgentResult:
+        """This result with an answer that was never written (`store: false`), from memory."""
+        return self.model_copy(update={"output": answer, "output_json": _json_of(task, answer), "context": context})
 
 
 class AgentResultSummary(BaseModel):
@@ -275,6 +335,16 @@ UNREADABLE_MESSAGES = {
     "key_retired": "the key that sealed this result has been retired: the result can no longer be read",
     "result_unreadable": "this result does not open under its key: it was altered or moved",
 }
+
+
+def _json_of(task: TaskRecord, output: str | None) -> Any:
+    """A structured task's answer, parsed (it was validated before it was stored)."""
+    if task.response_format is None or output is None:
+        return None
+    try:
+        return json.loads(output)
+    except ValueError:  # not written by this service: the text alone
+        return None
 
 
 def _error_of(task: TaskRecord, opened: OpenedResult) -> TaskError | None:

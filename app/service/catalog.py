@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from app.domain import Actor, Channel, Forbidden, InvalidInput, Principal
 from app.llm.registry import ProviderRegistry
 from app.schemas import (
+    BudgetStatus,
     ModelAlias,
     ModelCatalog,
     ModelProvider,
@@ -19,7 +20,7 @@ from app.schemas import (
     ProviderCapabilities,
     UsageReport,
 )
-from app.storage import usage
+from app.storage import budgets, usage
 from app.storage.database import Database
 
 _MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII: \d matches the digits of every script
@@ -42,8 +43,10 @@ class CatalogOperations:
                 ModelProvider(
                     name=info.name,
                     kind=info.kind.value,
-                    # Structured output and tools are not offered by any provider yet (issue 15).
-                    capabilities=ProviderCapabilities(streaming=info.streaming, structured_output=False, tools=False),
+                    # Tools are not offered by any provider yet (issue 15).
+                    capabilities=ProviderCapabilities(
+                        streaming=info.streaming, structured_output=info.structured_output, tools=False
+                    ),
                 )
                 for info in registry.providers
             ],
@@ -76,6 +79,7 @@ class CatalogOperations:
             audited_as = Actor(principal.key_id, principal.role, channel, request_id)
         async with self._db.connection() as conn:
             records = await usage.usage(conn, owner, since, until, audited_as=audited_as)
+            status = await budgets.budget_status(conn, owner, since.date())
         models = [ModelUsage.from_record(r) for r in records]
         return UsageReport(
             owner_key_id=owner,
@@ -85,6 +89,7 @@ class CatalogOperations:
             models=models,
             total_tokens=sum(r.total_tokens for r in records),
             cost_usd=float(sum((r.cost_usd for r in records), start=0)),
+            budget=BudgetStatus.from_record(status) if status is not None and status.has_budget else None,
         )
 
 

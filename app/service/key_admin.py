@@ -5,27 +5,33 @@ One place for the rules `agent-service keys` and the console's keys page both fo
 not name the data policy leaves it as it is (a privacy setting is never loosened by a form or a
 command that did not ask for it). Every act is recorded in the audit log in its own transaction
 (`key_create`, `key_revoke`, `key_limits`); the event names the key, never the key itself.
+Budgets are like the data policy: a change that does not name one leaves it as it is.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 
 from app.access.keys import KeyStore, NewKey
 from app.domain import Actor, ApiKeyRecord, Channel, Forbidden, InvalidInput, NotFound, Principal, Role, StoreOutput
 
 MAX_NAME_CHARS = 200
+MAX_USD_BUDGET = Decimal(10) ** 12  # NUMERIC(20, 6) holds 14 digits before the point
 
 
 @dataclass(frozen=True, slots=True)
 class KeySettings:
-    """A key's own limits (None: the server's default; 0: none) and data policy."""
+    """A key's own limits (None: the server's default; 0: none), data policy and monthly budgets
+    (None: none)."""
 
     rate_limit_per_minute: int | None = None
     max_running_tasks: int | None = None
     store_output: StoreOutput = StoreOutput.ALLOWED
     max_retention_days: float | None = None  # None: no ceiling of its own
+    monthly_token_budget: int | None = None
+    monthly_usd_budget: Decimal | None = None
 
     def checked(self) -> KeySettings:
         for value in (self.rate_limit_per_minute, self.max_running_tasks):
@@ -33,6 +39,11 @@ class KeySettings:
                 raise InvalidInput("a limit is 0 (none) or a whole number above it")
         if self.max_retention_days is not None and not self.max_retention_days > 0:
             raise InvalidInput("a retention ceiling is a number of days greater than 0")
+        if self.monthly_token_budget is not None and not self.monthly_token_budget > 0:
+            raise InvalidInput("a monthly token budget is a whole number greater than 0")
+        usd = self.monthly_usd_budget
+        if usd is not None and not (usd.is_finite() and 0 < usd <= MAX_USD_BUDGET):
+            raise InvalidInput(f"a monthly dollar budget is greater than 0 and at most {MAX_USD_BUDGET:,}")
         return self
 
 
@@ -53,6 +64,8 @@ async def create_key(keys: KeyStore, actor: Actor | None, name: str, role: Role,
         max_running_tasks=settings.max_running_tasks,
         store_output=settings.store_output,
         max_retention_days=settings.max_retention_days,
+        monthly_token_budget=settings.monthly_token_budget,
+        monthly_usd_budget=settings.monthly_usd_budget,
         actor=actor,
     )
 
@@ -66,20 +79,31 @@ async def set_key_limits(
     max_running_tasks: int | None,
     store_output: StoreOutput | None,
     max_retention_days: float | None,
+    monthly_token_budget: int | None = None,
+    monthly_usd_budget: Decimal | None = None,
 ) -> ApiKeyRecord:
-    """New limits for a key (None: the server's default). The data policy: `store_output` None
-    keeps it; `max_retention_days` None keeps it, 0 removes the ceiling."""
+    """New limits for a key (None: the server's default). The data policy and the budgets are
+    never loosened unasked: `store_output` None keeps it; `max_retention_days` and each budget
+    None keep it, 0 removes it."""
     current = next((r for r in await keys.list() if r.id == key_id), None)
     if current is None:
         raise NotFound("no API key has that id")
     if max_retention_days is not None and max_retention_days < 0:
         raise InvalidInput("a retention ceiling is 0 (none) or a number of days greater than 0")
+    if monthly_token_budget is not None and monthly_token_budget < 0:
+        raise InvalidInput("a monthly token budget is 0 (none) or a whole number greater than 0")
+    if monthly_usd_budget is not None and not (monthly_usd_budget.is_finite() and monthly_usd_budget >= 0):
+        raise InvalidInput("a monthly dollar budget is 0 (none) or greater")
     ceiling = current.max_retention_days if max_retention_days is None else (max_retention_days or None)
+    tokens = current.monthly_token_budget if monthly_token_budget is None else (monthly_token_budget or None)
+    usd = current.monthly_usd_budget if monthly_usd_budget is None else (monthly_usd_budget or None)
     settings = KeySettings(
         rate_limit_per_minute,
         max_running_tasks,
         current.store_output if store_output is None else store_output,
         ceiling,
+        tokens,
+        usd,
     ).checked()
     return await keys.set_limits(
         key_id,
@@ -87,6 +111,8 @@ async def set_key_limits(
         max_running_tasks=settings.max_running_tasks,
         store_output=settings.store_output,
         max_retention_days=settings.max_retention_days,
+        monthly_token_budget=settings.monthly_token_budget,
+        monthly_usd_budget=settings.monthly_usd_budget,
         actor=actor,
     )
 
@@ -135,6 +161,8 @@ class KeyOperations:
         max_running_tasks: int | None,
         store_output: StoreOutput | None,
         max_retention_days: float | None,
+        monthly_token_budget: int | None = None,
+        monthly_usd_budget: Decimal | None = None,
         channel: Channel,
         request_id: str | None = None,
     ) -> ApiKeyRecord:
@@ -147,6 +175,8 @@ class KeyOperations:
             max_running_tasks=max_running_tasks,
             store_output=store_output,
             max_retention_days=max_retention_days,
+            monthly_token_budget=monthly_token_budget,
+            monthly_usd_budget=monthly_usd_budget,
         )
 
 

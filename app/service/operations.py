@@ -163,7 +163,7 @@ class AgentService(OversightOperations, StreamingOperations, CatalogOperations, 
             raise NotFound("the task was erased while it ran")
         result = self._result(finished.record)
         if not plan.stored:  # the one time this answer is seen: from memory, never from the row
-            result = result.model_copy(update={"output": finished.answer, "context": task.context})
+            result = result.with_answer(finished.record, finished.answer, task.context)
         return Submission(result)
 
     def _result(self, record: TaskRecord) -> AgentResult:

@@ -16,7 +16,8 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -24,8 +25,19 @@ import logfire
 
 from app.access.encryption import KeyRetired, ResultVault, SealBroken
 from app.domain import DatabaseUnavailable, TaskOutcome, TaskRecord, TaskStatus
-from app.llm.base import CompletionRequest, DeltaCallback, Message, ProviderError, stream_completion
+from app.llm.base import (
+    Completion,
+    CompletionRequest,
+    DeltaCallback,
+    Message,
+    ProviderError,
+    ResponseFormat,
+    Usage,
+    stream_completion,
+    supports_structured_output,
+)
 from app.llm.registry import Route
+from app.llm.structured import Valid, check_answer, prepared, reask
 from app.settings import Settings
 from app.storage import tasks as storage
 from app.storage.database import Database
@@ -47,6 +59,8 @@ class Work:
     stored: bool = True  # False: `store: false`, the answer is not written (the job hands it back)
     # A streaming caller's sink: each piece of the answer as the provider sends it (memory only).
     on_delta: DeltaCallback | None = field(default=None, repr=False, compare=False)
+    # The JSON the answer must be (a task's `response_format`); None: plain text.
+    response_format: ResponseFormat | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:  # never the messages
         return f"Work(model={self.route.resolved!r}, messages={len(self.messages)})"
@@ -179,44 +193,57 @@ class TaskRunner:
         return Finished(record) if work.stored else Finished(record, outcome.output)
 
     async def _call_provider(self, work: Work) -> TaskOutcome:
-        route = work.route
-        request = CompletionRequest(
-            model=route.model,
-            messages=work.messages,
-            temperature=work.params.get("temperature"),
-            max_tokens=work.params.get("max_tokens"),
-            top_p=work.params.get("top_p"),
+        """The provider's answer, within PROVIDER_TIMEOUT_SECONDS (re-asks included). With a
+        response_format, an answer that does not validate is asked again, telling the model what
+        was wrong, at most STRUCTURED_OUTPUT_RETRIES times (never in a stream: its pieces have
+        been sent); then the task fails `invalid_output`. The usage is that of every attempt."""
+        route, fmt = work.route, work.response_format
+        request = prepared(
+            CompletionRequest(
+                model=route.model,
+                messages=work.messages,
+                temperature=work.params.get("temperature"),
+                max_tokens=work.params.get("max_tokens"),
+                top_p=work.params.get("top_p"),
+            ),
+            fmt,
+            native=fmt is not None and supports_structured_output(route.provider),
         )
         name = route.provider.name
+        usages: list[Usage] = []
         try:
             async with asyncio.timeout(self._settings.provider_timeout_seconds):
-                if work.on_delta is None:
-                    completion = await route.provider.complete(request)
-                else:  # the stored text is exactly the pieces handed to the streaming caller
-                    completion = await stream_completion(route.provider, request, work.on_delta)
+                while True:
+                    completion = await self._ask(route, request, work.on_delta)
+                    usages.append(completion.usage)
+                    if fmt is None:
+                        return _succeeded(route, completion.text, usages)
+                    checked = check_answer(completion.text, fmt)
+                    if isinstance(checked, Valid):
+                        return _succeeded(route, checked.text, usages)
+                    if work.on_delta is not None or len(usages) > self._settings.structured_output_retries:
+                        message = (
+                            f"the answer did not match the response_format ({checked.rule}) "
+                            f"after {len(usages)} attempt(s)"
+                        )
+                        return _failed(route, "invalid_output", message, usages)
+                    answered = Message("assistant", completion.text)
+                    request = replace(request, messages=(*request.messages, answered, reask(checked.problem)))
         except TimeoutError:
-            return TaskOutcome(TaskStatus.FAILED, error_code="timeout", error_message=f"{name} did not answer in time")
+            return _failed(route, "timeout", f"{name} did not answer in time", usages)
         except ProviderError as exc:
-            return TaskOutcome(TaskStatus.FAILED, error_code=exc.code, error_message=exc.message)
+            return _failed(route, exc.code, exc.message, usages)
         except Exception as exc:  # a plugin's bug must not leave the task running
             # Only the type: a third-party message could quote the prompt.
             log.error("provider %s raised %s", name, type(exc).__name__)
-            return TaskOutcome(
-                TaskStatus.FAILED,
-                error_code="provider_error",
-                error_message=f"{name} failed unexpectedly ({type(exc).__name__})",
-            )
-        usage = completion.usage
-        return TaskOutcome(
-            TaskStatus.SUCCEEDED,
-            output=completion.text,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-            # Priced by the model the route asked for: what the provider says it ran may be a
-            # dated snapshot name (`gpt-4o-mini-2024-07-18`) the price list knows by its family.
-            cost_usd=route.prices.cost(route.model, usage),
-        )
+            return _failed(route, "provider_error", f"{name} failed unexpectedly ({type(exc).__name__})", usages)
+
+    @staticmethod
+    async def _ask(route: Route, request: CompletionRequest, on_delta: DeltaCallback | None) -> Completion:
+        if on_delta is None:
+            return await route.provider.complete(request)
+        # The stored text is exactly the pieces handed to the streaming caller.
+        return await stream_completion(route.provider, request, on_delta)
 
     async def outcome(self, task_id: uuid.UUID, job: asyncio.Task[Finished]) -> Finished:
         """What a waiting caller gets from a job: its end, without cancelling it when the caller
@@ -317,3 +344,32 @@ def _observe(record: TaskRecord | None, work: Work, seconds: float) -> None:
         completion_tokens=None if record.cached else record.completion_tokens,
         cost_usd=None if record.cached else record.cost_usd,
     )
+
+
+def _usage_of(route: Route, usages: list[Usage]) -> dict[str, Any]:
+    """The usage and cost of every attempt, summed (a count none of the attempts gave stays None).
+    Priced by the model the route asked for: what the provider says it ran may be a dated
+    snapshot name (`gpt-4o-mini-2024-07-18`) the price list knows by its family."""
+    if not usages:
+        return {}
+
+    def total(counts: list[int | None]) -> int | None:
+        known = [n for n in counts if n is not None]
+        return sum(known) if known else None
+
+    costs = [route.prices.cost(route.model, usage) for usage in usages]
+    return {
+        "prompt_tokens": total([u.prompt_tokens for u in usages]),
+        "completion_tokens": total([u.completion_tokens for u in usages]),
+        "total_tokens": total([u.total_tokens for u in usages]),
+        "cost_usd": None if any(c is None for c in costs) else sum((c for c in costs if c is not None), Decimal(0)),
+    }
+
+
+def _succeeded(route: Route, output: str, usages: list[Usage]) -> TaskOutcome:
+    return TaskOutcome(TaskStatus.SUCCEEDED, output=output, **_usage_of(route, usages))
+
+
+def _failed(route: Route, code: str, message: str, usages: list[Usage]) -> TaskOutcome:
+    """A failed run keeps no answer, only the usage of the attempts that were answered."""
+    return TaskOutcome(TaskStatus.FAILED, error_code=code, error_message=message, **_usage_of(route, usages))

@@ -186,7 +186,7 @@ class StreamingOperations:
                 return
             result = self._opened(finished.record)
             if context is not None:  # not stored: the one time this answer is seen, from memory
-                result = result.model_copy(update={"output": finished.answer, "context": context})
+                result = result.with_answer(finished.record, finished.answer, context)
             for item in _ending(result, sent=sent):
                 yield item
         finally:

@@ -31,6 +31,7 @@ from app.domain import (
 )
 from app.llm.base import Message
 from app.llm.registry import ProviderRegistry
+from app.llm.structured import parse_response_format
 from app.llm.templates import PromptTemplate, TemplateStore
 from app.schemas import AgentTask
 from app.service.runner import SECONDS_PER_DAY, TaskRunner, Work
@@ -85,21 +86,19 @@ class Planner:
             if not principal.signs_webhooks:
                 raise WebhookSecretMissing
         self._check_prompt(task.prompt)
+        response_format = parse_response_format(task.response_format)
         template, messages, hashed = self.hashed_material(task.prompt, task.template, task.context)
         params = task.params.model_dump(exclude_none=True)
-        cache_key = self._hasher.hash(
-            canonical(
-                {
-                    "owner": str(principal.key_id),
-                    "messages": [[m.role, m.content] for m in messages],
-                    "model": route.resolved,
-                    "params": params,
-                }
-            )
-        )
-        request_hash = (
-            self._hasher.hash(canonical(task.model_dump(mode="json"))) if idempotency_key is not None else None
-        )
+        keyed: dict[str, Any] = {
+            "owner": str(principal.key_id),
+            "messages": [[m.role, m.content] for m in messages],
+            "model": route.resolved,
+            "params": params,
+        }
+        if response_format is not None:  # absent for plain text: the cache keys of earlier tasks still match
+            keyed["response_format"] = task.response_format
+        cache_key = self._hasher.hash(canonical(keyed))
+        request_hash = self._request_hash(task, response_format is not None) if idempotency_key is not None else None
         task_id = uuid.uuid4()
         # A key that never stores makes every one of its tasks `store: false`, whatever it says.
         stored = task.store and principal.store_output is StoreOutput.ALLOWED
@@ -121,10 +120,11 @@ class Planner:
             lease_seconds=self._lease_seconds,
             output_stored=stored,
             webhook_url=task.webhook,
+            response_format=response_format.kind if response_format is not None else None,
         )
         return Plan(
             new,
-            Work(route, messages, params, principal.key_id, stored=stored),
+            Work(route, messages, params, principal.key_id, stored=stored, response_format=response_format),
             # A not-stored answer is neither served from the cache nor a source for it: the
             # caller asked that it exist only in their hands, so no copy row may hold it.
             use_cache=stored and task.cache and self._settings.cache_ttl_seconds > 0,
@@ -154,6 +154,15 @@ class Planner:
             legacy_key_id=self._hasher.key_id,
             legacy_hash=self._hasher.hash(hashed),
         )
+
+    def _request_hash(self, task: AgentTask, structured: bool) -> str:
+        """The keyed hash an Idempotency-Key's replay is checked against: the whole request, its
+        response_format included (a plain-text task, `{"type": "text"}` or none, hashes as it did
+        before the field existed)."""
+        request = task.model_dump(mode="json")
+        if not structured:
+            del request["response_format"]
+        return self._hasher.hash(canonical(request))
 
     def _check_prompt(self, prompt: str) -> None:
         limit = self._settings.max_prompt_chars
@@ -193,8 +202,10 @@ class Admission:
         row comes back), or an identical task in flight is followed (its id comes back too).
         The look-up and the insert hold a lock on the cache key, so across every replica
         concurrent identical requests make one provider call. A task that will run counts
-        against the key's MAX_RUNNING_TASKS; a cache hit does not.
+        against the key's MAX_RUNNING_TASKS; a cache hit does not. A key over a monthly budget
+        is refused first (`BudgetExceeded`), cache hit or not, and nothing is written.
         """
+        await self._limits.check_budget(principal)
         new = replace(plan.new, status=TaskStatus.PENDING if pending else TaskStatus.RUNNING)
         if not plan.use_cache:
             metrics.CACHE_LOOKUPS.add(1, {"result": "bypass"})

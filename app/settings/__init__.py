@@ -34,6 +34,11 @@ class ProviderEndpoint(BaseModel):
     )
     base_url: str = Field(description="the endpoint's OpenAI-compatible base URL, e.g. `http://localhost:11434/v1`")
     api_key_env: str | None = Field(default=None, description="the environment variable holding its key, if any")
+    structured_output: bool = Field(
+        default=True,
+        description="false: the endpoint does not take `response_format` (json_schema); a task's format is asked "
+        "for in the system message instead (the answer is validated either way)",
+    )
 
 
 class Settings(BaseSettings):
@@ -92,7 +97,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="More OpenAI-compatible endpoints, each a provider of its own, as a JSON list: "
         '`[{"name": "ollama", "base_url": "http://localhost:11434/v1"}]` '
-        "(fields `name`, `base_url`, optional `api_key_env`).",
+        "(fields `name`, `base_url`, optional `api_key_env` and `structured_output`).",
     )
     model_aliases: dict[str, str] = Field(
         default_factory=dict,
@@ -106,6 +111,14 @@ class Settings(BaseSettings):
         default=3600.0,
         ge=0,
         description="How long a succeeded answer may serve the same caller's identical requests (0: no cache).",
+    )
+    structured_output_retries: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="How many times an answer that does not validate against the task's `response_format` is asked "
+        "again (telling the model what was wrong) before the task fails with `invalid_output`; every attempt's "
+        "tokens count. Never in a stream.",
     )
     stream_keepalive_seconds: PositiveFloat = Field(
         default=15.0,

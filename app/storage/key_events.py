@@ -37,6 +37,8 @@ def key_detail(record: ApiKeyRecord) -> dict[str, Any]:
         "max_running_tasks": record.max_running_tasks,
         "store_output": record.store_output.value,
         "max_retention_days": record.max_retention_days,
+        "monthly_token_budget": record.monthly_token_budget,
+        "monthly_usd_budget": None if record.monthly_usd_budget is None else str(record.monthly_usd_budget),
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 
 import asyncpg
@@ -67,10 +68,11 @@ INSERT_API_KEY = Statement(
         KeyEventKind.CREATED,
         """
 INSERT INTO api_key (id, name, role, key_hash, key_prefix, rate_limit_per_minute, max_running_tasks,
-                     store_output, max_retention_days, webhook_secret, webhook_secret_at)
+                     store_output, max_retention_days, webhook_secret, webhook_secret_at,
+                     monthly_token_budget, monthly_usd_budget)
 VALUES (:id, :name, :role, :key_hash, :key_prefix, :rate_limit_per_minute, :max_running_tasks,
         :store_output, :max_retention_days, :webhook_secret,
-        CASE WHEN :webhook_secret::bytea IS NOT NULL THEN now() END)""",
+        CASE WHEN :webhook_secret::bytea IS NOT NULL THEN now() END, :monthly_token_budget, :monthly_usd_budget)""",
     ),
 )
 
@@ -88,6 +90,8 @@ async def insert_api_key(
     max_retention_days: float | None = None,
     key_id: uuid.UUID | None = None,
     webhook_secret: bytes | None = None,
+    monthly_token_budget: int | None = None,
+    monthly_usd_budget: Decimal | None = None,
 ) -> ApiKeyRecord:
     """A new key (`webhook_secret`: its signing secret, sealed for `key_id`)."""
     row = await INSERT_API_KEY.fetchrow(
@@ -102,6 +106,8 @@ async def insert_api_key(
         max_running_tasks=max_running_tasks,
         store_output=store_output.value,
         max_retention_days=max_retention_days,
+        monthly_token_budget=monthly_token_budget,
+        monthly_usd_budget=monthly_usd_budget,
     )
     assert row is not None
     return ApiKeyRecord.from_row(row)
@@ -113,7 +119,8 @@ SET_KEY_LIMITS = Statement(
         KeyEventKind.LIMITS,
         """
 UPDATE api_key SET rate_limit_per_minute = :rate_limit_per_minute, max_running_tasks = :max_running_tasks,
-                   store_output = :store_output, max_retention_days = :max_retention_days
+                   store_output = :store_output, max_retention_days = :max_retention_days,
+                   monthly_token_budget = :monthly_token_budget, monthly_usd_budget = :monthly_usd_budget
 WHERE id = :key_id""",
     ),
 )
@@ -127,9 +134,11 @@ async def set_key_limits(
     max_running_tasks: int | None,
     store_output: StoreOutput = StoreOutput.ALLOWED,
     max_retention_days: float | None = None,
+    monthly_token_budget: int | None = None,
+    monthly_usd_budget: Decimal | None = None,
 ) -> ApiKeyRecord | None:
-    """Replace a key's own limits and data policy (None: the server default); None when no key
-    has that id."""
+    """Replace a key's own limits, data policy and budgets (None: the server default, or no
+    budget); None when no key has that id."""
     row = await SET_KEY_LIMITS.fetchrow(
         conn,
         key_id=key_id,
@@ -137,6 +146,8 @@ async def set_key_limits(
         max_running_tasks=max_running_tasks,
         store_output=store_output.value,
         max_retention_days=max_retention_days,
+        monthly_token_budget=monthly_token_budget,
+        monthly_usd_budget=monthly_usd_budget,
     )
     return None if row is None else ApiKeyRecord.from_row(row)
 

@@ -8,7 +8,7 @@ leaks into an answer.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -59,6 +59,8 @@ class ApiKeyRow(SQLModel, table=True):
         CheckConstraint(_in("role", Role), name="role"),
         CheckConstraint(_in("store_output", StoreOutput), name="store_output"),
         CheckConstraint("max_retention_days > 0", name="max_retention_days"),
+        CheckConstraint("monthly_token_budget > 0", name="monthly_token_budget"),
+        CheckConstraint("monthly_usd_budget > 0", name="monthly_usd_budget"),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -83,6 +85,9 @@ class ApiKeyRow(SQLModel, table=True):
     webhook_secret: bytes | None = Field(default=None, sa_type=LargeBinary)
     webhook_secret_previous: bytes | None = Field(default=None, sa_type=LargeBinary)
     webhook_secret_previous_until: datetime | None = _utc(default=None, nullable=True)
+    # Monthly budgets (NULL: none), checked at each submission against `key_usage`.
+    monthly_token_budget: int | None = Field(default=None, sa_type=BigInteger())
+    monthly_usd_budget: Decimal | None = Field(default=None, sa_type=Numeric(20, 6))
 
 
 class TaskRow(SQLModel, table=True):
@@ -91,6 +96,7 @@ class TaskRow(SQLModel, table=True):
     __tablename__ = "agent_task"
     __table_args__ = (
         CheckConstraint(_in("status", TaskStatus), name="status"),
+        CheckConstraint("response_format IN ('json_schema', 'json_object')", name="response_format"),
         Index("ix_agent_task_owner_id_created_at_id", "owner_id", text("created_at DESC"), text("id DESC")),
         Index("ix_agent_task_expires_at", "expires_at"),
         Index("ix_agent_task_prompt_hash", "prompt_hash"),
@@ -159,6 +165,9 @@ class TaskRow(SQLModel, table=True):
     # What the provider call cost, in US dollars (genai-prices); NULL: unpriced. Exact (NUMERIC), so
     # that a month's sum per key (GET /usage, budgets) adds up to the cent.
     cost_usd: Decimal | None = Field(default=None, sa_type=Numeric(20, 12))
+    # The kind of a structured answer (`json_schema`, `json_object`): `output` holds validated JSON,
+    # which reads parse. NULL: plain text. Never the schema, which is not stored.
+    response_format: str | None = Field(default=None, max_length=16)
 
 
 class AuditEventRow(SQLModel, table=True):
@@ -309,3 +318,23 @@ class LegalHoldRow(SQLModel, table=True):
     created_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})
     created_by: uuid.UUID | None = None  # the placing key; NULL from the command line
     released_at: datetime | None = _utc(default=None, nullable=True)
+
+
+class KeyUsageRow(SQLModel, table=True):
+    """The budget ledger: one key's provider calls in one calendar month (UTC, by task creation).
+
+    Written only by the trigger `agent_task_usage_ledger` (migration 6b7c8d9e0f1a), in the
+    transaction that ends a task; read by every submission of a key with a budget. Unlike
+    `GET /usage`, which sums live rows, it outlives the purge and erasure of the tasks it counts."""
+
+    __tablename__ = "key_usage"
+
+    owner_id: uuid.UUID = Field(primary_key=True, foreign_key="api_key.id", ondelete="RESTRICT")
+    month: date = Field(primary_key=True)
+    tasks: int = Field(default=0, sa_type=BigInteger(), sa_column_kwargs={"server_default": text("0")})
+    tokens: int = Field(default=0, sa_type=BigInteger(), sa_column_kwargs={"server_default": text("0")})
+    cost_usd: Decimal = Field(
+        default=Decimal(0), sa_type=Numeric(20, 12), sa_column_kwargs={"server_default": text("0")}
+    )
+    unpriced_tasks: int = Field(default=0, sa_type=BigInteger(), sa_column_kwargs={"server_default": text("0")})
+    updated_at: datetime = _utc(sa_column_kwargs={"server_default": text("now()")})

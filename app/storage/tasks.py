@@ -20,10 +20,10 @@ TASK_COLUMNS = column_list(TaskRecord)
 _LIVE = sql_values(UNFINISHED)  # a runner vouches for these (a lease)
 
 _NEW_TASK_COLUMNS = """id, owner_id, status, model, template, prompt_hash, prompt_hash_key_id, context, params,
-    expires_at, cache_key, idempotency_key, request_hash, output_stored, webhook_url"""
+    expires_at, cache_key, idempotency_key, request_hash, output_stored, webhook_url, response_format"""
 _NEW_TASK_VALUES = """:id, :owner_id, :status, :model, :template, :prompt_hash, :prompt_hash_key_id, :context, :params,
     now() + make_interval(secs => :retention_seconds), :cache_key, :idempotency_key, :request_hash, :output_stored,
-    :webhook_url"""
+    :webhook_url, :response_format"""
 _AUDIT_CREATE = f"""
     INSERT INTO audit_event (actor_id, actor_role, channel, action, task_id, outcome, request_id)
     SELECT :actor_id, :actor_role, :channel, '{AuditAction.CREATE}', id, '{AuditOutcome.OK}', :request_id FROM task"""
@@ -94,6 +94,7 @@ def _new_task_values(task: NewTask, actor: Actor) -> dict[str, Any]:
         "request_hash": task.request_hash,
         "output_stored": task.output_stored,
         "webhook_url": task.webhook_url,
+        "response_format": task.response_format,
         "actor_id": actor.key_id,
         "actor_role": actor.role,
         "channel": actor.channel.value,

@@ -31,7 +31,7 @@ OTHER = "other"
 
 # The documented label values, created at zero at start-up (docs/operations.md lists them too).
 TASK_STATUSES = ("succeeded", "failed", "cancelled")
-TASK_ERROR_CODES = ("provider_error", "rate_limited", "timeout", "quota_exceeded")
+TASK_ERROR_CODES = ("provider_error", "rate_limited", "timeout", "quota_exceeded", "invalid_output")
 TOKEN_KINDS = ("prompt", "completion")
 CACHE_RESULTS = ("hit", "miss", "in_flight", "bypass")
 READ_CHANNELS = ("rest", "mcp")

@@ -426,3 +426,67 @@ async def test_the_console_shows_an_answer_only_on_its_audited_page(gateway, db,
     assert marker not in logged
     out, err = capfd.readouterr()
     assert marker not in out + err
+
+
+async def test_a_schema_and_a_structured_answer_are_found_nowhere_but_in_the_answer(
+    gateway, db, marker, caplog, capfd, spans
+):
+    """Structured output: the marker in a schema's description (sent to the provider, never stored)
+    and in the JSON answer (sealed, like any answer). A success, a cache hit, a re-ask that ends
+    `invalid_output`, a stream, a refused schema and an MCP call: neither rows, logs, spans,
+    metrics nor any error answer hold it."""
+    import json
+
+    caplog.set_level(logging.DEBUG)
+    http, caller, fake, service = gateway
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "description": f"the {marker}"}},
+        "required": ["name"],
+    }
+    structured = {"type": "json_schema", "json_schema": {"name": "secretive", "schema": schema}}
+    body = {"prompt": "Who is it?", "model": "openai:gpt-test", "response_format": structured}
+    answer = json.dumps({"name": marker})
+    off_schema = json.dumps({"nom": marker})
+    fake.enqueue(Reply(body=completion(answer)), Reply(body=completion(off_schema)), Reply(body=completion(off_schema)))
+
+    ok = await http.post(RUN, json=body, headers=caller.headers)
+    hit = await http.post(RUN, json=body, headers=caller.headers)
+    failed = await http.post(RUN, json=body | {"cache": False}, headers=caller.headers)
+    fake.enqueue(Reply(chunks=[f'{{"nom": "{marker[:10]}', f'{marker[10:]}"}}']))
+    streamed = await http.post(RUN, params={"stream": "true"}, json=body | {"cache": False}, headers=caller.headers)
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {"description": marker}}}}
+    refused = await http.post(RUN, json=body | {"response_format": bad}, headers=caller.headers)
+    async with mcp_as(service.service, caller) as mcp:
+        fake.enqueue(Reply(body=completion(off_schema)), Reply(body=completion(off_schema)))
+        mcp_failed = await mcp.call_tool("run_agent_task", body | {"cache": False})
+        mcp_refused = await mcp.call_tool("run_agent_task", body | {"response_format": bad}, raise_on_error=False)
+    metrics_text = (await http.get("/metrics", headers=await scraper_headers(service))).text
+
+    assert ok.json()["output_json"] == {"name": marker}, "the caller did get the answer"
+    assert hit.json()["cached"] is True
+    assert failed.json()["error"]["code"] == "invalid_output"
+    assert streamed.text.rstrip().splitlines()[-1].startswith('data: {"code": "invalid_output"')
+    assert refused.json()["code"] == "invalid_response_format"
+    assert mcp_failed.structured_content["error"]["code"] == "invalid_output"
+    assert mcp_refused.is_error
+    assert all(marker not in m["content"] for m in fake.requests[0]["messages"])  # native: in the schema only
+    assert "provider call" in span_text(spans)
+    assert marker in json.dumps(fake.requests[0]["response_format"]), "the provider did get the schema"
+    errors = [
+        failed.text,
+        streamed.text.split("event: error")[-1],
+        refused.text,
+        str(mcp_failed.content),
+        str(mcp_refused.content),
+    ]
+    for where, text in (
+        ("errors", "\n".join(errors)),
+        ("database", await everything_stored(db)),
+        ("spans", span_text(spans)),
+        ("metrics", metrics_text),
+        ("logs", "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)),
+    ):
+        assert marker not in text, f"the marker found in {where}"
+    out, err = capfd.readouterr()
+    assert marker not in out + err

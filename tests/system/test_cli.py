@@ -88,6 +88,26 @@ def test_a_keys_data_policy_is_set_at_creation_changed_by_limits_and_shown_by_li
         assert cli("keys", "create", "x", *refused, env=env, check=False).returncode != 0
 
 
+def test_a_keys_budgets_are_set_at_creation_kept_when_left_out_and_removed_with_0(empty_database_url):
+    env = environment(DATABASE_URL=empty_database_url, PROMPT_HASH_KEY=TEST_HASH_KEY)
+    cli("migrate", env=env)
+    created = cli("keys", "create", "kg", "--monthly-tokens", "5000000", "--monthly-usd", "250.5", env=env).stdout
+    key_id = re.search(r"id:\s+(\S+)", created).group(1)  # type: ignore[union-attr]
+    assert "budget: monthly tokens=5000000 usd=250.5" in created
+
+    kept = cli("keys", "limits", key_id, "--rate-limit", "5", env=env).stdout
+    raised = cli("keys", "limits", key_id, "--monthly-usd", "400", env=env).stdout
+    removed = cli("keys", "limits", key_id, "--monthly-tokens", "0", env=env).stdout
+    listed = cli("keys", "list", env=env).stdout
+
+    assert "monthly tokens=5000000 usd=250.5" in kept  # a budget left out is never loosened
+    assert "monthly tokens=5000000 usd=400" in raised
+    assert "monthly tokens=none usd=400" in removed
+    assert "monthly tokens=none usd=400" in listed
+    for refused in (["--monthly-tokens", "-1"], ["--monthly-usd", "-5"], ["--monthly-usd", "1e15"]):
+        assert cli("keys", "create", "x", *refused, env=env, check=False).returncode != 0
+
+
 def test_two_purge_commands_at_once_delete_every_row_exactly_once(database_url):
     async def seed() -> None:
         conn = await asyncpg.connect(database_url)

@@ -37,6 +37,7 @@ async def test_tools_and_resource_template_are_listed(app_service, alice):
         "retention_days",
         "store",
         "webhook",
+        "response_format",
         "idempotency_key",
         "wait",
     }

@@ -217,3 +217,34 @@ async def test_sign_in_and_out_are_audited_and_a_refused_sign_in_keeps_no_trace_
     everything = json.dumps([dict(r) for r in await db.fetch("SELECT * FROM audit_event")], default=str)
     for presented in (wrong, "hunter2", hash_api_key(wrong), auditor.key):
         assert presented not in everything
+
+
+async def test_budgets_are_set_at_creation_kept_unless_named_and_cleared_by_a_blank(database_url, db):
+    async with replica(database_url) as (app, http):
+        admin = await key(app, Role.ADMIN)
+        csrf = await signed_in(http, admin.key)
+        made = await http.post(
+            KEYS, data=form(csrf, name="Budgeted", monthly_token_budget="50000", monthly_usd_budget="12.50")
+        )
+        key_id = await db.fetchval("SELECT id FROM api_key WHERE name = 'Budgeted'")
+        page = await http.get(f"{KEYS}/{key_id}")
+        kept = await db.fetchrow("SELECT monthly_token_budget, monthly_usd_budget FROM api_key WHERE id = $1", key_id)
+        await http.post(
+            f"{KEYS}/{key_id}/limits",
+            data=form(csrf, store_output="allowed", monthly_token_budget="", monthly_usd_budget="3"),
+        )
+        changed = await db.fetchrow(
+            "SELECT monthly_token_budget, monthly_usd_budget FROM api_key WHERE id = $1", key_id
+        )
+        refused = await http.post(KEYS, data=form(csrf, name="x", monthly_usd_budget="<b>lots</b>"))
+
+    assert made.status_code == 200
+    assert "50000 tokens, $12.5 a month" in made.text
+    assert 'value="50000"' in page.text
+    assert (kept["monthly_token_budget"], str(kept["monthly_usd_budget"])) == (50000, "12.500000")
+    assert (changed["monthly_token_budget"], str(changed["monthly_usd_budget"])) == (None, "3.000000")
+    assert refused.status_code == 422
+    assert "lots" not in refused.text
+    [created, limited] = [e["detail"] for e in await events(db, "key_create") + await events(db, "key_limits")]
+    assert (created["monthly_token_budget"], created["monthly_usd_budget"]) == (50000, "12.500000")
+    assert (limited["monthly_token_budget"], limited["monthly_usd_budget"]) == (None, "3.000000")

@@ -102,7 +102,8 @@ async def test_the_catalog_names_providers_kinds_capabilities_aliases_and_defaul
         anonymous = await http.get("/models")
 
     assert response.status_code == 200
-    streaming = {"streaming": True, "structured_output": False, "tools": False}
+    # OpenAI-compatible endpoints take a response_format natively; the others are prompted for it.
+    streaming = {"streaming": True, "structured_output": True, "tools": False}
     whole = {"streaming": False, "structured_output": False, "tools": False}
     assert response.json() == {
         "providers": [

@@ -20,6 +20,7 @@ TABLES = {
     "audit_event",
     "audit_seal",
     "console_session",
+    "key_usage",
     "legal_hold",
     "rate_limit",
     "webhook_delivery",
@@ -489,8 +490,51 @@ async def _key_and_session_events(url: str) -> tuple[int, int]:
         await conn.close()
 
 
+async def _a_structured_task(url: str) -> tuple[int, int]:
+    """A structured task next to a plain one, in plain SQL: (tasks, structured tasks) afterwards.
+    The column refuses a kind it does not know."""
+    conn = await asyncpg.connect(url)
+    try:
+        key = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
+            key,
+            uuid.uuid4().hex * 2,
+        )
+        for kind in ("json_schema", None):
+            await conn.execute(
+                "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
+                " response_format) VALUES (gen_random_uuid(), $1, 'succeeded', 'openai:gpt-4o-mini', 'ab', 'k',"
+                " now() + interval '1 day', $2)",
+                key,
+                kind,
+            )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE agent_task SET response_format = 'yaml'")
+        return (
+            await conn.fetchval("SELECT count(*) FROM agent_task"),
+            await conn.fetchval("SELECT count(*) FROM agent_task WHERE response_format = 'json_schema'"),
+        )
+    finally:
+        await conn.close()
+
+
+def test_the_response_format_migration_goes_down_and_up_again_with_structured_tasks(empty_database_url):
+    before_structured = "6b7c8d9e0f1a"  # the budgets'
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_a_structured_task(empty_database_url)) == (2, 1)
+
+    migrations.downgrade(empty_database_url, before_structured, result_keys=TEST_RESULT_KEYS)
+    assert "response_format" not in run_sync(_columns(empty_database_url, "agent_task"))
+    assert run_sync(_revision(empty_database_url)) == before_structured
+
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    # The tasks outlived the downgrade; their kind did not (they read as plain text): two more, one structured.
+    assert run_sync(_a_structured_task(empty_database_url)) == (4, 1)
+
+
 def test_the_key_and_session_audit_migration_goes_down_and_up_again_with_its_events(empty_database_url):
-    before = "2d3e4f5a6b7c"  # the cost migration's
+    before = "5a6b7c8d9e0f"  # the structured output's (the head before this one)
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     assert run_sync(_key_and_session_events(empty_database_url)) == (6, 7)
 
