@@ -19,8 +19,11 @@ from app.api.errors import install_error_handlers
 from app.api.mcp import build_mcp
 from app.api.mcp_errors import TransportErrors
 from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from app.console import health as console_health
+from app.console import keys as console_keys
 from app.console import records as console_records
 from app.console import routes as console
+from app.console import trail as console_trail
 from app.service.wiring import Components
 from app.settings import Settings, get_settings
 from app.telemetry.logs import keep_payloads_out_of_logs
@@ -134,6 +137,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.console_secure_cookie = settings.console_secure_cookie
     app.include_router(console.router)
     app.include_router(console_records.router)
+    app.include_router(console_trail.router)
+    app.include_router(console_keys.router)
+    app.include_router(console_health.router)
     app.router.routes.append(console.static())
     # Exactly /mcp goes to the MCP app (no redirect, no catch-all mount swallowing REST 404s and 405s).
     app.router.routes.append(

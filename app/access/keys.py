@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import NamedTuple
+from typing import NamedTuple, TypeIs
 
 import asyncpg
 from cachetools import LRUCache, TTLCache
@@ -12,8 +12,20 @@ from cachetools import LRUCache, TTLCache
 from app.access.encryption import ResultCipher
 from app.access.hashing import API_KEY_PREFIX, display_prefix, hash_api_key, new_api_key
 from app.access.throttle import FailureThrottle, RefusedCredentials
-from app.domain import ApiKeyRecord, NotFound, Principal, Role, StoreOutput, Unauthenticated
+from app.domain import (
+    Actor,
+    ApiKeyRecord,
+    AuditAction,
+    AuditOutcome,
+    NotFound,
+    Principal,
+    Role,
+    StoreOutput,
+    Unauthenticated,
+)
+from app.storage import key_events
 from app.storage import keys as storage
+from app.storage import sessions as session_storage
 from app.storage.database import Database
 from app.storage.keys import KeyEvent, KeyEventKind
 from app.webhooks.signing import new_secret
@@ -84,7 +96,7 @@ class KeyStore:
     async def authenticate(self, token: str | None, *, client: str | None = None) -> Principal:
         """The key's principal; `Unauthenticated`, or `TooManyFailedAttempts` when `client` (the
         caller's address) has failed too often and the key is none this process knows."""
-        if not token or not token.startswith(API_KEY_PREFIX) or len(token) > _MAX_KEY_CHARS:
+        if not key_shaped(token):
             raise Unauthenticated  # not a key at all: no lookup, and not counted as a guess
         key_hash = hash_api_key(token)
         if self._cache is not None and (cached := self._cache.get(key_hash)) is not None:
@@ -116,6 +128,12 @@ class KeyStore:
         if self._cache is not None and evictions == self._evictions:
             self._cache[key_hash] = principal
         return principal
+
+    def count_failure(self, client: str | None) -> None:
+        """Count a refusal that cost no lookup (the console's sign-in form given something that is
+        not a key) against `client`'s failures; `TooManyFailedAttempts` once they are spent. The
+        API does not: a request without a key is not a guess; a person typing into a form is."""
+        self._failures.attempt(client)
 
     def principal_of(self, record: ApiKeyRecord) -> Principal:
         """The caller an active key's row acts as, with its effective limits (its own, else the server's)."""
@@ -184,8 +202,10 @@ class KeyStore:
         max_retention_days: float | None = None,
         monthly_token_budget: int | None = None,
         monthly_usd_budget: Decimal | None = None,
+        actor: Actor | None = None,
     ) -> NewKey:
-        """A new key and its webhook signing secret; both are returned here and never again."""
+        """A new key and its webhook signing secret; both are returned here and never again.
+        `actor`: who made it, recorded (`key_create`) in the same transaction."""
         plain = new_api_key()
         key_id = uuid.uuid4()
         secret = new_secret() if self._cipher is not None else None
@@ -205,6 +225,8 @@ class KeyStore:
                 monthly_token_budget=monthly_token_budget,
                 monthly_usd_budget=monthly_usd_budget,
             )
+            if actor is not None:
+                await _record(conn, actor, AuditAction.KEY_CREATE, record)
         self._apply(KeyEvent(KeyEventKind.CREATED, record.id, record.key_hash))
         return NewKey(record, plain, secret)
 
@@ -236,10 +258,12 @@ class KeyStore:
         max_retention_days: float | None = None,
         monthly_token_budget: int | None = None,
         monthly_usd_budget: Decimal | None = None,
+        actor: Actor | None = None,
     ) -> ApiKeyRecord:
         """Replace a key's own limits, data policy and budgets (None: the server's default, or no
-        budget). Every process
-        forgets its cached principal for the key, so its next request runs under the new policy."""
+        budget). Every process forgets its cached principal for the key, so its next request runs
+        under the new policy. `actor`: who changed them, recorded (`key_limits`) in the same
+        transaction."""
         async with self._db.transaction() as conn:
             record = await storage.set_key_limits(
                 conn,
@@ -251,6 +275,8 @@ class KeyStore:
                 monthly_token_budget=monthly_token_budget,
                 monthly_usd_budget=monthly_usd_budget,
             )
+            if record is not None and actor is not None:
+                await _record(conn, actor, AuditAction.KEY_LIMITS, record)
         if record is None:
             raise NotFound("no API key has that id")
         self._apply(KeyEvent(KeyEventKind.LIMITS, record.id, record.key_hash))  # here at once, without the listener
@@ -260,9 +286,15 @@ class KeyStore:
         async with self._db.connection() as conn:
             return await storage.list_api_keys(conn)
 
-    async def revoke(self, key_id: uuid.UUID) -> ApiKeyRecord:
+    async def revoke(self, key_id: uuid.UUID, *, actor: Actor | None = None) -> ApiKeyRecord:
+        """Revoke a key and end its console sessions (their rows go in the same transaction);
+        `actor`: who revoked it, recorded (`key_revoke`) there too."""
         async with self._db.transaction() as conn:
             record = await storage.revoke_api_key(conn, key_id)
+            if record is not None:
+                await session_storage.delete_key_sessions(conn, key_id)
+                if actor is not None:
+                    await _record(conn, actor, AuditAction.KEY_REVOKE, record)
         if record is None:
             raise NotFound("no API key has that id")
         self._apply(KeyEvent(KeyEventKind.REVOKED, record.id, record.key_hash))  # here at once, without the listener
@@ -271,6 +303,15 @@ class KeyStore:
     async def count(self) -> int:
         async with self._db.connection() as conn:
             return await storage.count_api_keys(conn)
+
+
+async def _record(conn: asyncpg.Connection, actor: Actor, action: AuditAction, record: ApiKeyRecord) -> None:
+    await key_events.record_event(conn, actor, action, AuditOutcome.OK, key_events.key_detail(record))
+
+
+def key_shaped(token: str | None) -> TypeIs[str]:
+    """Whether a credential could be a key at all (worth a lookup)."""
+    return token is not None and token.startswith(API_KEY_PREFIX) and len(token) <= _MAX_KEY_CHARS
 
 
 def _or_default(own: int | None, default: int) -> int:

@@ -15,8 +15,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from app.access.keys import KeyStore
-from app.domain import Principal
+from app.access.keys import KeyStore, key_shaped
+from app.domain import Actor, AuditAction, AuditOutcome, Channel, Principal, Unauthenticated
+from app.storage import key_events
 from app.storage import sessions as storage
 from app.storage.database import Database
 
@@ -55,11 +56,25 @@ class ConsoleSessions:
         self.lifetime_seconds = lifetime_seconds
         self.idle_seconds = idle_seconds
 
-    async def sign_in(self, api_key: str | None, *, client: str | None) -> SignedIn:
-        """A session for the key; `Unauthenticated`, or `TooManyFailedAttempts` once `client` has failed too often."""
-        principal = await self._keys.authenticate(api_key, client=client)
+    async def sign_in(self, api_key: str | None, *, client: str | None, request_id: str | None = None) -> SignedIn:
+        """A session for the key, and its `sign_in` event in the same transaction; `Unauthenticated`
+        (recorded as a `sign_in` `denied` with no actor: the key presented is never kept, in any
+        form), or `TooManyFailedAttempts` once `client` has failed too often (not recorded: a
+        refusal that costs no lookup must not cost a row either, or a flood would fill the log).
+        Here anything refused counts against the throttle, a non-key too, so every row written
+        for a refusal is one the throttle allowed."""
+        try:
+            principal = await self._keys.authenticate(api_key, client=client)
+        except Unauthenticated:
+            if not key_shaped(api_key):
+                self._keys.count_failure(client)  # so every refusal recorded here is throttled
+            async with self._db.connection() as conn:
+                await key_events.record_event(
+                    conn, Actor(None, None, Channel.CONSOLE, request_id), AuditAction.SIGN_IN, AuditOutcome.DENIED
+                )
+            raise
         token = new_token()
-        async with self._db.connection() as conn:
+        async with self._db.transaction() as conn:
             await storage.create_session(
                 conn,
                 session_id(token),
@@ -67,6 +82,7 @@ class ConsoleSessions:
                 lifetime_seconds=self.lifetime_seconds,
                 idle_seconds=self.idle_seconds,
             )
+            await key_events.record_event(conn, _actor(principal, request_id), AuditAction.SIGN_IN, AuditOutcome.OK)
         return SignedIn(token, principal)
 
     async def resolve(self, token: str | None) -> Principal | None:
@@ -77,7 +93,15 @@ class ConsoleSessions:
             record = await storage.touch_session(conn, session_id(token), idle_seconds=self.idle_seconds)
         return None if record is None else self._keys.principal_of(record)
 
-    async def sign_out(self, token: str) -> None:
+    async def sign_out(self, token: str, principal: Principal, *, request_id: str | None = None) -> None:
+        """End the session, and record it (`sign_out`) in the same transaction."""
         if len(token) <= _MAX_TOKEN_CHARS:
-            async with self._db.connection() as conn:
+            async with self._db.transaction() as conn:
                 await storage.delete_session(conn, session_id(token))
+                await key_events.record_event(
+                    conn, _actor(principal, request_id), AuditAction.SIGN_OUT, AuditOutcome.OK
+                )
+
+
+def _actor(principal: Principal, request_id: str | None) -> Actor:
+    return Actor(principal.key_id, principal.role, Channel.CONSOLE, request_id)

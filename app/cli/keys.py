@@ -1,4 +1,7 @@
-"""`agent-service keys`: API keys, stored hashed; the plain key is shown once."""
+"""`agent-service keys`: API keys, stored hashed; the plain key is shown once.
+
+Creating, changing and revoking go through `app.service.key_admin`, the rules the console's keys
+page follows too, and each is recorded in the audit log (channel `cli`, no actor key)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,11 @@ from typing import Annotated
 import typer
 
 from app.cli.common import database_settings, fail, key_store, require_head
-from app.domain import ApiKeyRecord, NotFound, Role, StoreOutput
+from app.domain import Actor, ApiKeyRecord, Channel, InvalidInput, NotFound, Role, StoreOutput
+from app.service.key_admin import KeySettings, create_key, set_key_limits
+
+# Who a key-management act from the command line is recorded as: no key, channel `cli`.
+CLI_ACTOR = Actor(None, None, Channel.CLI)
 
 MAX_USD_BUDGET = 1e12  # NUMERIC(20, 6) holds 14 digits before the point
 keys_app = typer.Typer(help="Manage API keys (stored hashed; the plain key is shown once).", no_args_is_help=True)
@@ -99,18 +106,25 @@ def keys_create(
         if not embedded:
             require_head(settings)
         with key_store(settings) as (keys, runner):
-            record, plain, webhook_secret = runner.run(
-                keys.create(
-                    name.strip(),
-                    role,
-                    rate_limit_per_minute=rate_limit,
-                    max_running_tasks=max_running,
-                    store_output=store_output,
-                    max_retention_days=max_retention_days,
-                    monthly_token_budget=monthly_tokens or None,
-                    monthly_usd_budget=usd_budget,
+            try:
+                record, plain, webhook_secret = runner.run(
+                    create_key(
+                        keys,
+                        CLI_ACTOR,
+                        name,
+                        role,
+                        KeySettings(
+                            rate_limit,
+                            max_running,
+                            store_output,
+                            max_retention_days,
+                            monthly_tokens or None,
+                            usd_budget,
+                        ),
+                    )
                 )
-            )
+            except InvalidInput as refused:
+                raise fail(refused.message) from None
     typer.echo(f"id:   {record.id}\nname: {record.name}\nrole: {record.role}\nkey:  {plain}")
     typer.echo(f"limits: {_limits(record)}")
     typer.echo(f"policy: {_policy(record)}")
@@ -166,29 +180,24 @@ def keys_limits(
         if not embedded:
             require_head(settings)
         with key_store(settings) as (keys, runner):
-            current = next((r for r in runner.run(keys.list()) if r.id == key_id), None)
-            if current is None:
-                raise fail(f"No API key has id {key_id}.")
-            if max_retention_days is None:
-                ceiling = current.max_retention_days
-            else:
-                ceiling = max_retention_days or None  # 0: no ceiling
             try:
                 record = runner.run(
-                    keys.set_limits(
+                    set_key_limits(
+                        keys,
+                        CLI_ACTOR,
                         key_id,
                         rate_limit_per_minute=rate_limit,
                         max_running_tasks=max_running,
-                        store_output=store_output if store_output is not None else current.store_output,
-                        max_retention_days=ceiling,
-                        monthly_token_budget=(
-                            current.monthly_token_budget if monthly_tokens is None else monthly_tokens or None
-                        ),
-                        monthly_usd_budget=current.monthly_usd_budget if monthly_usd is None else usd_budget,
+                        store_output=store_output,
+                        max_retention_days=max_retention_days,
+                        monthly_token_budget=monthly_tokens,  # None: unchanged; 0: removed
+                        monthly_usd_budget=None if monthly_usd is None else (usd_budget or Decimal(0)),
                     )
                 )
             except NotFound:
                 raise fail(f"No API key has id {key_id}.") from None
+            except InvalidInput as refused:
+                raise fail(refused.message) from None
     typer.echo(f"{record.id} ({record.name}): {_limits(record)} {_policy(record)} {_budgets(record)}")
 
 
@@ -223,7 +232,7 @@ def keys_revoke(key_id: Annotated[uuid.UUID, typer.Argument(metavar="ID", help="
             require_head(settings)
         with key_store(settings) as (keys, runner):
             try:
-                record = runner.run(keys.revoke(key_id))
+                record = runner.run(keys.revoke(key_id, actor=CLI_ACTOR))
             except NotFound:
                 raise fail(f"No API key has id {key_id}.") from None
     typer.echo(f"Revoked {record.id} ({record.name}).")

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from app.console.forms import a_model, a_time, a_uuid, a_window, form_time, member, value_of
 from app.console.pages import (
     HERE,
     PREFIX,
@@ -38,6 +39,7 @@ from app.console.pages import (
     set_cookie,
 )
 from app.domain import Channel, InvalidInput, NotFound, Principal, TaskStatus, Unauthenticated
+from app.domain.tasks import TaskFilters
 from app.schemas import HoldCreate
 from app.service.pagination import DEFAULT_PAGE_SIZE
 
@@ -120,11 +122,11 @@ async def sign_in(request: Request) -> Response:
     check_csrf(request.cookies.get(SIGN_IN_COOKIE), form.get("csrf"))
     service = service_of(request)
     try:
-        signed_in = await service.sign_in(form.get("api_key", "").strip(), client=client_of(request))
-    except Unauthenticated:
-        return _sign_in_form(
-            request, status_code=401, problem="That API key is not valid: unknown, revoked or mistyped."
+        signed_in = await service.sign_in(
+            form.get("api_key", "").strip(), client=client_of(request), request_id=request_id_of(request)
         )
+    except Unauthenticated:
+        return _sign_in_form(request, status_code=401, problem=BAD_KEY)
     response = RedirectResponse(TASKS, status_code=303)
     set_cookie(request, response, SESSION_COOKIE, signed_in.token, max_age=int(service.session_lifetime_seconds))
     clear_cookie(request, response, SIGN_IN_COOKIE)
@@ -134,7 +136,7 @@ async def sign_in(request: Request) -> Response:
 @router.post("/sign-out")
 async def sign_out(request: Request, session: CurrentSession) -> Response:
     await checked_form(request, session)
-    await service_of(request).sign_out(session.token)
+    await service_of(request).sign_out(session.token, session.principal, request_id=request_id_of(request))
     response = RedirectResponse(SIGN_IN, status_code=303)
     clear_cookie(request, response, SESSION_COOKIE)
     return response
@@ -149,34 +151,47 @@ async def tasks_page(
     session: CurrentSession,
     status: str | None = None,
     task_id: str | None = None,
+    model: str | None = None,
+    owner_id: str | None = None,
+    created_from: str | None = None,
+    created_to: str | None = None,
     cursor: str | None = None,
 ) -> Response:
-    """The tasks the caller may see, newest first, filtered by status and id (audited as a `list`)."""
-    try:
-        wanted_status = TaskStatus(status) if status else None
-    except ValueError:
-        raise InvalidInput("status must be one of: " + ", ".join(s.value for s in TaskStatus)) from None
-    try:
-        wanted_id = uuid.UUID(task_id.strip()) if task_id and task_id.strip() else None
-    except ValueError:
-        raise InvalidInput("a task id is a UUID, such as 7f1c9a2e-0000-4000-8000-000000000000") from None
+    """The tasks the caller may see, newest first, filtered by status, id, model, owner key (auditors
+    and admins) and creation time (audited as a `list`). A value that does not parse is a 422 page."""
+    principal = session.principal
+    filters = TaskFilters(
+        status=member(TaskStatus, status, "status"),
+        task_id=a_uuid(task_id, "a task id"),
+        model=a_model(model),
+        owner_id=a_uuid(owner_id, "an owner key id") if principal.sees_every_task else None,
+        created_from=a_time(created_from, "created from"),
+        created_to=a_time(created_to, "created to"),
+    )
+    a_window(filters.created_from, filters.created_to, to="created to", start="created from")
     if cursor is not None and len(cursor) > 200:
         raise InvalidInput("cursor is not one this service issued", code="invalid_cursor")
     listing = await service_of(request).browse_tasks(
-        session.principal,
-        status=wanted_status,
-        task_id=wanted_id,
+        principal,
+        filters=filters,
         cursor=cursor or None,
         limit=DEFAULT_PAGE_SIZE,
         channel=Channel.CONSOLE,
         request_id=request_id_of(request),
     )
-    filters = {"status": wanted_status.value if wanted_status else "", "task_id": str(wanted_id or "")}
+    shown = {
+        "status": value_of(filters.status),
+        "task_id": str(filters.task_id or ""),
+        "model": filters.model or "",
+        "owner_id": str(filters.owner_id or ""),
+        "created_from": form_time(filters.created_from),
+        "created_to": form_time(filters.created_to),
+    }
     next_page = None
     if listing.next_cursor:
-        next_page = f"{TASKS}?" + urlencode({**{k: v for k, v in filters.items() if v}, "cursor": listing.next_cursor})
-    context = {"listing": listing, "filters": filters, "statuses": list(TaskStatus), "next_page": next_page}
-    return page(request, "tasks.html", context, principal=session.principal, csrf=session.csrf)
+        next_page = f"{TASKS}?" + urlencode({**{k: v for k, v in shown.items() if v}, "cursor": listing.next_cursor})
+    context = {"listing": listing, "filters": shown, "statuses": list(TaskStatus), "next_page": next_page}
+    return page(request, "tasks.html", context, principal=principal, csrf=session.csrf)
 
 
 @router.get("/tasks/{task_id}")

@@ -34,6 +34,11 @@ class AuditAction(StrEnum):
     CANCEL = "cancel"  # a request to stop a pending or running task
     WEBHOOK_READ = "webhook_read"  # a look at a task's webhook deliveries
     USAGE_READ = "usage_read"  # an auditor's or admin's look at another key's usage (GET /usage)
+    KEY_CREATE = "key_create"  # an admin made an API key (detail: its id, role, limits; never the key)
+    KEY_REVOKE = "key_revoke"  # an admin revoked an API key (detail: its id)
+    KEY_LIMITS = "key_limits"  # an admin changed a key's limits or data policy (detail: the new values)
+    SIGN_IN = "sign_in"  # a console sign-in; a failed one has no actor (the key presented is never kept)
+    SIGN_OUT = "sign_out"  # a console sign-out
 
 
 class AuditOutcome(StrEnum):

@@ -147,3 +147,19 @@ class PromptHashes:
     by_owner: dict[uuid.UUID, str]
     legacy_key_id: str
     legacy_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilters:
+    """What the console's task list narrows the live tasks to: each None means any.
+
+    `owner_id` is a filter an auditor or admin chooses, on top of the role's own limit (a client
+    is always limited to its own tasks). `created_from` is inclusive, `created_to` exclusive.
+    """
+
+    status: TaskStatus | None = None
+    task_id: uuid.UUID | None = None
+    model: str | None = None
+    owner_id: uuid.UUID | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None

@@ -36,7 +36,10 @@ class AuditEvent(BaseModel):
     task_id: uuid.UUID | None
     outcome: AuditOutcome
     request_id: str | None
-    detail: AuditDetail | None = Field(description="a purge run's figures; null for other actions")
+    detail: AuditDetail | None = Field(
+        description="a purge run's figures, an export's window, or the key a key-management act was about"
+        " (its id, role, limits; never the key); null for other actions"
+    )
 
     @classmethod
     def from_record(cls, event: AuditEventRecord) -> AuditEvent:

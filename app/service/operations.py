@@ -44,6 +44,7 @@ from app.service.catalog import CatalogOperations
 from app.service.console import ConsoleOperations
 from app.service.health import Health
 from app.service.holds import LegalHolds
+from app.service.key_admin import KeyOperations
 from app.service.oversight import OversightOperations
 from app.service.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -69,7 +70,7 @@ class Submission:
     replayed: bool = False  # an Idempotency-Key replay of an earlier submission
 
 
-class AgentService(OversightOperations, StreamingOperations, CatalogOperations, ConsoleOperations):
+class AgentService(OversightOperations, StreamingOperations, CatalogOperations, ConsoleOperations, KeyOperations):
     """Every operation of the service, for REST, MCP and the console alike."""
 
     def __init__(

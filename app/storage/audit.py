@@ -23,7 +23,7 @@ from app.domain import (
     TaskStatus,
 )
 from app.domain.audit import AuditFilters
-from app.domain.tasks import UNFINISHED
+from app.domain.tasks import UNFINISHED, TaskFilters
 from app.storage.holds import held
 from app.storage.sql import Statement, column_list, sql_values
 from app.storage.tasks import TASK_COLUMNS
@@ -213,6 +213,10 @@ SELECT {TASK_COLUMNS} FROM agent_task
 WHERE (:owner_id::uuid IS NULL OR owner_id = :owner_id::uuid) AND expires_at > now()
   AND (:status::text IS NULL OR status = :status::text)
   AND (:task_id::uuid IS NULL OR id = :task_id::uuid)
+  AND (:model::text IS NULL OR model = :model::text)
+  AND (:owner_filter::uuid IS NULL OR owner_id = :owner_filter::uuid)
+  AND (:created_from::timestamptz IS NULL OR created_at >= :created_from::timestamptz)
+  AND (:created_to::timestamptz IS NULL OR created_at < :created_to::timestamptz)
   AND (created_at, id) < (coalesce(:before_created_at::timestamptz, {_MAX_TIME}),
                           coalesce(:before_id::uuid, {_MAX_UUID}))
 ORDER BY created_at DESC, id DESC
@@ -225,20 +229,24 @@ async def browse_tasks_audited(
     conn: asyncpg.Connection,
     owner: uuid.UUID | None,
     *,
-    status: TaskStatus | None,
-    task_id: uuid.UUID | None,
+    filters: TaskFilters,
     before: tuple[datetime, uuid.UUID] | None,
     limit: int,
     actor: Actor,
 ) -> list[TaskRecord]:
-    """Live tasks of one owner (None: of every owner), filtered by status and id, newest first,
-    strictly before the `before` cursor; the listing is audited (`list`, with the task id asked for)."""
+    """Live tasks of one owner (None: of every owner), narrowed by `filters` (status, id, model,
+    owner, creation time), newest first, strictly before the `before` cursor; the listing is
+    audited (`list`, with the task id asked for)."""
     created_at, before_id = before if before is not None else (None, None)
     rows = await BROWSE_TASKS_AUDITED.fetch(
         conn,
         owner_id=owner,
-        status=None if status is None else status.value,
-        task_id=task_id,
+        status=None if filters.status is None else filters.status.value,
+        task_id=filters.task_id,
+        model=filters.model,
+        owner_filter=filters.owner_id,
+        created_from=filters.created_from,
+        created_to=filters.created_to,
         before_created_at=created_at,
         before_id=before_id,
         limit=limit,

@@ -60,3 +60,12 @@ async def touch_session(conn: asyncpg.Connection, session_id: str, *, idle_secon
 
 async def delete_session(conn: asyncpg.Connection, session_id: str) -> None:
     await DELETE_SESSION.execute(conn, session_id=session_id)
+
+
+DELETE_KEY_SESSIONS = Statement("delete_key_console_sessions", "DELETE FROM console_session WHERE key_id = :key_id")
+
+
+async def delete_key_sessions(conn: asyncpg.Connection, key_id: uuid.UUID) -> int:
+    """End every console session of a key (its revocation): the rows go, not only their use."""
+    status = await DELETE_KEY_SESSIONS.execute(conn, key_id=key_id)
+    return int(str(status).rsplit(" ", 1)[-1])

@@ -319,3 +319,14 @@ async def complete_task(
         failed_retention_seconds=failed_retention_seconds,
     )
     return None if row is None else TaskRecord.from_row(row)
+
+
+# The health page's figures: live tasks by status, every owner's (unfinished ones are in flight).
+COUNT_LIVE_TASKS_BY_STATUS = Statement(
+    "count_live_tasks_by_status",
+    "SELECT status, count(*) FROM agent_task WHERE expires_at > now() GROUP BY status ORDER BY status",
+)
+
+
+async def count_live_tasks_by_status(conn: asyncpg.Connection) -> dict[str, int]:
+    return {row[0]: int(row[1]) for row in await COUNT_LIVE_TASKS_BY_STATUS.fetch(conn)}

@@ -366,7 +366,30 @@ async def test_the_console_shows_an_answer_only_on_its_audited_page(gateway, db,
             await http.post(f"{TASKS}/{task_id}/holds", data={"reference": marker, "csrf": marker}),
             await http.get("/console/audit", params={"action": marker, "since": marker}),
             await http.get("/console/retention"),
+            await http.get(TASKS, params={"model": marker * 40}),  # longer than a model's name
+            await http.get(TASKS, params={"created_from": marker}),
+            await http.get("/console/health"),
+            await http.get("/console/keys"),  # a client: 403
+            await http.get("/console/audit/export", params={"since": marker, "until": marker}),  # 403 first
         ]
+        # An admin's pages (the keys, the health figures, the export and chain check) and their refusals.
+        _, admin_key, _ = await _service.keys.create("privacy-admin", Role.ADMIN)
+        admin_csrf = await signed_in(http, admin_key)
+        as_admin = [
+            await http.get(TASKS, params={"owner_id": marker}),
+            await http.get("/console/keys"),
+            await http.get(f"/console/keys/{caller.key_id}"),
+            await http.get("/console/keys/not-a-key"),  # (a path is a span attribute, as above)
+            await http.post("/console/keys", data={"csrf": admin_csrf, "name": "x", "role": marker}),
+            await http.post("/console/keys", data={"csrf": admin_csrf, "name": "x", "rate_limit_per_minute": marker}),
+            await http.post(f"/console/keys/{caller.key_id}/limits", data={"csrf": admin_csrf, "store_output": marker}),
+            await http.post(f"/console/keys/{caller.key_id}/revoke", data={"csrf": admin_csrf, "confirm": marker}),
+            await http.get("/console/health"),
+            await http.get("/console/audit"),
+            await http.get("/console/audit/verify"),
+            await http.get("/console/audit/export", params={"since": marker, "until": marker}),
+        ]
+        export = await http.get("/console/audit/export", params={"since": "2020-01-01", "until": "2100-01-01"})
     finally:
         client_log.disabled = False
 
@@ -378,8 +401,24 @@ async def test_the_console_shows_an_answer_only_on_its_audited_page(gateway, db,
         )
         == 1
     )
-    assert [answer.status_code for answer in elsewhere] == [401, 200, 422, 422, 404, 403, 422, 200]
-    for answer in elsewhere:
+    assert [answer.status_code for answer in elsewhere] == [
+        401,
+        200,
+        422,
+        422,
+        404,
+        403,
+        422,
+        200,
+        422,
+        422,
+        200,
+        403,
+        403,
+    ]
+    assert [answer.status_code for answer in as_admin] == [422, 200, 200, 404, 422, 422, 422, 422, 200, 200, 200, 422]
+    assert export.status_code == 200
+    for answer in [*elsewhere, *as_admin, export]:
         assert marker not in answer.text
     assert marker not in await everything_stored(db)
     assert marker not in span_text(spans)

@@ -10,12 +10,12 @@ import asyncpg
 
 from app.access.hashing import hash_api_key
 from app.domain import Actor, Channel, NewTask, Role, TaskStatus
-from app.storage import audit, holds, keys, limits, migrations, retention, search, tasks
+from app.storage import audit, holds, key_events, keys, limits, migrations, retention, search, sessions, tasks
 from app.storage.sql import Statement
 
 STATEMENTS = [
     value
-    for module in (tasks, audit, holds, search, keys, limits, retention, migrations)
+    for module in (tasks, audit, holds, search, keys, key_events, sessions, limits, retention, migrations)
     for value in vars(module).values()
     if isinstance(value, Statement)
 ]

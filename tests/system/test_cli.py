@@ -1,6 +1,6 @@
 """The `agent-service` command line on a real database: keys are created with limits that can be
-changed later, two `purge` commands at once delete every expired row exactly once, and the
-embedded database's password is shown only to whoever asks for it."""
+changed later (each act audited, channel `cli`), two `purge` commands at once delete every expired
+row exactly once, and the embedded database's password is shown only to whoever asks for it."""
 
 from __future__ import annotations
 
@@ -38,6 +38,28 @@ def test_keys_are_created_with_limits_and_their_limits_can_be_changed(empty_data
     assert "rate/min=default running=none" in listed
     refused = cli("keys", "create", "x", "--rate-limit", "-1", env=env, check=False)
     assert refused.returncode != 0
+    cli("keys", "revoke", key_id, env=env)
+    # Each act is in the audit log, channel `cli`, naming the key (and never the key itself).
+    acts = run_sync(_key_events(empty_database_url))
+    assert [(action, channel, detail_key) for action, channel, detail_key, _ in acts] == [
+        ("key_create", "cli", key_id),
+        ("key_limits", "cli", key_id),
+        ("key_revoke", "cli", key_id),
+    ]
+    plain = re.search(r"key:\s+(\S+)", created).group(1)  # type: ignore[union-attr]
+    assert all(plain not in detail for *_, detail in acts)
+
+
+async def _key_events(url: str) -> list[tuple[str, str, str, str]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT action, channel, detail->>'key_id', detail::text FROM audit_event"
+            " WHERE action LIKE 'key_%' ORDER BY id"
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+    finally:
+        await conn.close()
 
 
 def test_a_keys_data_policy_is_set_at_creation_changed_by_limits_and_shown_by_list(empty_database_url):

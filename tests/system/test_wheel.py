@@ -56,6 +56,10 @@ def test_the_wheel_carries_migrations_and_templates_and_no_tests(installed):
     assert list((site / "app" / "prompt_templates").glob("*/*.toml"))
     assert (site / "app" / "console" / "templates" / "base.html").is_file()  # the console's pages and style
     assert (site / "app" / "console" / "static" / "console.css").is_file()
+    for folder in ("templates", "static"):  # every page and asset, the keys and health pages' too
+        shipped = {p.name for p in (site / "app" / "console" / folder).iterdir()}
+        assert {p.name for p in (ROOT / "app" / "console" / folder).iterdir()} <= shipped, folder
+    assert list((site / "app" / "_migrations" / "versions").glob("*_3e4f5a6b7c8d_*.py"))  # the key and session audit
     assert (site / "fastapi_offline" / "static" / "swagger-ui-bundle.js").is_file()  # /docs with no CDN
     assert not (site / "tests").exists()
     assert not (site / "migrations").exists()  # inside the package, not a top-level `migrations` module

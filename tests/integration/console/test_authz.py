@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from app.console import records
+from app.console import health, keys, records, trail
 from app.console import routes as console
 from app.domain import Actor, Channel, Role
 from app.schemas import HoldCreate
@@ -21,6 +21,7 @@ from tests.support.app import Caller, key, replica
 from tests.support.console import SIGN_IN, csrf_of, signed_in
 from tests.support.routes import RUN
 
+ROUTERS = (console.router, records.router, trail.router, keys.router, health.router)
 SIGN = "to sign-in"  # 303 to /console/sign-in: no live session, nothing ran, nothing audited
 OK = "ok"  # 200: the page (a task's page shows alice's task)
 TASKS = "to the tasks"  # 303 to /console/tasks (after signing in)
@@ -32,6 +33,9 @@ EXCL = "does not list it"
 HOLD = "held"  # 303 back to the task, a hold placed on it
 FREE = "released"  # 303 back to the task, the hold released
 OUT = "signed out"  # 303 to sign-in, the session's row deleted
+FILE = "download"  # 200: the NDJSON export, as an attachment
+MADE = "key made"  # 200: the page showing the new key, once
+KEYS = "to the keys"  # 303 to /console/keys: alice's key changed (limits) or revoked
 
 COLUMNS = ("no session", "revoked", "bob", "alice", "auditor", "admin")
 # fmt: off
@@ -47,12 +51,24 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "POST /console/holds/{hold_id}/release": (SIGN,    SIGN,   FORB,  FORB,  FREE,   FREE),
     "GET /console/audit":                    (SIGN,    SIGN,   FORB,  FORB,  OK,     OK),
     "GET /console/retention":                (SIGN,    SIGN,   OK,    OK,    OK,     OK),
+    "GET /console/audit/export":             (SIGN,    SIGN,   FORB,  FORB,  FILE,   FILE),
+    "GET /console/audit/verify":             (SIGN,    SIGN,   FORB,  FORB,  OK,     OK),
+    "GET /console/health":                   (SIGN,    SIGN,   OK,    OK,    OK,     OK),
+    "GET /console/keys":                     (SIGN,    SIGN,   FORB,  FORB,  FORB,   OK),
+    "POST /console/keys":                    (SIGN,    SIGN,   FORB,  FORB,  FORB,   MADE),
+    "GET /console/keys/{key_id}":            (SIGN,    SIGN,   FORB,  FORB,  FORB,   OK),
+    "POST /console/keys/{key_id}/limits":    (SIGN,    SIGN,   FORB,  FORB,  FORB,   KEYS),
+    "POST /console/keys/{key_id}/revoke":    (SIGN,    SIGN,   FORB,  FORB,  FORB,   KEYS),
 }
 # What the audit log records for a cell with a live session (channel `console`): "action outcome" rows.
 RELEASED = ("hold_release ok",)
+EXPORTED = ("audit_export ok",)
 READ_WITH_TRAIL = ("read ok", "audit_read ok")  # an auditor's or admin's view also reads the task's trail
+SIGNED_IN = ("sign_in ok",)
 AUDITED: dict[str, tuple[tuple[str, ...], ...]] = {
     #                                         bob               alice         auditor            admin
+    "POST /console/sign-in":                 (SIGNED_IN,        SIGNED_IN,    SIGNED_IN,         SIGNED_IN),
+    "POST /console/sign-out":                (("sign_out ok",), ("sign_out ok",), ("sign_out ok",), ("sign_out ok",)),
     "GET /console/tasks":                    (("list ok",),     ("list ok",), ("list ok",),      ("list ok",)),
     "GET /console/tasks/{task_id}":          (("read denied",), ("read ok",), READ_WITH_TRAIL,   READ_WITH_TRAIL),
     "POST /console/tasks/{task_id}/holds":   ((),               (),           ("hold_place ok",), ("hold_place ok",)),
@@ -60,7 +76,13 @@ AUDITED: dict[str, tuple[tuple[str, ...], ...]] = {
     "GET /console/audit":                    ((),               (),           ("audit_read ok",), ("audit_read ok",)),
     # a client sees the policy only; an auditor's or admin's view reads the purge history too
     "GET /console/retention":                ((),               (),           ("audit_read ok",), ("audit_read ok",)),
+    "GET /console/audit/export":             ((),               (),           EXPORTED,          EXPORTED),
+    "POST /console/keys":                    ((),               (),           (),                ("key_create ok",)),
+    "POST /console/keys/{key_id}/limits":    ((),               (),           (),                ("key_limits ok",)),
+    "POST /console/keys/{key_id}/revoke":    ((),               (),           (),                ("key_revoke ok",)),
 }
+# Without a live session only a sign-in leaves a row: a refused one, with no actor.
+AUDITED_WITHOUT_SESSION = {"POST /console/sign-in": ["sign_in denied"]}
 # fmt: on
 
 
@@ -73,10 +95,18 @@ async def audited(db, request_id: str) -> list[str]:
 
 
 async def perform(
-    http: httpx.AsyncClient, operation: str, caller: Caller, alice_task: str, hold_id: uuid.UUID, csrf: str | None
+    http: httpx.AsyncClient,
+    operation: str,
+    caller: Caller,
+    alice: Caller,
+    alice_task: str,
+    hold_id: uuid.UUID,
+    csrf: str | None,
 ) -> tuple[httpx.Response, str]:
     method, path = operation.split(" ", 1)
     path = path.replace("{task_id}", alice_task).replace("{hold_id}", str(hold_id))
+    path = path.replace("{key_id}", str(alice.key_id))
+    params = {"since": "2020-01-01T00:00", "until": "2100-01-01T00:00"} if path.endswith("/export") else None
     request_id = f"console-authz-{uuid.uuid4().hex}"
     headers = {"X-Request-ID": request_id}
     data: dict[str, Any] | None = None
@@ -84,8 +114,17 @@ async def perform(
         form = await http.get(SIGN_IN)
         data = {"api_key": caller.key, "csrf": csrf_of(form.text)}
     elif method == "POST":
-        data = {"csrf": csrf or "none", "reference": "MATTER-AUTHZ", "task_id": alice_task}
-    return await http.request(method, path, data=data, headers=headers), request_id
+        data = {
+            "csrf": csrf or "none",
+            "reference": "MATTER-AUTHZ",
+            "task_id": alice_task,
+            "name": "made in the matrix",
+            "role": "client",
+            "rate_limit_per_minute": "7",
+            "store_output": "allowed",
+            "confirm": "yes",
+        }
+    return await http.request(method, path, data=data, params=params, headers=headers), request_id
 
 
 @pytest.mark.parametrize("operation", list(MATRIX))
@@ -113,7 +152,7 @@ async def test_console(database_url, db, operation: str) -> None:
                     csrf = await signed_in(http, caller.key)
                 if column == "revoked":
                     await app.state.components.keys.revoke(alice.key_id)
-                answer, request_id = await perform(http, operation, caller, alice_task, hold.hold_id, csrf)
+                answer, request_id = await perform(http, operation, caller, alice, alice_task, hold.hold_id, csrf)
             where = f"{operation} | {column}"
             location = answer.headers.get("location")
             match expect:
@@ -125,6 +164,19 @@ async def test_console(database_url, db, operation: str) -> None:
                     assert answer.status_code == 200, where
                     if "{task_id}" in operation:
                         assert alice_task in answer.text, where
+                    if "{key_id}" in operation or operation == "GET /console/keys":
+                        assert str(alice.key_id) in answer.text, where
+                case "download":
+                    assert answer.status_code == 200, where
+                    assert answer.headers["content-type"].startswith("application/x-ndjson"), where
+                    assert answer.headers["content-disposition"].startswith("attachment"), where
+                    assert answer.text.splitlines()[-1].startswith('{"manifest"'), where
+                case "key made":
+                    assert answer.status_code == 200, where
+                    assert "ask_" in answer.text, where  # the new key, shown this once
+                    assert answer.headers["cache-control"] == "no-store", where
+                case "to the keys":
+                    assert (answer.status_code, location) == (303, "/console/keys"), where
                 case "refused":
                     assert answer.status_code == 401, where
                 case "not_found":
@@ -146,18 +198,20 @@ async def test_console(database_url, db, operation: str) -> None:
             if column in ("bob", "alice", "auditor", "admin") and operation in AUDITED:
                 assert rows == list(AUDITED[operation][("bob", "alice", "auditor", "admin").index(column)]), where
             else:
-                assert rows == [], where
+                assert rows == AUDITED_WITHOUT_SESSION.get(operation, []), where
+            revoked = await db.fetchval("SELECT revoked_at IS NOT NULL FROM api_key WHERE id = $1", alice.key_id)
+            assert revoked == (column == "revoked" or (expect == KEYS and operation.endswith("/revoke"))), where
 
 
 def test_the_matrix_has_a_row_for_every_console_route() -> None:
     """A new console route must be added to MATRIX (and so be decided for every caller)."""
     routes = {
         f"{method} {route.path}"
-        for router in (console.router, records.router)
+        for router in ROUTERS
         for route in router.routes
         if isinstance(route, APIRoute)
         for method in route.methods
     }
     assert routes == set(MATRIX)
-    for router in (console.router, records.router):
+    for router in ROUTERS:
         assert all(not route.include_in_schema for route in router.routes if isinstance(route, APIRoute))

@@ -117,9 +117,16 @@ async def test_an_auditor_finds_a_task_reads_it_holds_it_and_signs_out(site: Sit
     await sign_in(page, auditor)
     await site.shot(page, "tasks")
 
+    await page.get_by_label("Model").fill("offline:nope")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_text("No tasks match.")).to_be_visible()
+    await page.get_by_label("Model").fill("")
+    await page.get_by_label("Owner key id").fill(str(alice.key_id))
+    await page.get_by_label("Created from (UTC)").fill("2026-01-01T00:00:00")
     await page.get_by_label("Task id").fill(task_id)
     await page.get_by_role("button", name="Filter").click()
     await expect(page.get_by_role("row")).to_have_count(2)  # the header and the one task
+    await site.shot(page, "tasks-filtered")
     await page.get_by_role("link", name=task_id).click()
     await expect(page.get_by_role("heading", name=f"Task {task_id}", level=1)).to_be_visible()
     trail = page.get_by_role("table", name="What was done to this task, newest first")
@@ -161,7 +168,7 @@ async def test_an_auditor_finds_a_task_reads_it_holds_it_and_signs_out(site: Sit
         uuid.UUID(task_id),
         auditor.key_id,
     )
-    # The filtered listing (audited with the id asked for), the view, its trail, the hold, the view after it.
+    # The filtered listings (audited with the id asked for), the view, its trail, the hold, the view after it.
     assert [tuple(r) for r in reads] == [
         ("list", "ok"),
         ("read", "ok"),
@@ -171,6 +178,96 @@ async def test_an_auditor_finds_a_task_reads_it_holds_it_and_signs_out(site: Sit
         ("audit_read", "ok"),
     ]
     assert await db.fetchval("SELECT count(*) FROM console_session") == 0
+    assert all(url.startswith(site.base + "/") for url in site.requests), site.requests
+    assert site.csp_violations == []
+
+
+async def test_an_admin_makes_and_revokes_a_key_checks_health_and_exports_the_audit_log(site: Site, db) -> None:
+    admin = await key(site.app, Role.ADMIN)  # type: ignore[arg-type]
+    await run_task(site.base, admin)
+    await site.app.state.components.trail.seal()  # type: ignore[attr-defined]
+    context = await site.context()
+    page = await context.new_page()
+    await sign_in(page, admin)
+
+    # Keys: make a client key; the page showing it once says so, and is not to be cached.
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Keys").click()
+    await expect(page.get_by_role("heading", name="API keys", level=1)).to_be_visible()
+    await page.get_by_label("Name").fill("Support desk")
+    await page.get_by_label("Requests a minute").fill("30")
+    await page.get_by_label("Store output").select_option("never")
+    await page.get_by_label("Retention ceiling (days)").fill("7")
+    async with page.expect_response(lambda r: r.url.endswith("/console/keys") and r.request.method == "POST") as made:
+        await page.get_by_role("button", name="Make the key").click()
+    assert (await made.value).headers["cache-control"] == "no-store"
+    await expect(page.get_by_role("heading", name="Key made: Support desk", level=1)).to_be_visible()
+    new_key = await page.locator("#new-key").inner_text()
+    await expect(page.locator("#new-webhook-secret")).to_contain_text("whsec_")
+    await site.shot(page, "key-made")  # an artifact only: it shows a key (never in the docs)
+
+    # The new key signs in elsewhere; revoking it ends that session at once.
+    other = await site.context()
+    desk = await other.new_page()
+    await sign_in(desk, Caller(uuid.uuid4(), new_key, Role.CLIENT))
+    await page.get_by_role("link", name="Back to the keys").click()
+    keys = page.get_by_role("table", name="API keys, oldest first")
+    await expect(keys.get_by_role("row").filter(has_text="Support desk")).to_contain_text("never")
+    await expect(keys).not_to_contain_text(new_key)
+    await site.shot(page, "keys")
+    await keys.get_by_role("link", name="Support desk").click()
+    await expect(page.get_by_role("heading", name="Key Support desk", level=1)).to_be_visible()
+    await page.get_by_label("Running tasks at once").fill("2")
+    await page.get_by_role("button", name="Save the limits").click()
+    await expect(page.get_by_role("heading", name="API keys", level=1)).to_be_visible()
+    await keys.get_by_role("link", name="Support desk").click()
+    await site.shot(page, "key")
+    await page.get_by_label("Yes, revoke the key Support desk").check()
+    await page.get_by_role("button", name="Revoke the key").click()
+    await expect(keys.get_by_role("row").filter(has_text="Support desk")).not_to_contain_text("active")
+    await desk.reload()
+    await expect(desk.get_by_role("heading", name="Sign in", level=1)).to_be_visible()
+    await other.close()
+
+    # Health: readiness and the figures.
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Health").click()
+    await expect(page.get_by_role("heading", name="Health", level=1)).to_be_visible()
+    await expect(page.get_by_role("table", name="Readiness checks")).to_contain_text("database")
+    await expect(page.get_by_role("table", name="Live tasks by status, every owner's")).to_be_visible()
+    await expect(page.get_by_role("table", name="Tasks finished by this process, by status")).to_be_visible()
+    await site.shot(page, "health")
+
+    # The audit log: the acts just done, a verifiable export, the chain check.
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Audit log").click()
+    await page.get_by_label("Channel").select_option("console")
+    await page.get_by_label("Actor key id").fill(str(admin.key_id))
+    await page.get_by_role("button", name="Filter").click()
+    log = page.get_by_role("table", name="Audit events, newest first")
+    for action in ("key_create", "key_limits", "key_revoke", "sign_in"):
+        await expect(log.get_by_role("cell", name=action, exact=True)).to_have_count(1)
+    await site.shot(page, "audit-keys")
+    async with page.expect_download() as downloading:
+        await page.get_by_role("button", name="Download the export").click()
+    download = await downloading.value
+    assert download.suggested_filename.startswith("audit-export-")
+    exported = Path(await download.path()).read_bytes().splitlines()
+    assert exported[0].startswith(b'{"created_at"')  # the header (canonical JSON: keys sorted)
+    assert b'"type":"manifest"' in exported[-1]
+    await page.get_by_role("link", name="Check the seal chain now").click()
+    await expect(page.get_by_role("status")).to_contain_text("The chain verifies")
+    await site.shot(page, "audit-verify")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", name="Sign in", level=1)).to_be_visible()
+    await context.close()
+
+    acts = await db.fetch(
+        "SELECT action FROM audit_event WHERE actor_id = $1 AND channel = 'console'"
+        " AND action IN ('key_create', 'key_limits', 'key_revoke', 'audit_export', 'sign_in', 'sign_out') ORDER BY id",
+        admin.key_id,
+    )
+    assert [r["action"] for r in acts] == [
+        "sign_in", "key_create", "key_limits", "key_revoke", "audit_export", "sign_out"
+    ]  # fmt: skip
     assert all(url.startswith(site.base + "/") for url in site.requests), site.requests
     assert site.csp_violations == []
 
@@ -225,7 +322,7 @@ async def serious_violations(page: Page) -> list[str]:
 
 
 async def test_every_console_page_passes_axe_core(site: Site, db) -> None:
-    alice, auditor = await key(site.app), await key(site.app, Role.AUDITOR)  # type: ignore[arg-type]
+    alice, auditor = await key(site.app), await key(site.app, Role.ADMIN)  # type: ignore[arg-type]
     await db.execute(
         "UPDATE agent_task SET expires_at = now() WHERE id = $1", uuid.UUID(await run_task(site.base, alice))
     )
@@ -245,9 +342,31 @@ async def test_every_console_page_passes_axe_core(site: Site, db) -> None:
         ("retention", "/console/retention"),
         ("not-found", f"/console/tasks/{uuid.uuid4()}"),
         ("refused filter", "/console/audit?action=nope"),
+        ("refused task filter", "/console/tasks?created_from=nope"),
+        ("keys", "/console/keys"),
+        ("key", f"/console/keys/{alice.key_id}"),
+        ("health", "/console/health"),
+        ("audit verify", "/console/audit/verify"),
     ]:
         await page.goto(path)
         found[name] = await serious_violations(page)
+    await page.goto("/console/keys")
+    await page.get_by_label("Name").fill("axe")
+    await page.get_by_role("button", name="Make the key").click()
+    await expect(page.get_by_role("heading", name="Key made: axe", level=1)).to_be_visible()
+    found["key made"] = await serious_violations(page)
     await context.close()
+    client_context = await site.context()
+    page = await client_context.new_page()
+    await sign_in(page, alice)
+    for name, path, status in [("forbidden", "/console/keys", 403), ("client health", "/console/health", 200)]:
+        answer = await page.goto(path)
+        assert answer is not None
+        assert answer.status == status, name
+        found[name] = await serious_violations(page)
+    await page.goto("/console/keys")
+    await expect(page.get_by_role("heading", name="Not allowed", level=1)).to_be_visible()
+    await site.shot(page, "forbidden")
+    await client_context.close()
     assert found == {name: [] for name in found}
     assert site.csp_violations == []

@@ -126,3 +126,58 @@ async def test_the_tasks_filter_by_status_and_id_and_page_with_the_cursor(databa
         assert "nope" not in bad.text
     # Each listing is audited: the one after signing in, the two pages, the two filters (not the refused ones).
     assert await db.fetchval("SELECT count(*) FROM audit_event WHERE action = 'list' AND channel = 'console'") == 5
+
+
+async def test_auditors_filter_the_tasks_by_model_owner_and_creation_time(database_url, db):
+    async with replica(database_url) as (app, http):
+        alice, bob, auditor = await key(app), await key(app), await key(app, Role.AUDITOR)
+        old, alices, bobs = await run(http, alice, "old"), await run(http, alice, "new"), await run(http, bob, "b")
+        await db.execute("UPDATE agent_task SET created_at = '2026-01-15T12:00Z' WHERE id = $1", uuid.UUID(old))
+        await db.execute("UPDATE agent_task SET model = 'offline:other-model' WHERE id = $1", uuid.UUID(bobs))
+        await signed_in(http, auditor.key)
+        by_owner = await http.get(TASKS, params={"owner_id": str(alice.key_id)})
+        by_model = await http.get(TASKS, params={"model": "offline:other-model"})
+        in_january = await http.get(
+            TASKS, params={"created_from": "2026-01-01T00:00", "created_to": "2026-02-01T00:00"}
+        )
+        from_february = await http.get(TASKS, params={"created_from": "2026-02-01T00:00"})
+        combined = await http.get(TASKS, params={"owner_id": str(bob.key_id), "model": "offline:other-model"})
+        await signed_in(http, alice.key)
+        client_owner = await http.get(TASKS, params={"owner_id": str(bob.key_id)})  # not a client's filter
+
+    def shown(answer) -> set[str]:
+        assert answer.status_code == 200, answer.text
+        return {t for t in (old, alices, bobs) if t in answer.text}
+
+    assert shown(by_owner) == {old, alices}
+    assert shown(by_model) == {bobs}
+    assert shown(in_january) == {old}
+    assert shown(from_february) == {alices, bobs}
+    assert shown(combined) == {bobs}
+    assert shown(client_owner) == {old, alices}  # a client sees its own tasks, whatever it asks
+    assert 'id="owner_id"' in by_owner.text
+    assert 'id="owner_id"' not in client_owner.text  # and is not offered the field
+
+
+async def test_refused_task_filters_answer_422_without_echo_and_are_not_audited(database_url, db):
+    probe = "<i>probe-93b0</i>"
+    async with replica(database_url) as (app, http):
+        auditor = await key(app, Role.AUDITOR)
+        await signed_in(http, auditor.key)
+        before = await db.fetchval("SELECT count(*) FROM audit_event WHERE action = 'list'")
+        answers = [
+            await http.get(TASKS, params={"owner_id": probe}),
+            await http.get(TASKS, params={"model": probe * 20}),  # longer than a model's name can be
+            await http.get(TASKS, params={"model": "a\x00b"}),
+            await http.get(TASKS, params={"created_from": probe}),
+            await http.get(TASKS, params={"created_to": "0001-01-01T00:00"}),
+            await http.get(TASKS, params={"created_from": "2026-02-01T00:00", "created_to": "2026-01-01T00:00"}),
+        ]
+        after = await db.fetchval("SELECT count(*) FROM audit_event WHERE action = 'list'")
+
+    assert [a.status_code for a in answers] == [422] * len(answers)
+    for answer in answers:
+        assert "probe-93b0" not in answer.text
+        assert 'role="alert"' in answer.text  # a clear message of the console's own
+    assert "created to must be later than created from" in answers[-1].text
+    assert after == before

@@ -162,3 +162,17 @@ async def test_failed_sign_ins_are_throttled_like_failed_api_calls(database_url,
     assert api.status_code == 429  # one throttle for the API and the console
     assert still.status_code == 303
     assert len(await sessions(db)) == 1
+
+
+async def test_what_is_not_a_key_counts_against_the_sign_in_throttle_too(database_url, db):
+    """Every refused sign-in is an audit event, so each must be one the throttle let through: a
+    string that is not a key at all costs no lookup, but on the form it counts as a failure."""
+    async with replica(database_url, auth_failure_limit=2, auth_failure_window_seconds=60) as (app, http):
+        alice = await key(app)
+        answers = [await sign_in(http, f"not a key {n}") for n in range(4)]
+        still = await sign_in(http, alice.key)
+
+    assert [a.status_code for a in answers] == [401, 401, 429, 429]
+    assert still.status_code == 303
+    denied = await db.fetchval("SELECT count(*) FROM audit_event WHERE action = 'sign_in' AND outcome = 'denied'")
+    assert denied == 2  # the throttled ones left no row

@@ -457,6 +457,42 @@ def test_the_cost_migration_goes_down_and_up_again_with_priced_tasks(empty_datab
     assert run_sync(_a_priced_task_and_a_usage_read(empty_database_url)) == (1, 1)
 
 
+async def _count(url: str, query: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
+async def _key_and_session_events(url: str) -> tuple[int, int]:
+    """An admin's key events and console sign-ins (one refused, with no actor), in plain SQL.
+    Returns (the new actions' events, every audit event)."""
+    conn = await asyncpg.connect(url)
+    try:
+        admin = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO audit_event (actor_id, actor_role, channel, action, outcome, detail) VALUES"
+            " ($1, 'admin', 'console', 'key_create', 'ok', '{\"key_id\": \"k\"}'),"
+            " ($1, 'admin', 'console', 'key_limits', 'ok', NULL),"
+            " ($1, 'admin', 'console', 'key_revoke', 'ok', NULL),"
+            " ($1, 'admin', 'console', 'sign_in', 'ok', NULL),"
+            " (NULL, NULL, 'console', 'sign_in', 'denied', NULL),"
+            " ($1, 'admin', 'console', 'sign_out', 'ok', NULL),"
+            " ($1, 'admin', 'console', 'list', 'ok', NULL)",
+            admin,
+        )
+        return (
+            await conn.fetchval(
+                "SELECT count(*) FROM audit_event"
+                " WHERE action IN ('key_create', 'key_revoke', 'key_limits', 'sign_in', 'sign_out')"
+            ),
+            await conn.fetchval("SELECT count(*) FROM audit_event"),
+        )
+    finally:
+        await conn.close()
+
+
 async def _a_structured_task(url: str) -> tuple[int, int]:
     """A structured task next to a plain one, in plain SQL: (tasks, structured tasks) afterwards.
     The column refuses a kind it does not know."""
@@ -498,3 +534,18 @@ def test_the_response_format_migration_goes_down_and_up_again_with_structured_ta
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     # The tasks outlived the downgrade; their kind did not (they read as plain text): two more, one structured.
     assert run_sync(_a_structured_task(empty_database_url)) == (4, 1)
+
+
+def test_the_key_and_session_audit_migration_goes_down_and_up_again_with_its_events(empty_database_url):
+    before = "5a6b7c8d9e0f"  # the structured output's (the head before this one)
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_key_and_session_events(empty_database_url)) == (6, 7)
+
+    migrations.downgrade(empty_database_url, before, result_keys=TEST_RESULT_KEYS)
+    # The new actions' events went with the downgrade (the `list` stayed), and are refused again.
+    assert run_sync(_count(empty_database_url, "SELECT count(*) FROM audit_event")) == 1
+    with pytest.raises(asyncpg.CheckViolationError):
+        run_sync(_key_and_session_events(empty_database_url))
+
+    migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
+    assert run_sync(_key_and_session_events(empty_database_url)) == (6, 8)
