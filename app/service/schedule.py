@@ -49,14 +49,13 @@ class Scheduler:
             max_instances=1,
             coalesce=True,
         )
-        # At start-up too: the days ahead exist before the first audited read of the day needs them.
+        # (At start-up too, but in `Components.start`, before the first request: see there.)
         self.scheduler.add_job(
             purger.make_days_ahead,
             IntervalTrigger(minutes=PARTITION_MINUTES),
             id=PARTITION_JOB_ID,
             max_instances=1,
             coalesce=True,
-            next_run_time=datetime.now(UTC),
         )
         lease = settings.task_lease_seconds
         self.scheduler.add_job(

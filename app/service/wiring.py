@@ -110,6 +110,10 @@ class Components:
         pricing.warm()  # the price data loads here (~0.2 s), not in the first task's answer
         await self.db.open()
         await self.listener.start(wait_seconds=self.settings.db_connect_timeout_seconds)
+        # The audit partitions of the days ahead, before the first request: made here, awaited,
+        # rather than as a job racing the first requests (it never fails start-up: the reserve
+        # partition takes any event a missing day would, and the job tries again).
+        await self.purger.make_days_ahead()
         self.schedule.start()
         await self.webhooks.start()
 

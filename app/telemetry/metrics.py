@@ -36,7 +36,7 @@ TOKEN_KINDS = ("prompt", "completion")
 CACHE_RESULTS = ("hit", "miss", "in_flight", "bypass")
 READ_CHANNELS = ("rest", "mcp")
 READ_OUTCOMES = ("ok", "not_found", "expired", "denied")
-THROTTLE_LIMITS = ("rate", "running_tasks")
+THROTTLE_LIMITS = ("rate", "running_tasks", "budget")
 PURGE_OUTCOMES = ("ok", "dry_run", "skipped", "error")
 PURGE_TABLES = ("agent_task", "audit_event", "audit_seal")
 # A webhook attempt's result: delivered, or the error it failed with (retried or not).
@@ -79,7 +79,7 @@ COST = logfire.metric_counter(
     "agent_cost_usd", description="What provider calls cost, in US dollars (genai-prices), by provider and model"
 )
 THROTTLED = logfire.metric_counter(
-    "agent_throttled_requests", description="Requests refused by a per-key limit, by limit (rate, running_tasks)"
+    "agent_throttled_requests", description="Requests refused by a per-key limit, by limit (rate, running_tasks, budget)"
 )
 # The instrument names of this module's counters: the scope that holds them is ours.
 COUNTER_NAMES = frozenset(

@@ -10,7 +10,7 @@ The downgrade deletes these events (a sealed range holding one no longer verifie
 downgrade, as for every earlier downgrade that removed an action).
 
 Revision ID: 3e4f5a6b7c8d
-Revises: 5a6b7c8d9e0f
+Revises: 4f5a6b7c8d9e
 Create Date: 2026-12-05 10:00:00
 
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "3e4f5a6b7c8d"
-down_revision: str | Sequence[str] | None = "5a6b7c8d9e0f"
+down_revision: str | Sequence[str] | None = "4f5a6b7c8d9e"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

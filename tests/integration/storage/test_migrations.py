@@ -537,7 +537,7 @@ def test_the_response_format_migration_goes_down_and_up_again_with_structured_ta
 
 
 def test_the_key_and_session_audit_migration_goes_down_and_up_again_with_its_events(empty_database_url):
-    before = "5a6b7c8d9e0f"  # the structured output's (the head before this one)
+    before = "4f5a6b7c8d9e"  # the audit partitions' (the head before this one)
     migrations.upgrade(empty_database_url, result_keys=TEST_RESULT_KEYS)
     assert run_sync(_key_and_session_events(empty_database_url)) == (6, 7)
 
