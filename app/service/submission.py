@@ -216,7 +216,9 @@ class Admission:
                 await self._limits.check_running_cap(conn, principal)
                 return await storage.insert_task(conn, new, actor), None
         assert new.cache_key is not None
-        hit = replace(new, status=TaskStatus.SUCCEEDED, lease_seconds=None)
+        # A copy is never a source itself (no cache key): every hit copies a provider's answer, so
+        # CACHE_TTL_SECONDS bounds the age of what is served, and a hot key finds one row, not its copies.
+        hit = replace(new, status=TaskStatus.SUCCEEDED, lease_seconds=None, cache_key=None)
         async with self._db.connection() as conn:  # the common case, a hit: no lock
             found = await storage.find_cached(conn, new.owner_id, new.cache_key, max_age_seconds=self._ttl)
             if found is not None and (copy := await self._copy(conn, hit, actor, found)) is not None:

@@ -79,7 +79,8 @@ COST = logfire.metric_counter(
     "agent_cost_usd", description="What provider calls cost, in US dollars (genai-prices), by provider and model"
 )
 THROTTLED = logfire.metric_counter(
-    "agent_throttled_requests", description="Requests refused by a per-key limit, by limit (rate, running_tasks, budget)"
+    "agent_throttled_requests",
+    description="Requests refused by a per-key limit, by limit (rate, running_tasks, budget)",
 )
 # The instrument names of this module's counters: the scope that holds them is ours.
 COUNTER_NAMES = frozenset(

@@ -106,6 +106,23 @@ async def test_the_cache_never_serves_an_entry_past_its_ttl_or_its_retention(dat
     assert len(fake.requests) == 4
 
 
+async def test_a_cache_hit_is_never_a_source_itself_so_hits_cannot_outlive_the_ttl(database_url, fake, db):
+    async with gateway(database_url, fake) as (app, http):
+        alice = await key(app)
+        first = (await http.post(RUN, json={"prompt": "hot"}, headers=alice.headers)).json()
+        hits = [(await http.post(RUN, json={"prompt": "hot"}, headers=alice.headers)).json() for _ in range(5)]
+        # The provider's answer passes the TTL while its copies are still young:
+        await db.execute(
+            "UPDATE agent_task SET created_at = created_at - interval '2 hours' WHERE id = $1", first["task_id"]
+        )
+        after = (await http.post(RUN, json={"prompt": "hot"}, headers=alice.headers)).json()
+    assert all(hit["cached"] for hit in hits)
+    assert after["cached"] is False, "a copy made within the TTL must not serve past the answer's TTL"
+    assert len(fake.requests) == 2
+    sources = await db.fetchval("SELECT count(*) FROM agent_task WHERE cache_key IS NOT NULL")
+    assert sources == 2  # the two provider answers; the five copies carry no cache key
+
+
 async def test_a_failed_answer_is_never_served_from_the_cache(database_url, fake):
     fake.enqueue(Reply(400, {"error": {"message": "no", "code": "bad"}}))
     async with gateway(database_url, fake) as (app, http):

@@ -1,0 +1,34 @@
+"""What a migration test looks at: the tables, the revision, a table's columns."""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+async def table_names(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(  # tables, not the partitions of audit_event
+            "SELECT relname AS tablename FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relkind IN ('r', 'p') AND NOT relispartition"
+        )
+        return {r["tablename"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def revision_of(url: str) -> str | None:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("SELECT version_num FROM alembic_version")  # type: ignore[no-any-return]
+    finally:
+        await conn.close()
+
+
+async def columns_of(url: str, table: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = $1", table)
+        return {r["column_name"] for r in rows}
+    finally:
+        await conn.close()
