@@ -5,7 +5,6 @@ page follows too, and each is recorded in the audit log (channel `cli`, no actor
 
 from __future__ import annotations
 
-import math
 import uuid
 from decimal import Decimal
 from typing import Annotated
@@ -19,7 +18,6 @@ from app.service.key_admin import KeySettings, create_key, set_key_limits
 # Who a key-management act from the command line is recorded as: no key, channel `cli`.
 CLI_ACTOR = Actor(None, None, Channel.CLI)
 
-MAX_USD_BUDGET = 1e12  # NUMERIC(20, 6) holds 14 digits before the point
 keys_app = typer.Typer(help="Manage API keys (stored hashed; the plain key is shown once).", no_args_is_help=True)
 
 RateLimitOption = Annotated[
@@ -52,12 +50,9 @@ MonthlyUsdOption = Annotated[
 
 
 def _usd(value: float | None) -> Decimal | None:
-    """A dollar budget as the exact decimal it is stored as (cents and below, as typed)."""
-    if value is None or value == 0:
-        return None
-    if not math.isfinite(value) or value > MAX_USD_BUDGET:
-        raise fail(f"--monthly-usd must be at most {MAX_USD_BUDGET:g}")
-    return Decimal(str(value)).quantize(Decimal("0.000001"))
+    """A dollar budget as the exact decimal typed (0: none); its bounds are the key rules' own
+    (`app.service.key_admin.KeySettings`)."""
+    return None if value is None or value == 0 else Decimal(str(value))
 
 
 def _budgets(record: ApiKeyRecord) -> str:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.devdb.cluster import free_port
+from tests.support.threaded import serving_in_thread
 
 
 @dataclass
@@ -230,22 +231,15 @@ class FakeOpenAI:
             lifespan="off",
             timeout_graceful_shutdown=1,
         )
-        server = uvicorn.Server(config)
         quiet = _QuietAboutDrops()
         logging.getLogger("uvicorn.error").addFilter(quiet)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake OpenAI server did not start")
-            time.sleep(0.02)
         try:
-            yield self
+            with serving_in_thread(config, "fake OpenAI server"):
+                try:
+                    yield self
+                finally:
+                    self._stopping = True
         finally:
-            self._stopping = True
-            server.should_exit = True
-            thread.join(timeout=10)
             logging.getLogger("uvicorn.error").removeFilter(quiet)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import threading
 import time
 import zlib
 from collections import deque
@@ -36,6 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.devdb.cluster import free_port
+from tests.support.threaded import serving_in_thread
 
 VENDORS = ("anthropic", "google", "groq", "mistral", "cohere", "bedrock")
 MODELS = {
@@ -319,16 +319,5 @@ class FakeVendors:
             lifespan="off",
             timeout_graceful_shutdown=1,
         )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake vendor server did not start")
-            time.sleep(0.02)
-        try:
+        with serving_in_thread(config, "fake vendor server"):
             yield self
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 
 
@@ -32,3 +34,15 @@ async def columns_of(url: str, table: str) -> set[str]:
         return {r["column_name"] for r in rows}
     finally:
         await conn.close()
+
+
+async def a_key(conn: asyncpg.Connection, role: str = "client") -> uuid.UUID:
+    """An API key row in plain SQL, with the columns every migration has had: its id."""
+    key = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', $2, $3, 'ask_x')",
+        key,
+        role,
+        uuid.uuid4().hex * 2,
+    )
+    return key

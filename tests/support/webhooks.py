@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.devdb.cluster import free_port
+from tests.support.threaded import serving_in_thread
 
 
 @dataclass(frozen=True)
@@ -74,16 +75,5 @@ class Receiver:
             routes=[Route("/hook", self._hook, methods=["POST"]), Route("/other", self._hook, methods=["POST"])]
         )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("webhook receiver did not start")
-            time.sleep(0.02)
-        try:
+        with serving_in_thread(config, "webhook receiver"):
             yield self
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)

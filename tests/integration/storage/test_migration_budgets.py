@@ -10,6 +10,7 @@ import asyncpg
 
 from app.storage import migrations
 from tests.support.postgres import run_sync
+from tests.support.schema import a_key
 from tests.support.settings import TEST_RESULT_KEYS
 
 BEFORE_BUDGETS = "2d3e4f5a6b7c"  # the cost migration's
@@ -20,12 +21,7 @@ async def _a_key_and_its_tasks(url: str) -> uuid.UUID:
     with usage, one cache hit (no provider call) and one still running."""
     conn = await asyncpg.connect(url)
     try:
-        key = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
-            key,
-            uuid.uuid4().hex * 2,
-        )
+        key = await a_key(conn)
         insert = (
             "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
             " cached, total_tokens, cost_usd) VALUES (gen_random_uuid(), $1, $2, 'openai:gpt-4o-mini', 'ab', 'k',"

@@ -12,7 +12,7 @@ from alembic import command
 from app.access.encryption import OUTPUT, ResultCipher, StaticKeyProvider, parse_keys
 from app.storage import migrations
 from tests.support.postgres import run_sync
-from tests.support.schema import revision_of, table_names
+from tests.support.schema import a_key, revision_of, table_names
 from tests.support.settings import TEST_RESULT_KEYS
 
 TABLES = {
@@ -45,12 +45,7 @@ async def _seed_holds(url: str) -> None:
     """A key, a task, a hold of each kind (one released), and the audit rows the holds brought."""
     conn = await asyncpg.connect(url)
     try:
-        key = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
-            key,
-            uuid.uuid4().hex * 2,
-        )
+        key = await a_key(conn)
         task = await conn.fetchval(
             "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at)"
             " VALUES (gen_random_uuid(), $1, 'succeeded', 'offline:echo', 'ab', 'k', now()) RETURNING id",
@@ -142,12 +137,7 @@ async def _plain_task(url: str) -> tuple[uuid.UUID, uuid.UUID]:
     """A task as it was stored before results were sealed: output text, context jsonb."""
     conn = await asyncpg.connect(url)
     try:
-        key = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
-            key,
-            uuid.uuid4().hex * 2,
-        )
+        key = await a_key(conn)
         task = await conn.fetchval(
             "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
             " output, context) VALUES (gen_random_uuid(), $1, 'succeeded', 'offline:echo', 'ab', 'k', now(),"
@@ -248,12 +238,7 @@ async def _cancelled_task(url: str) -> str:
     """A key, a task that was cancelled, and its cancel in the audit log; the task's status now."""
     conn = await asyncpg.connect(url)
     try:
-        key = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
-            key,
-            uuid.uuid4().hex * 2,
-        )
+        key = await a_key(conn)
         task = await conn.fetchval(
             "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
             " error_code) VALUES (gen_random_uuid(), $1, 'cancelled', 'offline:echo', 'ab', 'k', now(),"

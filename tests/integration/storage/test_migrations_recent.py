@@ -10,7 +10,7 @@ import pytest
 
 from app.storage import migrations
 from tests.support.postgres import run_sync
-from tests.support.schema import columns_of, revision_of, table_names
+from tests.support.schema import a_key, columns_of, revision_of, table_names
 from tests.support.settings import TEST_RESULT_KEYS
 
 
@@ -19,12 +19,7 @@ async def _end_a_task_with_a_webhook(url: str) -> tuple[int, int, int]:
     (once, however often the status is written again). Returns (deliveries, tasks, webhook reads)."""
     conn = await asyncpg.connect(url)
     try:
-        key = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
-            key,
-            uuid.uuid4().hex * 2,
-        )
+        key = await a_key(conn)
         task = await conn.fetchval(
             "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
             " webhook_url) VALUES (gen_random_uuid(), $1, 'running', 'offline:echo', 'ab', 'k', now(),"
@@ -72,12 +67,7 @@ async def _a_priced_task_and_a_usage_read(url: str) -> tuple[int, int]:
     try:
         key = await conn.fetchval("SELECT id FROM api_key LIMIT 1")
         if key is None:
-            key = uuid.uuid4()
-            await conn.execute(
-                "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
-                key,
-                uuid.uuid4().hex * 2,
-            )
+            key = await a_key(conn)
         await conn.execute(
             "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
             " total_tokens, cost_usd) VALUES (gen_random_uuid(), $1, 'succeeded', 'openai:gpt-4o-mini', 'ab', 'k',"
@@ -100,12 +90,7 @@ async def _sign_in_and_read_over_the_console(url: str) -> tuple[int, int]:
     console events)."""
     conn = await asyncpg.connect(url)
     try:
-        key = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'auditor', $2, 'ask_x')",
-            key,
-            uuid.uuid4().hex * 2,
-        )
+        key = await a_key(conn, "auditor")
         await conn.execute(
             "INSERT INTO console_session (id, key_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')",
             uuid.uuid4().hex * 2,
@@ -191,12 +176,7 @@ async def _a_structured_task(url: str) -> tuple[int, int]:
     The column refuses a kind it does not know."""
     conn = await asyncpg.connect(url)
     try:
-        key = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'k', 'client', $2, 'ask_x')",
-            key,
-            uuid.uuid4().hex * 2,
-        )
+        key = await a_key(conn)
         for kind in ("json_schema", None):
             await conn.execute(
                 "INSERT INTO agent_task (id, owner_id, status, model, prompt_hash, prompt_hash_key_id, expires_at,"
