@@ -9,16 +9,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import CurrentPrincipal, RequestId, ServiceDep, reject_unknown_query
+from app.api.deps import Authenticated, CheckedRoute
 from app.api.errors import ERROR_RESPONSES
 from app.domain import Channel
 from app.schemas import AuditSealPage, ErrorBody
 from app.service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-router = APIRouter(dependencies=[Depends(reject_unknown_query)], tags=["audit"])
+router = APIRouter(route_class=CheckedRoute, tags=["audit"])
 
 Responses = dict[int | str, dict[str, Any]]
 _FORBIDDEN: Responses = {403: {"model": ErrorBody, "description": "`forbidden`: a client key"}}
@@ -38,17 +38,15 @@ NDJSON = "application/x-ndjson"
         200: {"content": {PEM: {"schema": {"type": "string"}}}, "description": "the Ed25519 public key, PEM"},
     },
 )
-async def get_audit_public_key(principal: CurrentPrincipal, service: ServiceDep) -> Response:
+async def get_audit_public_key(call: Authenticated) -> Response:
     """The public key that checks every audit seal and export, as PEM (auditor and admin roles)."""
-    return Response(service.audit_public_key(principal), media_type=PEM)
+    return Response(call.service.audit_public_key(call.principal), media_type=PEM)
 
 
 @router.get("/audit/seals", response_model=AuditSealPage, responses={**_KEYED, **_FORBIDDEN})
-async def list_audit_seals(
-    principal: CurrentPrincipal, service: ServiceDep, cursor: Cursor = None, limit: Limit = DEFAULT_PAGE_SIZE
-) -> Response:
+async def list_audit_seals(call: Authenticated, cursor: Cursor = None, limit: Limit = DEFAULT_PAGE_SIZE) -> Response:
     """List the audit seals, newest first: the signed chain of checkpoints (auditor and admin roles)."""
-    page = await service.list_audit_seals(principal, cursor=cursor, limit=limit)
+    page = await call.service.list_audit_seals(call.principal, cursor=cursor, limit=limit)
     return Response(page.model_dump_json(), media_type="application/json")
 
 
@@ -65,12 +63,12 @@ async def list_audit_seals(
     },
 )
 async def export_audit_trail(
-    principal: CurrentPrincipal,
-    service: ServiceDep,
-    request_id: RequestId,
+    call: Authenticated,
     since: Annotated[datetime, Query(description="ISO 8601; the window's start (inclusive)")],
     until: Annotated[datetime, Query(description="ISO 8601; the window's end (exclusive)")],
 ) -> StreamingResponse:
     """Export a time window of the audit trail, verifiable offline (auditor and admin roles; audited)."""
-    lines = await service.export_audit(principal, since=since, until=until, channel=Channel.REST, request_id=request_id)
+    lines = await call.service.export_audit(
+        call.principal, since=since, until=until, channel=Channel.REST, request_id=call.request_id
+    )
     return StreamingResponse(lines, media_type=NDJSON, headers={"Content-Disposition": "attachment"})

@@ -9,12 +9,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from app.api.deps import CurrentPrincipal, RequestId, ServiceDep, reject_unknown_query
+from app.api.deps import Authenticated, CheckedRoute, ServiceDep
 from app.api.errors import ERROR_RESPONSES
 from app.api.streaming import EVENT_SCHEMA as STREAM_EVENT_SCHEMA
 from app.api.streaming import MEDIA_TYPE as STREAM_MEDIA_TYPE
@@ -37,7 +37,7 @@ from app.schemas import (
 )
 from app.service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-router = APIRouter(dependencies=[Depends(reject_unknown_query)])
+router = APIRouter(route_class=CheckedRoute)
 
 Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "unknown, expired, or another client's task"}}
@@ -80,9 +80,7 @@ def _json(model: BaseModel, status_code: int = 200) -> Response:
 )
 async def run_agent_task(
     task: AgentTask,
-    principal: CurrentPrincipal,
-    service: ServiceDep,
-    request_id: RequestId,
+    call: Authenticated,
     wait: Annotated[bool, Query(description="false: answer 202 at once and run the task in the background")] = True,
     stream: Annotated[
         bool, Query(description="true: the answer as server-sent events while it is generated (needs wait)")
@@ -99,12 +97,22 @@ async def run_agent_task(
     """Run an agent task and return its result."""
     if stream:
         return event_stream(
-            await service.start_stream(
-                principal, task, channel=Channel.REST, request_id=request_id, wait=wait, idempotency_key=idempotency_key
+            await call.service.start_stream(
+                call.principal,
+                task,
+                channel=Channel.REST,
+                request_id=call.request_id,
+                wait=wait,
+                idempotency_key=idempotency_key,
             )
         )
-    submission = await service.run_task(
-        principal, task, channel=Channel.REST, request_id=request_id, wait=wait, idempotency_key=idempotency_key
+    submission = await call.service.run_task(
+        call.principal,
+        task,
+        channel=Channel.REST,
+        request_id=call.request_id,
+        wait=wait,
+        idempotency_key=idempotency_key,
     )
     response = _json(submission.result, 202 if submission.accepted else 200)
     if submission.accepted:
@@ -120,11 +128,11 @@ async def run_agent_task(
     responses={**_KEYED, **_NOT_FOUND},
     tags=["tasks"],
 )
-async def get_agent_result(
-    task_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
-) -> Response:
+async def get_agent_result(task_id: uuid.UUID, call: Authenticated) -> Response:
     """Read a task's result by id (audited)."""
-    return _json(await service.get_result(principal, task_id, channel=Channel.REST, request_id=request_id))
+    return _json(
+        await call.service.get_result(call.principal, task_id, channel=Channel.REST, request_id=call.request_id)
+    )
 
 
 @router.get(
@@ -134,15 +142,13 @@ async def get_agent_result(
     tags=["tasks"],
 )
 async def list_agent_results(
-    principal: CurrentPrincipal,
-    service: ServiceDep,
-    request_id: RequestId,
+    call: Authenticated,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_PAGE_SIZE,
 ) -> Response:
     """List the caller's tasks, newest first, without outputs."""
-    page = await service.list_results(
-        principal, cursor=cursor, limit=limit, channel=Channel.REST, request_id=request_id
+    page = await call.service.list_results(
+        call.principal, cursor=cursor, limit=limit, channel=Channel.REST, request_id=call.request_id
     )
     return _json(page)
 
@@ -153,11 +159,9 @@ async def list_agent_results(
     responses={**_KEYED, **_NOT_FOUND, **_FORBIDDEN, **_HELD},
     tags=["tasks"],
 )
-async def delete_agent_result(
-    task_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
-) -> Response:
+async def delete_agent_result(task_id: uuid.UUID, call: Authenticated) -> Response:
     """Erase a task and its result now (audited)."""
-    await service.delete_result(principal, task_id, channel=Channel.REST, request_id=request_id)
+    await call.service.delete_result(call.principal, task_id, channel=Channel.REST, request_id=call.request_id)
     return Response(status_code=204)
 
 
@@ -167,11 +171,11 @@ async def delete_agent_result(
     responses={**_KEYED, **_NOT_FOUND, **_FORBIDDEN, **_FINISHED},
     tags=["tasks"],
 )
-async def cancel_agent_task(
-    task_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
-) -> Response:
+async def cancel_agent_task(task_id: uuid.UUID, call: Authenticated) -> Response:
     """Stop a pending or running task (audited); it ends `cancelled`, and its waiting callers get it."""
-    return _json(await service.cancel_task(principal, task_id, channel=Channel.REST, request_id=request_id))
+    return _json(
+        await call.service.cancel_task(call.principal, task_id, channel=Channel.REST, request_id=call.request_id)
+    )
 
 
 @router.get(
@@ -180,11 +184,11 @@ async def cancel_agent_task(
     responses={**_KEYED, **_NOT_FOUND},
     tags=["tasks"],
 )
-async def get_agent_webhook(
-    task_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, request_id: RequestId
-) -> Response:
+async def get_agent_webhook(task_id: uuid.UUID, call: Authenticated) -> Response:
     """A task's completion webhook: its delivery state and every attempt (audited, like a read)."""
-    return _json(await service.get_webhook(principal, task_id, channel=Channel.REST, request_id=request_id))
+    return _json(
+        await call.service.get_webhook(call.principal, task_id, channel=Channel.REST, request_id=call.request_id)
+    )
 
 
 @router.get(
@@ -194,16 +198,14 @@ async def get_agent_webhook(
     tags=["audit"],
 )
 async def list_audit_events(
-    principal: CurrentPrincipal,
-    service: ServiceDep,
-    request_id: RequestId,
+    call: Authenticated,
     task_id: uuid.UUID | None = None,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_PAGE_SIZE,
 ) -> Response:
     """Read the audit log (auditor and admin roles; audited)."""
-    page = await service.list_audit_events(
-        principal, task_id=task_id, cursor=cursor, limit=limit, channel=Channel.REST, request_id=request_id
+    page = await call.service.list_audit_events(
+        call.principal, task_id=task_id, cursor=cursor, limit=limit, channel=Channel.REST, request_id=call.request_id
     )
     return _json(page)
 
@@ -216,9 +218,7 @@ async def list_audit_events(
 )
 async def search_tasks_by_prompt(
     search: PromptSearch,
-    principal: CurrentPrincipal,
-    service: ServiceDep,
-    request_id: RequestId,
+    call: Authenticated,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_PAGE_SIZE,
 ) -> Response:
@@ -227,8 +227,8 @@ async def search_tasks_by_prompt(
     A POST, so the prompt travels in the body and never in a URL or an access log. It is hashed
     in memory for every owner, never stored; the search and each task found are audited.
     """
-    page = await service.search_by_prompt(
-        principal, search, cursor=cursor, limit=limit, channel=Channel.REST, request_id=request_id
+    page = await call.service.search_by_prompt(
+        call.principal, search, cursor=cursor, limit=limit, channel=Channel.REST, request_id=call.request_id
     )
     return _json(page)
 
@@ -240,15 +240,15 @@ async def check_liveness() -> Liveness:
 
 
 @router.get("/retention", tags=["health"], responses=_KEYED)
-async def get_retention_policy(_: CurrentPrincipal, service: ServiceDep) -> RetentionPolicy:
+async def get_retention_policy(call: Authenticated) -> RetentionPolicy:
     """The effective retention policy: how long results and audit events are kept, and the purge schedule."""
-    return service.retention
+    return call.service.retention
 
 
 @router.get("/models", response_model=ModelCatalog, responses=_KEYED, tags=["models"])
-async def list_models(principal: CurrentPrincipal, service: ServiceDep) -> Response:
+async def list_models(call: Authenticated) -> Response:
     """The providers (name, kind, capabilities), the model aliases and the defaults: what `model` may be."""
-    return _json(service.list_models(principal))
+    return _json(call.service.list_models(call.principal))
 
 
 @router.get(
@@ -262,9 +262,7 @@ async def list_models(principal: CurrentPrincipal, service: ServiceDep) -> Respo
     tags=["models"],
 )
 async def get_usage(
-    principal: CurrentPrincipal,
-    service: ServiceDep,
-    request_id: RequestId,
+    call: Authenticated,
     month: Annotated[
         str | None, Query(max_length=100, description="`YYYY-MM`, a calendar month in UTC; default: this month")
     ] = None,
@@ -273,8 +271,8 @@ async def get_usage(
     ] = None,
 ) -> Response:
     """Tokens and cost per model of the tasks a key submitted in one month: the caller's own, by default."""
-    report = await service.get_usage(
-        principal, month=month, owner_key_id=owner_key_id, channel=Channel.REST, request_id=request_id
+    report = await call.service.get_usage(
+        call.principal, month=month, owner_key_id=owner_key_id, channel=Channel.REST, request_id=call.request_id
     )
     return _json(report)
 
@@ -289,9 +287,9 @@ async def get_usage(
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
     },
 )
-async def get_metrics(principal: CurrentPrincipal, service: ServiceDep) -> Response:
+async def get_metrics(call: Authenticated) -> Response:
     """Metrics in Prometheus text format (auditor and admin keys: they count every client's tasks)."""
-    return Response(service.metrics_text(principal), media_type=CONTENT_TYPE_LATEST)
+    return Response(call.service.metrics_text(call.principal), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(
