@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistog
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
+from app.telemetry import metrics
 from app.telemetry.logs import keep_payloads_out_of_logs
 from app.telemetry.metrics import LATENCY_BUCKETS
 
@@ -59,6 +60,7 @@ def configure_observability(
             ),
         )
         keep_payloads_out_of_logs()
+        metrics.register_counters()
         _done = True
 
 
