@@ -73,6 +73,12 @@ async def _seed_day(conn: asyncpg.Connection, day: datetime, rows: int) -> None:
             n,
         )
         print(f"  {start + n:,} events", flush=True)
+    await seal_all(conn)
+
+
+async def seal_all(conn: asyncpg.Connection) -> None:
+    """Seals of SEAL_SIZE over every event, in id order, chained (made in SQL: the purge reads a
+    seal's ids, times and watermark, never its signature)."""
     await conn.execute(
         """
         INSERT INTO audit_seal (sealed_at, xact_watermark, first_event_id, last_event_id, event_count,

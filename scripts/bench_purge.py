@@ -224,6 +224,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 async def audit_main(args: argparse.Namespace) -> dict[str, Any]:
+    from bench_audit_drops import run_paired
     from bench_audit_purge import run
 
     root = Path(tempfile.mkdtemp(prefix="agent-service-bench-purge-"))
@@ -231,7 +232,7 @@ async def audit_main(args: argparse.Namespace) -> dict[str, Any]:
     cluster.ensure_initialized()
     port = cluster.start()
     try:
-        return await run(cluster, port, args)
+        return await (run_paired if args.paired else run)(cluster, port, args)
     finally:
         cluster.stop()
         import subprocess
@@ -248,13 +249,21 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--audit", action="store_true", help="the audit purge: a partition drop against batches")
     parser.add_argument("--audit-rows", type=int, default=10_000_000)
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --audit: K days of --audit-rows events, one dropped a round between idle windows",
+    )
     arguments = parser.parse_args()
     if arguments.audit:
+        from bench_audit_drops import print_paired
         from bench_audit_purge import print_table as print_audit_table
 
-        arguments.out = arguments.out or Path("bench-results/purge-audit.json")
+        arguments.out = arguments.out or Path(f"bench-results/purge-audit{'-paired' if arguments.paired else ''}.json")
         outcome = asyncio.run(audit_main(arguments))
-        print_audit_table(outcome)
+        (print_paired if arguments.paired else print_audit_table)(outcome)
     else:
         arguments.out = arguments.out or Path("bench-results/purge.json")
         outcome = asyncio.run(main(arguments))
