@@ -59,7 +59,7 @@ def test_the_wheel_carries_migrations_and_templates_and_no_tests(installed):
     for folder in ("templates", "static"):  # every page and asset, the keys and health pages' too
         shipped = {p.name for p in (site / "app" / "console" / folder).iterdir()}
         assert {p.name for p in (ROOT / "app" / "console" / folder).iterdir()} <= shipped, folder
-    assert list((site / "app" / "_migrations" / "versions").glob("*_3e4f5a6b7c8d_*.py"))  # the key and session audit
+    assert list((site / "app" / "_migrations" / "versions").glob("*_7d8e9f0a1b2c_*.py"))  # the latest
     assert (site / "fastapi_offline" / "static" / "swagger-ui-bundle.js").is_file()  # /docs with no CDN
     assert not (site / "tests").exists()
     assert not (site / "migrations").exists()  # inside the package, not a top-level `migrations` module
