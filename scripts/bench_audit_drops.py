@@ -99,16 +99,13 @@ def _settings(url: str, retention_days: int, batch_size: int) -> Settings:
     )
 
 
-async def _purge(settings: Settings) -> Any:
-    db = Database(settings)
-    await db.open()
-    try:
-        return await Purger(db, settings).run(channel=Channel.CLI)
-    finally:
-        await db.close()
+async def _purge(db: Database, settings: Settings) -> Any:
+    return await Purger(db, settings).run(channel=Channel.CLI)
 
 
-async def _window(pool: asyncpg.Pool, ids: list[uuid.UUID], owner: uuid.UUID, args: Any, drop: Settings | None) -> dict:
+async def _window(
+    pool: asyncpg.Pool, db: Database, ids: list[uuid.UUID], owner: uuid.UUID, args: Any, drop: Settings | None
+) -> dict:
     from bench_purge import Reads, read_load
 
     stop, reads = asyncio.Event(), Reads()
@@ -118,7 +115,7 @@ async def _window(pool: asyncpg.Pool, ids: list[uuid.UUID], owner: uuid.UUID, ar
     started = time.perf_counter()
     out: dict[str, Any] = {}
     if drop is not None:
-        report = await _purge(drop)
+        report = await _purge(db, drop)
         out |= {"seconds": round(time.perf_counter() - started, 3), "partitions_dropped": report.partitions_dropped}
     await asyncio.sleep(max(0.0, args.idle_seconds - (time.perf_counter() - started)))
     window = time.perf_counter() - started
@@ -143,17 +140,22 @@ async def run_paired(cluster: Any, port: int, args: argparse.Namespace) -> dict[
     windows: list[dict[str, Any]] = []
     # A purge with no day past retention yet: whatever else it would drop (the empty history
     # partition before the first day) goes before the measured rounds.
-    await _purge(_settings(url, RETENTION_DAYS + 1 + rounds, args.batch_size))
+    # The purge's pool is open before the rounds, as the service's is: a window measures the purge,
+    # not connections being made.
+    db = Database(_settings(url, RETENTION_DAYS, args.batch_size))
+    await db.open()
+    await _purge(db, _settings(url, RETENTION_DAYS + 1 + rounds, args.batch_size))
     try:
-        windows.append(await _window(pool, ids, owner, args, None) | {"phase": "idle"})
+        windows.append(await _window(pool, db, ids, owner, args, None) | {"phase": "idle"})
         for i in range(rounds):
             j = rounds - 1 - i  # the oldest day left: past a retention of RETENTION_DAYS + 1 + j days
             drop = _settings(url, RETENTION_DAYS + 1 + j, args.batch_size)
-            windows.append(await _window(pool, ids, owner, args, drop) | {"phase": "drop"})
-            windows.append(await _window(pool, ids, owner, args, None) | {"phase": "idle"})
+            windows.append(await _window(pool, db, ids, owner, args, drop) | {"phase": "drop"})
+            windows.append(await _window(pool, db, ids, owner, args, None) | {"phase": "idle"})
             print(f"  round {i + 1}: {windows[-2]}", flush=True)
     finally:
         await pool.close()
+        await db.close()
     ratios = [
         windows[k]["reads_per_second"] / ((windows[k - 1]["reads_per_second"] + windows[k + 1]["reads_per_second"]) / 2)
         for k in range(1, len(windows), 2)
