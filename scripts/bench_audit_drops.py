@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from bench_audit_purge import RETENTION_DAYS, SEAL_SIZE, seal_all
+from bench_audit_purge import RETENTION_DAYS, SEAL_SIZE, lay_out, seal_all
 from benchlib import HASH_KEY, RESULT_KEYS, SIGNING_KEY
 
 from app.domain import Channel, Role
@@ -29,23 +29,7 @@ from app.settings import Settings
 from app.storage import keys as key_sql
 from app.storage import migrations
 from app.storage.database import Database, init_connection
-from app.storage.partitions import HISTORY, day_name, list_partitions, midnight
-
-
-async def _lay_out(conn: asyncpg.Connection, days: list[datetime]) -> None:
-    """History up to the oldest day, a partition for each day, one for the days since."""
-    history = next(p for p in await list_partitions(conn) if p.name == HISTORY)
-    await conn.execute(f"DROP TABLE {HISTORY}")
-    await conn.execute(f"CREATE TABLE {HISTORY} PARTITION OF audit_event FOR VALUES FROM (MINVALUE) TO ('{days[0]}')")
-    for day in days:
-        end = day + timedelta(days=1)
-        await conn.execute(
-            f"CREATE TABLE {day_name(day.date())} PARTITION OF audit_event FOR VALUES FROM ('{day}') TO ('{end}')"
-        )
-    end = days[-1] + timedelta(days=1)
-    await conn.execute(
-        f"CREATE TABLE audit_event_since PARTITION OF audit_event FOR VALUES FROM ('{end}') TO ('{history.upper}')"
-    )
+from app.storage.partitions import midnight
 
 
 async def _seed(url: str, days: list[datetime], rows: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
@@ -53,7 +37,7 @@ async def _seed(url: str, days: list[datetime], rows: int) -> tuple[uuid.UUID, l
 
     conn = await asyncpg.connect(url)
     try:
-        await _lay_out(conn, days)
+        await lay_out(conn, days)
         owner = (
             await key_sql.insert_api_key(conn, name="bench", role=Role.CLIENT, key_hash="f" * 64, key_prefix="ask_b")
         ).id

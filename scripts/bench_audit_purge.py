@@ -40,17 +40,19 @@ CHUNK = 1_000_000
 RETENTION_DAYS = 30
 
 
-async def _lay_out(conn: asyncpg.Connection, day: datetime) -> None:
-    """The partitioned database as a service running for a while has it: the day in a partition of
-    its own, the days since in one (the history partition is empty in a fresh database)."""
-    partitions = await list_partitions(conn)
-    history = next(p for p in partitions if p.name == HISTORY)
+async def lay_out(conn: asyncpg.Connection, days: list[datetime]) -> None:
+    """The partitioned database as a service running for a while has it: each of `days` (oldest
+    first) in a partition of its own, the days since in one (the history partition is empty in a
+    fresh database, and ends where the first day begins)."""
+    history = next(p for p in await list_partitions(conn) if p.name == HISTORY)
     await conn.execute(f"DROP TABLE {HISTORY}")
-    await conn.execute(f"CREATE TABLE {HISTORY} PARTITION OF audit_event FOR VALUES FROM (MINVALUE) TO ('{day}')")
-    end = day + timedelta(days=1)
-    await conn.execute(
-        f"CREATE TABLE {day_name(day.date())} PARTITION OF audit_event FOR VALUES FROM ('{day}') TO ('{end}')"
-    )
+    await conn.execute(f"CREATE TABLE {HISTORY} PARTITION OF audit_event FOR VALUES FROM (MINVALUE) TO ('{days[0]}')")
+    for day in days:
+        end = day + timedelta(days=1)
+        await conn.execute(
+            f"CREATE TABLE {day_name(day.date())} PARTITION OF audit_event FOR VALUES FROM ('{day}') TO ('{end}')"
+        )
+    end = days[-1] + timedelta(days=1)
     await conn.execute(
         f"CREATE TABLE audit_event_since PARTITION OF audit_event FOR VALUES FROM ('{end}') TO ('{history.upper}')"
     )
@@ -98,7 +100,7 @@ async def _seed(url: str, rows: int, day: datetime, partitioned: bool) -> tuple[
     conn = await asyncpg.connect(url)
     try:
         if partitioned:
-            await _lay_out(conn, day)
+            await lay_out(conn, [day])
         owner = (
             await key_sql.insert_api_key(conn, name="bench", role=Role.CLIENT, key_hash="f" * 64, key_prefix="ask_b")
         ).id

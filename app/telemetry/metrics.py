@@ -93,7 +93,7 @@ class _Counter:
     def add(self, amount: float, attributes: Mapping[str, str] | None = None) -> None:
         if amount < 0:
             raise ValueError("a counter only goes up")
-        key = tuple(sorted(attributes.items())) if attributes else ()
+        key = _key(attributes) if attributes else ()
         with self._lock:
             self._sums[key] = self._sums.get(key, 0) + amount
 
@@ -125,22 +125,7 @@ THROTTLED = _Counter(
     description="Requests refused by a per-key limit, by limit (rate, running_tasks, budget)",
 )
 # The instrument names of this module's counters: the scope that holds them is ours.
-COUNTER_NAMES = frozenset(
-    {
-        "agent_tasks",
-        "agent_tokens",
-        "agent_cost_usd",
-        "agent_cache_lookups",
-        "agent_audited_reads",
-        "agent_purge_runs",
-        "agent_purge_rows_deleted",
-        "agent_throttled_requests",
-        "agent_audit_seals",
-        "agent_task_cancels",
-        "agent_webhook_attempts",
-        "agent_webhooks_failed",
-    }
-)
+COUNTER_NAMES = frozenset(counter.name for counter in _counters)
 
 _labels_lock = threading.Lock()
 _known_models: frozenset[str] = frozenset()  # replaced whole, so readers need no lock
