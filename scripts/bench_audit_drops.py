@@ -20,13 +20,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from bench_audit_purge import RETENTION_DAYS, SEAL_SIZE, lay_out, seal_all
+from bench_audit_purge import RETENTION_DAYS, SEAL_SIZE, bench_key, lay_out, seal_all
 from benchlib import HASH_KEY, RESULT_KEYS, SIGNING_KEY
 
-from app.domain import Channel, Role
+from app.domain import Channel
 from app.service.retention import Purger
 from app.settings import Settings
-from app.storage import keys as key_sql
 from app.storage import migrations
 from app.storage.database import Database, init_connection
 from app.storage.partitions import midnight
@@ -38,9 +37,7 @@ async def _seed(url: str, days: list[datetime], rows: int) -> tuple[uuid.UUID, l
     conn = await asyncpg.connect(url)
     try:
         await lay_out(conn, days)
-        owner = (
-            await key_sql.insert_api_key(conn, name="bench", role=Role.CLIENT, key_hash="f" * 64, key_prefix="ask_b")
-        ).id
+        owner = await bench_key(conn)
         await seed_tasks(conn, owner, 50_000, expired=False)
         # Every day's events at once, then seals over them all: days hold whole seals (rows is a
         # multiple of SEAL_SIZE), so each day is droppable on its own.

@@ -29,7 +29,6 @@ from benchlib import HASH_KEY, RESULT_KEYS, SIGNING_KEY
 from app.domain import Channel, Role
 from app.service.retention import Purger
 from app.settings import Settings
-from app.storage import keys as key_sql
 from app.storage import migrations
 from app.storage.database import Database, init_connection
 from app.storage.partitions import HISTORY, day_name, list_partitions, midnight
@@ -96,14 +95,25 @@ async def seal_all(conn: asyncpg.Connection) -> None:
     )
 
 
+async def bench_key(conn: asyncpg.Connection) -> uuid.UUID:
+    """An API key row in plain SQL, with the columns every revision has had: the plain database is
+    migrated to a revision older than today's key columns, so the service's own insert cannot run."""
+    key = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO api_key (id, name, role, key_hash, key_prefix) VALUES ($1, 'bench', $2, $3, 'ask_b')",
+        key,
+        Role.CLIENT.value,
+        "f" * 64,
+    )
+    return key
+
+
 async def _seed(url: str, rows: int, day: datetime, partitioned: bool) -> tuple[uuid.UUID, list[uuid.UUID]]:
     conn = await asyncpg.connect(url)
     try:
         if partitioned:
             await lay_out(conn, [day])
-        owner = (
-            await key_sql.insert_api_key(conn, name="bench", role=Role.CLIENT, key_hash="f" * 64, key_prefix="ask_b")
-        ).id
+        owner = await bench_key(conn)
         from bench_purge import seed as seed_tasks  # the task seeding of the other mode
 
         await seed_tasks(conn, owner, 50_000, expired=False)
